@@ -1,0 +1,68 @@
+"""Model registry: ``"triplet"``, ``"symmetric"`` or ``"package.module:Factory"``.
+
+Nothing here imports torch, Ray or the models themselves until a model is asked for, so
+validating a config stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from models.config import ConfigError, as_dict, did_you_mean, parse
+
+BUILTIN = {
+    "triplet": "models.triplet.model:TripletModel",
+    "symmetric": "models.symmetric.model:SymmetricModel",
+}
+
+
+def resolve(name: str) -> Any:
+    """The factory for a built-in name or an import path ``package.module:Factory``."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"model: got {name!r}, expected {' or '.join(map(repr, BUILTIN))} "
+                          "or 'package.module:Factory'")
+    target = BUILTIN.get(name, name)
+    if ":" not in target:
+        raise ConfigError(f"model: got {name!r}{did_you_mean(name, BUILTIN)}; expected "
+                          f"{' or '.join(map(repr, BUILTIN))} or 'package.module:Factory'")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"model: cannot import {module_name!r} for {name!r}: {err}") from None
+    try:
+        factory = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"model: module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(factory):
+        raise ConfigError(f"model: {name!r} is not callable")
+    return factory
+
+
+def validate_params(name: str, params: Mapping[str, Any] | None, where: str = "params.") -> dict[str, Any]:
+    """Check ``params`` against the factory's declared ``Config`` (if any); return the full mapping
+    with defaults filled in. Raises a one-line ConfigError."""
+    factory = resolve(name)
+    config_cls = getattr(factory, "Config", None)
+    if config_cls is None:
+        return dict(params or {})
+    return as_dict(parse(config_cls, dict(params or {}), where=where))
+
+
+def build(name: str, params: Mapping[str, Any], device: Any = "cpu", seed: int = 0) -> Any:
+    """Make a model: validate ``params``, then call the factory."""
+    import torch
+
+    factory = resolve(name)
+    full = validate_params(name, params)
+    return factory(full, torch.device(device), int(seed))
+
+
+def declared(name: str, attribute: str, default: Any = None) -> Any:
+    """A factory's optional declaration (``objective``, ``reported``, ``collapse``)."""
+    return getattr(resolve(name), attribute, default)
+
+
+__all__ = ["BUILTIN", "ConfigError", "build", "declared", "resolve", "validate_params"]

@@ -1,0 +1,92 @@
+"""The ``hpsearch`` command. Each subcommand's work lives in its own module, imported on use, so
+``hpsearch --help`` and config errors stay fast (no torch or Ray import before they are needed)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from models.config import ConfigError
+
+# subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
+HANDLERS = {
+    "train": "search.training:train_command",
+    "evaluate": "search.training:evaluate_command",
+    "run": "search.runner:run_command",
+    "resume": "search.runner:resume_command",
+    "report": "search.report:report_command",
+    "plot": "search.plots:plot_command",
+    "export": "search.export:export_command",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpsearch", description="Hyperparameter search that prunes flatlined, exploding and NaN trials.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one config without Ray")
+    p.add_argument("config", help="config YAML (configs/*.yaml or an exported config)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting; a bare key means params.KEY (repeatable)")
+    p.add_argument("--epochs", type=int, help="override epochs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")
+    p.add_argument("--out", help="directory for model.pt, config.yaml, metrics.json")
+    p.add_argument("--force", action="store_true", help="write into an --out that holds files")
+
+    p = sub.add_parser("evaluate", help="evaluate trained weights (no training)")
+    p.add_argument("weights", help="a directory with model.pt + config.yaml, or a model.pt")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+
+    p = sub.add_parser("run", help="run a search")
+    p.add_argument("config", help="search config YAML")
+    p.add_argument("--name", help="run name (a folder under --storage)")
+    p.add_argument("--storage", help="directory or URI holding runs (default: ./runs)")
+    p.add_argument("--address", help="Ray cluster address: 'auto' or ray://host:port (default: local Ray)")
+    p.add_argument("--num-samples", type=int, dest="num_samples", help="override budget.num_samples")
+    p.add_argument("--max-epochs", type=int, dest="max_epochs", help="override budget.max_epochs")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting; a bare key means params.KEY (repeatable)")
+
+    p = sub.add_parser("resume", help="continue an interrupted search")
+    p.add_argument("run_dir")
+    p.add_argument("--address", help="Ray cluster address (default: local Ray)")
+
+    p = sub.add_parser("report", help="one row per trial, summary, importances and diagnoses")
+    p.add_argument("run_dir")
+    p.add_argument("--csv", metavar="FILE")
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--all-columns", action="store_true", dest="all_columns")
+
+    p = sub.add_parser("plot", help="learning curves and parameter plots as PNG")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="directory for the PNGs (default: RUN_DIR/plots)")
+    p.add_argument("--force", action="store_true")
+
+    p = sub.add_parser("export", help="best trials' configs and weights")
+    p.add_argument("run_dir")
+    p.add_argument("--top", type=int, default=1)
+    p.add_argument("--out", help="directory (default: RUN_DIR/best)")
+    p.add_argument("--force", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    module_name, _, func = HANDLERS[args.command].partition(":")
+    try:
+        handler = getattr(importlib.import_module(module_name), func)
+        return int(handler(args) or 0)
+    except ConfigError as err:
+        print(f"hpsearch {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""The typed, validated run config: one YAML file for ``hpsearch train``, ``run`` and exports.
+
+    model: symmetric                 # built-in name or package.module:Factory
+    seed: 0
+    epochs: 30                       # length of one training run (hpsearch train)
+    device: auto                     # auto | cpu | cuda
+    params: {...}                    # the model's flat config: data + fixed hyperparameters
+    objective: {metric: val_fact_acc, mode: max}
+    space: {lr: {loguniform: [1e-5, 1e-1]}, ...}
+    warm_start: [{lr: 3.0e-4, ...}]  # points tried first
+    budget: {num_samples: 32, max_epochs: 30, max_concurrent: 2}
+    scheduler: {grace_period: 2, reduction_factor: 3}
+    health: {flatline: {patience: 3}, ...}
+    resources: {cpu: 1, gpu: 0}
+    checkpoint: {interval: 1}
+
+Loaded with ``yaml.safe_load``; every error is a one-line ConfigError naming field, value and what
+is allowed, raised before any Ray process starts. Imports neither torch nor ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+import models
+from models.config import ConfigError, as_dict, bounds, field_types, parse, unknown_key_error
+from search.health import HealthConfig
+from search.objective import MODES
+from search.space import Spec, parse_space
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: Literal["min", "max"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    num_samples: int = field(default=16, metadata=bounds(ge=1))
+    max_epochs: int | None = field(default=None, metadata=bounds(ge=1))
+    max_concurrent: int = field(default=0, metadata=bounds(ge=0, doc="0: as many as resources allow"))
+    max_failures: int = field(default=1, metadata=bounds(ge=0))
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    grace_period: int = field(default=2, metadata=bounds(ge=1))
+    reduction_factor: float = field(default=3.0, metadata=bounds(gt=1))
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = field(default=1.0, metadata=bounds(gt=0))
+    gpu: float = field(default=0.0, metadata=bounds(ge=0))
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    interval: int = field(default=1, metadata=bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    params: dict[str, Any]
+    objective: Objective
+    seed: int = 0
+    epochs: int = 10
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    space: dict[str, Spec] = field(default_factory=dict)
+    warm_start: tuple[dict[str, Any], ...] = ()
+    budget: Budget = field(default_factory=Budget)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    resources: Resources = field(default_factory=Resources)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    exported: dict[str, Any] | None = None  # provenance written by `hpsearch export`; informational
+
+    @property
+    def max_epochs(self) -> int:
+        return self.budget.max_epochs if self.budget.max_epochs is not None else self.epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that ``load_config`` reads back to an equal RunConfig."""
+        out: dict[str, Any] = {
+            "model": self.model, "seed": self.seed, "epochs": self.epochs, "device": self.device,
+            "params": dict(self.params), "objective": as_dict(self.objective),
+        }
+        if self.space:
+            out["space"] = {name: spec_to_yaml(s) for name, s in self.space.items()}
+        if self.warm_start:
+            out["warm_start"] = [dict(p) for p in self.warm_start]
+        for name in ("budget", "scheduler", "health", "resources", "checkpoint"):
+            out[name] = as_dict(getattr(self, name))
+        if self.exported is not None:
+            out["exported"] = dict(self.exported)
+        return out
+
+
+SECTIONS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def spec_to_yaml(spec: Spec) -> dict[str, Any]:
+    if spec.kind == "choice":
+        return {"choice": list(spec.choices)}
+    out: dict[str, Any] = {spec.kind: [spec.low, spec.high]}
+    if spec.log:
+        out["log"] = True
+    return out
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """NaN/inf anywhere in a config is refused (YAML reads .nan and .inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: got {value!r}, expected a finite number")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def _param_checker(model: str, params: dict[str, Any]):
+    """A function that raises when the model refuses ``name: value`` (via its declared Config)."""
+    factory = models.resolve(model)
+    config_cls = getattr(factory, "Config", None)
+    if config_cls is None:
+        return None, None
+
+    def check(name: str, value: Any, where: str = "space") -> None:
+        trial = dict(params)
+        trial[name] = value
+        try:
+            parse(config_cls, trial, where="params.")
+        except ConfigError as err:
+            message = str(err)
+            prefix = f"params.{name}: "
+            if message.startswith(prefix):  # the searched value itself is refused
+                raise ConfigError(f"{where}.{name}: {message[len(prefix):]}") from None
+            raise ConfigError(f"{where}.{name}={value!r}: {message}") from None
+
+    return check, set(field_types(config_cls))
+
+
+def build_config(raw: Any, source: str = "config") -> RunConfig:
+    """Validate a raw mapping (from YAML) into a RunConfig."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: got {type(raw).__name__}, expected a mapping of sections")
+    raw = dict(raw)
+    for key in raw:
+        if key not in SECTIONS:
+            raise unknown_key_error("", str(key), SECTIONS)
+    _check_finite(raw, "")
+    if "model" not in raw:
+        raise ConfigError("model: missing; expected 'triplet', 'symmetric' or 'package.module:Factory'")
+    model = raw["model"]
+    params = models.validate_params(model, raw.get("params") or {})
+
+    objective_raw = raw.get("objective")
+    default = models.declared(model, "objective")
+    if objective_raw is None and default is not None:
+        objective_raw = {"metric": default[0], "mode": default[1]}
+    if objective_raw is None:
+        raise ConfigError("objective: missing; this model declares no default, "
+                          "expected {metric: NAME, mode: min|max}")
+    objective = parse(Objective, objective_raw, where="objective.")
+    reported = models.declared(model, "reported")
+    if reported is not None and objective.metric not in reported:
+        from models.config import did_you_mean
+
+        raise ConfigError(f"objective.metric: {objective.metric!r} is not reported by model {model!r}"
+                          f"{did_you_mean(objective.metric, reported)}; it reports: "
+                          f"{', '.join(sorted(reported))}")
+
+    check, allowed = _param_checker(model, params)
+    space = parse_space(raw.get("space"), check_param=check, allowed=allowed)
+
+    warm = raw.get("warm_start") or []
+    if not isinstance(warm, Sequence) or isinstance(warm, (str, bytes)):
+        raise ConfigError(f"warm_start: got {warm!r}, expected a list of points")
+    points = []
+    for i, point in enumerate(warm):
+        where = f"warm_start[{i}]"
+        if not isinstance(point, Mapping):
+            raise ConfigError(f"{where}: got {point!r}, expected a mapping of parameter -> value")
+        clean = {}
+        for name, value in point.items():
+            if name not in space:
+                raise unknown_key_error(f"{where}.", str(name), space)
+            if isinstance(value, str) and space[name].kind != "choice":
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            if not space[name].contains(value):
+                raise ConfigError(f"{where}.{name}: got {value!r}, expected {space[name].describe()}")
+            clean[name] = value
+        points.append(clean)
+
+    rest = {k: raw[k] for k in ("seed", "epochs", "device", "exported") if k in raw}
+    sections = {}
+    for name, cls in (("budget", Budget), ("scheduler", SchedulerConfig), ("health", HealthConfig),
+                      ("resources", Resources), ("checkpoint", CheckpointConfig)):
+        sections[name] = parse(cls, raw.get(name) or {}, where=f"{name}.")
+    top = parse(_TopLevel, rest)
+    config = RunConfig(model=model, params=params, objective=objective, space=space,
+                       warm_start=tuple(points), seed=top.seed, epochs=top.epochs, device=top.device,
+                       exported=top.exported, **sections)
+    if config.scheduler.grace_period > config.max_epochs:
+        raise ConfigError(f"scheduler.grace_period: got {config.scheduler.grace_period}, expected a value "
+                          f"<= max_epochs ({config.max_epochs})")
+    return config
+
+
+@dataclass(frozen=True)
+class _TopLevel:
+    seed: int = field(default=0, metadata=bounds(ge=0))
+    epochs: int = field(default=10, metadata=bounds(ge=1))
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    exported: dict[str, Any] | None = None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``--set key=value``: a dotted path and a YAML-parsed value. A bare key means ``params.key``
+    unless it names a top-level section."""
+    if "=" not in text:
+        raise ConfigError(f"--set: got {text!r}, expected key=value")
+    key, _, value = text.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set: got {text!r}, expected key=value")
+    if path[0] not in SECTIONS:
+        path = ["params", *path]
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return path, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    out = dict(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, Mapping) else {}
+            node[part] = child
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: {str(path)!r} is not a file")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config: {str(path)!r} is not valid YAML{where}: {problem}") from None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read, override (``--set``) and validate a config file."""
+    raw = read_yaml(path)
+    if raw is None:
+        raise ConfigError(f"config: {str(path)!r} is empty")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: {str(path)!r} holds {type(raw).__name__}, expected a mapping of sections")
+    return build_config(apply_overrides(dict(raw), overrides), source=str(path))
+
+
+def dump_config(config: RunConfig, path: str | Path) -> None:
+    with Path(path).open("w", encoding="utf-8") as fh:
+        yaml.safe_dump(config.to_dict(), fh, sort_keys=False)
+
+
+__all__ = ["Budget", "CheckpointConfig", "ConfigError", "MODES", "Objective", "Resources", "RunConfig",
+           "SchedulerConfig", "build_config", "dump_config", "load_config"]

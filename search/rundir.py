@@ -1,0 +1,120 @@
+"""The run directory: what hpsearch writes beside Ray's own files, and how it is read back.
+
+    <storage>/<name>/
+      search.yaml        the validated RunConfig, as run (load_config reads it back)
+      run.json           name, storage, address, versions, state (running|finished|interrupted)
+      outcomes.jsonl     one JSON line per trial decision: trial_id, outcome, reason, epoch, time;
+                         the last line for a trial wins
+      optuna.db          the Optuna study (SQLite; optuna.load_study / optuna-dashboard open it)
+      <trial dirs>/      Ray's: params.json, result.json (a JSON line per epoch), checkpoint_*/
+
+Only JSON, JSONL and YAML that hpsearch or Ray wrote as text are read back; nothing here is
+ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+SEARCH_YAML = "search.yaml"
+RUN_JSON = "run.json"
+OUTCOMES = "outcomes.jsonl"
+STUDY_DB = "optuna.db"
+STUDY_NAME = "hpsearch"
+
+OUTCOMES_ALL = ("completed", "pruned_asha", "pruned_flatline", "pruned_exploding", "pruned_nonfinite",
+                "pruned_collapsed", "error", "running")
+RUN_STATES = ("running", "finished", "interrupted")
+
+
+def study_url(run_dir: str | Path) -> str:
+    return f"sqlite:///{Path(run_dir).resolve() / STUDY_DB}"
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON so a reader (or a crash) never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_JSON
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def update_run_info(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_JSON
+    info = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    info.update(fields)
+    info["updated"] = time.time()
+    write_json_atomic(path, info)
+    return info
+
+
+class OutcomeLog:
+    """Append-only record of why each trial ended, shared by scheduler, searcher and callbacks."""
+
+    def __init__(self, run_dir: str | Path | None):
+        self.path = Path(run_dir) / OUTCOMES if run_dir is not None else None
+        self._latest: dict[str, dict[str, Any]] = read_outcomes(run_dir) if run_dir is not None else {}
+
+    def record(self, trial_id: str, outcome: str, reason: str = "", epoch: int | None = None) -> dict[str, Any]:
+        if outcome not in OUTCOMES_ALL:
+            raise ValueError(f"outcome: got {outcome!r}, expected one of {', '.join(OUTCOMES_ALL)}")
+        entry = {"trial_id": trial_id, "outcome": outcome, "reason": reason, "epoch": epoch,
+                 "time": time.time()}
+        self._latest[trial_id] = entry
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return entry
+
+    def get(self, trial_id: str) -> dict[str, Any] | None:
+        return self._latest.get(trial_id)
+
+    def all(self) -> Mapping[str, dict[str, Any]]:
+        return dict(self._latest)
+
+
+def read_outcomes(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """trial_id -> its last outcome record. A torn last line (crash mid-write) is skipped."""
+    path = Path(run_dir) / OUTCOMES
+    latest: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return latest
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and "trial_id" in entry:
+            latest[entry["trial_id"]] = entry
+    return latest
+
+
+def read_trial_results(trial_dir: str | Path) -> list[dict[str, Any]]:
+    """Ray's result.json of one trial: one dict per report, a torn last line skipped."""
+    path = Path(trial_dir) / "result.json"
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
