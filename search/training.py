@@ -67,10 +67,21 @@ def load_weights(model: Any, path: str | Path, device: str) -> None:
     model.load_state_dict(state)
 
 
+def match_threads(config: RunConfig) -> None:
+    """An exported config names the torch thread count its trial ran with (``exported.threads``);
+    float sums can depend on it, so retraining and evaluating it use the same count."""
+    threads = (config.exported or {}).get("threads")
+    if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def train(config: RunConfig, out: Path | None, device: str, log=print) -> dict[str, Any]:
     """Train ``config.epochs`` epochs; write weights, config and metrics to ``out``; return metrics."""
     import torch
 
+    match_threads(config)
     torch.manual_seed(config.seed)
     metric, mode = config.objective.metric, config.objective.mode
     started = time.perf_counter()
@@ -155,6 +166,7 @@ def find_artifacts(path: str | Path) -> tuple[Path, Path]:
 
 
 def evaluate(weights: Path, config: RunConfig, split: str, device: str) -> dict[str, float]:
+    match_threads(config)
     model = models.build(config.model, config.params, device=device, seed=config.seed)
     load_weights(model, weights, device)
     return model.evaluate(split)

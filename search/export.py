@@ -1,0 +1,168 @@
+"""``hpsearch export``: the best trials as standalone configs and weights that reproduce them.
+
+    <out>/<rank>_<trial_id>/config.yaml   model, params (the run's, with the trial's searched values),
+                                          seed (the trial's), epochs (the exported checkpoint's),
+                                          objective, and `exported:` provenance
+    <out>/<rank>_<trial_id>/model.pt      that checkpoint's model state (torch.save of a dict of
+                                          tensors and plain values)
+
+``hpsearch train <dir>/config.yaml`` retrains it from scratch without Ray and reaches the same
+objective at its last epoch; ``hpsearch evaluate <dir>`` reloads the weights and reports the same
+metrics without training.
+
+Only finished trials (completed or ASHA-pruned) are exported; health-pruned ones are not. Of a
+trial's checkpoints still on disk, the one whose epoch reached the best objective is exported.
+Checkpoints are read with ``torch.load(weights_only=True)``; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.config import ConfigError, parse
+from search.config import Resources, build_config, dump_config
+from search.objective import is_better, score
+from search.report import FINISHED, Run, Trial, build_table, read_run
+
+
+def checkpoint_file() -> str:
+    """The file name the trainable gives its checkpoint inside a Ray checkpoint_* directory."""
+    from search.trainable import CHECKPOINT_FILE
+
+    return CHECKPOINT_FILE
+
+
+def trial_threads(run: Run) -> int:
+    """The torch thread count the run's trials trained with (the trainable's CPU share)."""
+    from search.trainable import cpu_threads
+
+    return cpu_threads(parse(Resources, run.raw.get("resources") or {}, where="resources.").cpu)
+
+
+@dataclass
+class Choice:
+    trial: Trial
+    path: Path            # the checkpoint file
+    epoch: int
+    row: dict[str, Any]   # the trial's result row of that epoch
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint payload, read with weights_only=True; a one-line ConfigError if it is refused."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ConfigError(f"checkpoint: {str(path)!r} cannot be loaded as weights only "
+                          f"(torch.load weights_only=True): {first}") from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise ConfigError(f"checkpoint: {str(path)!r} holds no 'model' state; expected a checkpoint written "
+                          "by the hpsearch trainable")
+    return payload
+
+
+def _payload_epoch(payload: dict[str, Any]) -> int | None:
+    history = payload.get("history")
+    if isinstance(payload.get("epoch"), int):
+        return payload["epoch"]
+    if isinstance(history, list) and history and isinstance(history[-1], dict) \
+            and isinstance(history[-1].get("epoch"), int):
+        return history[-1]["epoch"]
+    return len(history) if isinstance(history, list) and history else None
+
+
+def choose_checkpoint(run: Run, trial: Trial) -> Choice | None:
+    """The trial's checkpoint on disk whose epoch has the best objective (the earliest on a tie)."""
+    if trial.path is None:
+        return None
+    name = checkpoint_file()
+    by_dir = {r.get("checkpoint_dir_name"): r for r in trial.rows if r.get("checkpoint_dir_name")}
+    by_epoch = {r.get("epoch"): r for r in trial.rows}
+    chosen: Choice | None = None
+    for ckpt_dir in sorted(trial.path.glob("checkpoint_*")):
+        path = ckpt_dir / name
+        if not path.is_file():
+            continue
+        row = by_dir.get(ckpt_dir.name)
+        if row is None:        # not named in result.json: ask the checkpoint which epoch it holds
+            row = by_epoch.get(_payload_epoch(load_checkpoint(path)))
+        if row is None or score(row.get(run.metric), run.mode) == -math.inf:
+            continue
+        if chosen is None or is_better(row.get(run.metric), chosen.row.get(run.metric), run.mode) \
+                or (row.get(run.metric) == chosen.row.get(run.metric) and row["epoch"] < chosen.epoch):
+            chosen = Choice(trial, path, int(row["epoch"]), row)
+    return chosen
+
+
+def exported_config(run: Run, choice: Choice, rank: int, versions: dict[str, str]) -> dict[str, Any]:
+    """The standalone config (plain data) of one exported checkpoint."""
+    trial, row = choice.trial, choice.row
+    seed = row.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"trial {trial.trial_id}: no seed in its results; cannot export a config that "
+                          "reproduces it")
+    params = dict(run.raw.get("params") or {})
+    params.update({name: trial.config[name] for name in run.space if name in trial.config})
+    raw = {k: v for k, v in run.raw.items() if k not in ("space", "warm_start", "exported")}
+    raw.update(params=params, seed=seed, epochs=choice.epoch)
+    raw["exported"] = {
+        "run_dir": str(run.path.resolve()), "trial_id": trial.trial_id, "rank": rank, "outcome": trial.outcome,
+        "epoch": choice.epoch, "checkpoint": str(choice.path.relative_to(run.path)),
+        "objective": {"metric": run.metric, "mode": run.mode, "value": float(row[run.metric])},
+        "metrics": {k: v for k, v in row.items() if k.startswith("val_") and isinstance(v, (int, float))},
+        "searched": {name: trial.config.get(name) for name in run.space},
+        "threads": trial_threads(run),
+        "versions": versions,
+    }
+    return raw
+
+
+def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, log=print) -> list[Path]:
+    """Write the ``top`` best finished trials; return their directories."""
+    import torch
+
+    from search.training import CONFIG, WEIGHTS, prepare_out_dir, versions
+
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ConfigError(f"--top: got {top!r}, expected an integer >= 1")
+    run = read_run(run_dir)
+    table = build_table(run)
+    by_id = {t.trial_id: t for t in run.trials}
+    choices = []
+    for trial_id, outcome in zip(table["trial_id"], table["outcome"]):
+        choice = choose_checkpoint(run, by_id[trial_id]) if outcome in FINISHED else None
+        if choice is not None:
+            choices.append(choice)
+    if not choices:
+        raise ConfigError(f"run_dir: nothing to export: no finished trial ({' or '.join(FINISHED)}) in "
+                          f"{str(run.path)!r} has a checkpoint with a finite {run.metric}")
+    found = len(choices)
+    choices = sorted(choices, key=lambda c: -score(c.row[run.metric], run.mode))[:top]
+    target = prepare_out_dir(out if out is not None else run.path / "best", force)
+    stamp = versions()
+    written = []
+    for rank, choice in enumerate(choices, start=1):
+        config = build_config(exported_config(run, choice, rank, stamp), source=str(choice.path))
+        payload = load_checkpoint(choice.path)
+        folder = target / f"{rank}_{choice.trial.trial_id}"
+        folder.mkdir(exist_ok=True)
+        dump_config(config, folder / CONFIG)
+        torch.save(payload["model"], folder / WEIGHTS)
+        written.append(folder)
+        log(f"{folder}: {choice.trial.trial_id} ({choice.trial.outcome}) {run.metric} "
+            f"{choice.row[run.metric]:.6g} at epoch {choice.epoch}")
+    if found < top:
+        log(f"only {found} finished trial(s) have a checkpoint; exported {found} of the {top} asked")
+    log(f"retrain: hpsearch train {written[0] / CONFIG} · evaluate: hpsearch evaluate {written[0]}")
+    return written
+
+
+def export_command(args) -> int:
+    export(args.run_dir, args.top, args.out, args.force)
+    return 0

@@ -1,0 +1,276 @@
+"""A run directory as a table: one row per trial, sorted best first, plus a summary.
+
+    df = load_report("runs/quickstart")      # a pandas DataFrame, one row per trial
+
+Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``run_dir``):
+
+- ``trial_id``, ``outcome`` (completed, pruned_asha, pruned_flatline, pruned_exploding,
+  pruned_nonfinite, pruned_collapsed, error, running) and ``reason`` (one line: why it stopped);
+- ``epochs``: epochs the trial trained;
+- ``objective_best`` / ``best_epoch`` / ``objective_last``: the objective metric named in
+  search.yaml, its best value (mode-aware; NaN when no finite value), the epoch that reached it, and
+  its value at the last epoch;
+- ``config/<name>``: every searched parameter;
+- ``seed`` (the trial's own seed) and ``time_s`` (Ray's ``time_total_s``);
+- the last value of every ``train_*`` metric (``train_loss``, ``train_loss_<component>``,
+  ``train_grad_norm``, ``train_batch_loss_std``, model diagnostics) and every ``val_*`` metric.
+
+Rows are sorted by ``objective_best`` through :mod:`search.objective` (NaN always last). Only the
+text files of the run are read (search.yaml, run.json, outcomes.jsonl, params.json, result.json,
+error.txt) plus the SQLite study for importances; no pickle in a run dir is ever loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.config import ConfigError, parse
+from search.config import Budget, RunConfig, read_yaml
+from search.objective import MODES, best, score
+from search.rundir import OUTCOMES_ALL, RUN_JSON, SEARCH_YAML, read_outcomes, read_trial_results
+
+FINISHED = ("completed", "pruned_asha")          # ended normally: their objective is a fair verdict
+DIVERGED = ("pruned_exploding", "pruned_nonfinite")
+HEAD = ("trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last")
+TRIAL_DIR = re.compile(r"trial_\d+_(?P<id>.+)")     # search.trainable.trial_name: trial_<index>_<id>
+RAY_TRIAL_ID = re.compile(r"[0-9a-f]{5,8}_\d{5}")     # Ray's default directory names hold the id
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
+@dataclass
+class Trial:
+    trial_id: str
+    path: Path | None
+    config: dict[str, Any]              # the searched values (Ray's params.json)
+    rows: list[dict[str, Any]]          # one per epoch, duplicates resolved, in epoch order
+    outcome: str
+    reason: str
+    stop_epoch: int | None = None       # the epoch the outcome was decided at, when recorded
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """(epochs, values) of one metric; a missing or non-numeric value is NaN."""
+        xs, ys = [], []
+        for i, row in enumerate(self.rows):
+            xs.append(int(row.get("epoch", row.get("training_iteration", i + 1))))
+            ys.append(_number(row.get(key)))
+        return xs, ys
+
+
+@dataclass
+class Run:
+    path: Path
+    raw: dict[str, Any]                 # search.yaml as written
+    model: str
+    metric: str
+    mode: str
+    space: list[str]
+    num_samples: int
+    max_epochs: int
+    state: str                          # running | finished | interrupted | unknown
+    trials: list[Trial] = field(default_factory=list)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"run_dir: cannot read {str(path)!r}: {err}") from None
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the last row per training_iteration (a resumed trial may re-report an epoch)."""
+    latest: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        key = row.get("training_iteration", row.get("epoch"))
+        if isinstance(key, bool) or not isinstance(key, (int, float)):
+            continue
+        latest[int(key)] = row
+    return [latest[k] for k in sorted(latest)]
+
+
+def _error_line(trial_dir: Path) -> str:
+    """Last non-empty line of Ray's error.txt (error.pkl, a pickle, is never read)."""
+    text = (trial_dir / "error.txt").read_text(encoding="utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "error.txt is empty"
+
+
+def _trial_dirs(path: Path) -> list[Path]:
+    return sorted(child for child in path.iterdir() if child.is_dir()
+                  and ((child / "result.json").is_file() or (child / "params.json").is_file()))
+
+
+def _id_from_name(name: str) -> str:
+    """A trial's id from its directory name, for a trial that has not reported yet."""
+    ours = TRIAL_DIR.fullmatch(name)
+    if ours:
+        return ours.group("id")
+    ray = RAY_TRIAL_ID.search(name)
+    return ray.group(0) if ray else name
+
+
+def _objective(raw: dict[str, Any]) -> tuple[str, str]:
+    objective = raw.get("objective")
+    if objective is None:
+        import models
+
+        default = models.declared(raw.get("model", ""), "objective")
+        if default is None:
+            raise ConfigError("search.yaml: objective: missing and the model declares no default")
+        objective = {"metric": default[0], "mode": default[1]}
+    if not isinstance(objective, dict) or not isinstance(objective.get("metric"), str) \
+            or objective.get("mode") not in MODES:
+        raise ConfigError(f"search.yaml: objective: got {objective!r}, expected {{metric: NAME, mode: min|max}}")
+    return objective["metric"], objective["mode"]
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """Everything hpsearch and Ray wrote as text in ``run_dir``; a ConfigError if it is no run dir."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"run_dir: {str(path)!r} is not a directory; expected a run directory "
+                          "written by `hpsearch run`")
+    if not (path / SEARCH_YAML).is_file():
+        raise ConfigError(f"run_dir: {str(path)!r} is not a run directory (no {SEARCH_YAML}); expected "
+                          "a directory written by `hpsearch run`")
+    raw = read_yaml(path / SEARCH_YAML)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"run_dir: {str(path / SEARCH_YAML)!r} holds {type(raw).__name__}, "
+                          "expected a mapping of sections")
+    metric, mode = _objective(raw)
+    budget = parse(Budget, raw.get("budget") or {}, where="search.yaml: budget.")
+    epochs = raw.get("epochs", _DEFAULTS["epochs"])
+    info = _read_json(path / RUN_JSON) if (path / RUN_JSON).is_file() else {}
+    state = str(info.get("state", "unknown")) if isinstance(info, dict) else "unknown"
+    run = Run(path=path, raw=raw, model=str(raw.get("model", "")), metric=metric, mode=mode,
+              space=[str(k) for k in (raw.get("space") or {})], num_samples=budget.num_samples,
+              max_epochs=int(budget.max_epochs or epochs), state=state)
+
+    outcomes = read_outcomes(path)
+    seen = set()
+    for trial_dir in _trial_dirs(path):
+        rows = _dedupe(read_trial_results(trial_dir))
+        config = _read_json(trial_dir / "params.json") if (trial_dir / "params.json").is_file() else None
+        if not isinstance(config, dict):
+            config = rows[-1].get("config", {}) if rows and isinstance(rows[-1].get("config"), dict) else {}
+        ids = [r["trial_id"] for r in rows if isinstance(r.get("trial_id"), str)]
+        trial_id = ids[-1] if ids else _id_from_name(trial_dir.name)
+        run.trials.append(_trial(run, trial_id, trial_dir, config, rows, outcomes.get(trial_id)))
+        seen.add(trial_id)
+    for trial_id, record in outcomes.items():   # decided before Ray made its directory
+        if trial_id not in seen:
+            run.trials.append(_trial(run, trial_id, None, {}, [], record))
+    return run
+
+
+def _trial(run: Run, trial_id: str, trial_dir: Path | None, config: dict[str, Any],
+           rows: list[dict[str, Any]], record: dict[str, Any] | None) -> Trial:
+    if record is not None:
+        outcome, reason = str(record.get("outcome")), str(record.get("reason") or "")
+        epoch = record.get("epoch")
+        stop = int(epoch) if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+        return Trial(trial_id, trial_dir, config, rows, outcome, reason, stop)
+    if trial_dir is not None and (trial_dir / "error.txt").is_file():
+        return Trial(trial_id, trial_dir, config, rows, "error", _error_line(trial_dir))
+    reason = "the run was interrupted before this trial ended" if run.state == "interrupted" else ""
+    return Trial(trial_id, trial_dir, config, rows, "running", reason)
+
+
+def trial_row(run: Run, trial: Trial) -> dict[str, Any]:
+    """One report row (see the module docstring for the columns)."""
+    epochs_x, values = trial.series(run.metric)
+    top = best(values, run.mode)
+    best_epoch = next((e for e, v in zip(epochs_x, values) if v == top), None)
+    last = trial.rows[-1] if trial.rows else {}
+    time_s = _number(last.get("time_total_s"))
+    if math.isnan(time_s) and trial.rows:
+        time_s = sum(_number(r.get("epoch_s")) for r in trial.rows)
+    seeds = [r["seed"] for r in trial.rows if isinstance(r.get("seed"), int) and not isinstance(r.get("seed"), bool)]
+    row: dict[str, Any] = {
+        "trial_id": trial.trial_id, "outcome": trial.outcome, "reason": trial.reason,
+        "epochs": max(epochs_x) if epochs_x else 0,
+        "objective_best": top, "best_epoch": best_epoch,
+        "objective_last": values[-1] if values else math.nan,
+    }
+    names = run.space or sorted(trial.config)
+    for name in names:
+        row[f"config/{name}"] = trial.config.get(name)
+    row["seed"] = seeds[-1] if seeds else None
+    row["time_s"] = time_s
+    for r in trial.rows:
+        for key, value in r.items():
+            if key.startswith(("train_", "val_")):
+                row[key] = _number(value)
+    return row
+
+
+def _metric_order(key: str) -> tuple[int, str]:
+    if key == "train_loss":
+        return (0, key)
+    if key.startswith("train_loss_"):
+        return (1, key)
+    return (2, key) if key.startswith("train_") else (3, key)
+
+
+def build_table(run: Run):
+    """The report DataFrame of an already-read run."""
+    import pandas as pd
+
+    rows = [trial_row(run, t) for t in run.trials]
+    rows.sort(key=lambda r: (-score(r["objective_best"], run.mode), r["trial_id"]))
+    fixed = list(HEAD) + [f"config/{n}" for n in run.space]
+    extra = {k for r in rows for k in r if k not in fixed}
+    configs = sorted(k for k in extra if k.startswith("config/"))
+    metrics = sorted((k for k in extra if k.startswith(("train_", "val_"))), key=_metric_order)
+    columns = fixed + configs + ["seed", "time_s"] + metrics
+    table = pd.DataFrame(rows, columns=columns)
+    for name in ("epochs", "best_epoch", "seed"):
+        table[name] = table[name].astype("Int64")
+    for name in ["objective_best", "objective_last", "time_s", *metrics]:
+        table[name] = table[name].astype("float64")
+    table.attrs.update({"objective": run.metric, "mode": run.mode, "run_dir": str(run.path)})
+    return table
+
+
+def load_report(run_dir: str | Path):
+    """One row per trial of ``run_dir``, best first. Works on finished, running and interrupted runs."""
+    return build_table(read_run(run_dir))
+
+
+def report_command(args) -> int:
+    from search.summary import format_table, render, summarize
+
+    run = read_run(args.run_dir)
+    table = build_table(run)
+    summary = summarize(run, table)
+    print(format_table(table, all_columns=args.all_columns))
+    print()
+    print(render(summary))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    if args.json:
+        records = json.loads(table.to_json(orient="records"))
+        Path(args.json).write_text(json.dumps({"summary": summary, "trials": records}, indent=2,
+                                              default=str), encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+__all__ = ["DIVERGED", "FINISHED", "OUTCOMES_ALL", "Run", "Trial", "build_table", "load_report", "read_run",
+           "report_command", "trial_row"]

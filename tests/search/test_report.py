@@ -1,0 +1,266 @@
+"""The report: one row per trial with known values, the summary, the diagnoses and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from search.cli import main
+from search.diagnose import diagnose
+from search.report import load_report, read_run
+from search.summary import render, summarize
+from tests.search.rundir_factory import FakeTrial, history, make_run
+
+TRIPLET_SPACE = {"lr": {"loguniform": [1e-5, 1e-1]}, "margin": {"uniform": [0.05, 1.0]}}
+
+
+def known_run(root, state="finished"):
+    """Four trials, one of each kind the report must tell apart."""
+    good = history(4, obj=(0.2, 0.8), loss=(2.0, 0.5), train_active_triplets=12.0)
+    good[3]["val_recall_at_1"] = 0.7          # best at epoch 3 (0.6 -> 0.8 is the line; set below)
+    good[2]["val_recall_at_1"] = 0.9
+    asha = history(2, obj=(0.1, 0.35), loss=(2.0, 1.8), train_active_triplets=9.0)
+    boom = history(3, obj=(0.2, 0.4), loss=(2.0, 40.0), train_active_triplets=5.0)
+    boom[2]["val_recall_at_1"] = math.nan
+    live = history(2, obj=(0.1, 0.5), loss=(2.0, 1.5), train_active_triplets=7.0)
+    trials = [
+        FakeTrial("b0000001_00000", {"lr": 1e-3, "margin": 0.2}, good, "completed", "reached max_epochs",
+                  seed=101, rereported={2: {"train_loss": 123.0, "val_recall_at_1": 0.99}}),
+        FakeTrial("b0000001_00001", {"lr": 1e-4, "margin": 0.5}, asha, "pruned_asha",
+                  "below the rung-2 cutoff", seed=102),
+        FakeTrial("b0000001_00002", {"lr": 5e-2, "margin": 0.3}, boom, "pruned_exploding",
+                  "train_loss 40 > 10 x best 2", seed=103, epoch_s=0.25),
+        FakeTrial("b0000001_00003", {"lr": 3e-4, "margin": 0.9}, live, None, seed=104),
+    ]
+    return make_run(root, trials, space=TRIPLET_SPACE, max_epochs=4, num_samples=6, state=state)
+
+
+def test_every_column_of_a_run_with_known_outcomes(tmp_path):
+    table = load_report(known_run(tmp_path))
+
+    assert list(table.columns) == [
+        "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last",
+        "config/lr", "config/margin", "seed", "time_s", "train_loss", "train_active_triplets",
+        "train_batch_loss_std", "train_grad_norm", "val_recall_at_1"]
+    assert table.attrs["objective"] == "val_recall_at_1" and table.attrs["mode"] == "max"
+    # sorted best first: 0.9 (completed), 0.5 (running), 0.35 (asha), 0.3 (exploding, NaN at the end)
+    assert list(table["trial_id"]) == ["b0000001_00000", "b0000001_00003", "b0000001_00001", "b0000001_00002"]
+    assert list(table["outcome"]) == ["completed", "running", "pruned_asha", "pruned_exploding"]
+    assert list(table["reason"]) == ["reached max_epochs", "", "below the rung-2 cutoff", "train_loss 40 > 10 x best 2"]
+    assert list(table["epochs"]) == [4, 2, 2, 3]
+    assert table["objective_best"].tolist() == pytest.approx([0.9, 0.5, 0.35, 0.3])
+    assert list(table["best_epoch"]) == [3, 2, 2, 2]
+    last = table["objective_last"].tolist()
+    assert last[:3] == pytest.approx([0.7, 0.5, 0.35]) and math.isnan(last[3])
+    assert table["config/lr"].tolist() == [1e-3, 3e-4, 1e-4, 5e-2]
+    assert table["config/margin"].tolist() == [0.2, 0.9, 0.5, 0.3]
+    assert list(table["seed"]) == [101, 104, 102, 103]
+    assert table["time_s"].tolist() == pytest.approx([2.0, 1.0, 1.0, 0.75])
+    assert table["train_loss"].tolist() == pytest.approx([0.5, 1.5, 1.8, 40.0])
+    assert table["train_active_triplets"].tolist() == [12.0, 7.0, 9.0, 5.0]
+    assert table["train_grad_norm"].tolist() == [1.0] * 4
+    assert table["train_batch_loss_std"].tolist() == [0.1] * 4
+
+
+def test_a_reported_again_epoch_counts_once_and_the_later_row_wins(tmp_path):
+    run = read_run(known_run(tmp_path))
+    trial = next(t for t in run.trials if t.trial_id == "b0000001_00000")
+    epochs, values = trial.series("val_recall_at_1")
+    assert epochs == [1, 2, 3, 4]
+    assert 0.99 not in values                 # the stale row for epoch 2 was replaced
+
+
+def test_minimised_objective_sorts_small_first_and_nan_last(tmp_path):
+    trials = [FakeTrial(f"c0000001_0000{i}", {"lr": 10.0 ** -(i + 2)}, history(2, objective="val_loss", obj=obj),
+                        "completed") for i, obj in enumerate([(0.9, 0.5), (math.nan, math.nan), (0.4, 0.2)])]
+    table = load_report(make_run(tmp_path, trials, objective=("val_loss", "min")))
+    assert list(table["trial_id"]) == ["c0000001_00002", "c0000001_00000", "c0000001_00001"]
+    assert table["objective_best"].tolist()[:2] == [0.2, 0.5] and math.isnan(table["objective_best"].iloc[2])
+
+
+def test_interrupted_run_keeps_unfinished_trials_as_running_and_says_so(tmp_path):
+    run = read_run(known_run(tmp_path, state="interrupted"))
+    from search.report import build_table
+
+    table = build_table(run)
+    live = table.set_index("trial_id").loc["b0000001_00003"]
+    assert live["outcome"] == "running" and "interrupted" in live["reason"]
+    text = render(summarize(run, table))
+    assert "the run was interrupted: 1 trial(s) without an outcome are shown as running" in text
+    assert "hpsearch resume" in text
+
+
+def test_error_txt_marks_a_trial_without_outcome_line_as_error(tmp_path):
+    trial = FakeTrial("d0000001_00000", {"lr": 1e-3}, history(1), None,
+                      error_txt="Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n")
+    table = load_report(make_run(tmp_path, [trial]))
+    assert table.loc[0, "outcome"] == "error"
+    assert table.loc[0, "reason"] == "RuntimeError: CUDA out of memory"
+
+
+def test_summary_counts_budget_best_and_importance(tmp_path):
+    run = read_run(known_run(tmp_path))
+    from search.report import build_table
+
+    summary = summarize(run, build_table(run))
+    assert summary["outcomes"] == {"completed": 1, "pruned_asha": 1, "pruned_exploding": 1, "running": 1}
+    assert summary["epochs_spent"] == 11 and summary["epoch_budget"] == 6 * 4
+    assert summary["compute_saved"] == pytest.approx(1 - 11 / 24)
+    assert summary["best"] == {"trial_id": "b0000001_00000", "outcome": "completed", "value": 0.9, "epoch": 3,
+                               "config": {"lr": 1e-3, "margin": 0.2}}
+    assert set(summary["importance"]) == {"lr", "margin"}
+    assert summary["importance_source"] == "the report's 2 finished trials (objective_best); optuna.db is missing"
+
+
+def _finished_trials(n=6):
+    trials = []
+    for i in range(n):
+        lr = 10.0 ** (-4 + 3 * i / (n - 1))
+        trials.append(FakeTrial(f"e0000001_{i:05d}", {"lr": lr, "margin": 0.5},
+                                history(3, obj=(0.1, 0.2 + 0.1 * i)), "completed", seed=i))
+    return trials
+
+
+def test_importance_from_the_report_rows_when_there_is_no_study(tmp_path):
+    run = read_run(make_run(tmp_path, _finished_trials(), space=TRIPLET_SPACE))
+    from search.summary import importance
+    from search.report import build_table
+
+    values, source = importance(run, build_table(run))
+    assert set(values) == {"lr", "margin"} and values["lr"] > values["margin"]
+    assert source.startswith("the report's 6 finished trials") and "optuna.db is missing" in source
+
+
+def test_importance_from_the_stored_study_when_it_has_complete_trials(tmp_path):
+    import optuna
+
+    from search.report import build_table
+    from search.rundir import STUDY_NAME, study_url
+    from search.summary import importance
+
+    path = make_run(tmp_path, _finished_trials(), space=TRIPLET_SPACE)
+    study = optuna.create_study(study_name=STUDY_NAME, storage=study_url(path), direction="maximize")
+    dists = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
+             "margin": optuna.distributions.FloatDistribution(0.05, 1.0)}
+    for i in range(8):   # the stored study: here margin drives the value
+        study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3, "margin": 0.1 + 0.1 * i},
+                                                  distributions=dists, value=float(i)))
+    run = read_run(path)
+    values, source = importance(run, build_table(run))
+    assert source == "8 complete trials of the study in optuna.db"
+    assert values["margin"] > values["lr"]
+
+
+def test_report_command_csv_is_exactly_load_report_and_json_holds_summary(tmp_path, capsys):
+    path = known_run(tmp_path)
+    csv, js = tmp_path / "t.csv", tmp_path / "t.json"
+    assert main(["report", str(path), "--csv", str(csv), "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    table = load_report(path)
+    assert csv.read_text() == table.to_csv(index=False)
+    back = pd.read_csv(csv)
+    assert list(back.columns) == list(table.columns) and list(back["trial_id"]) == list(table["trial_id"])
+    pd.testing.assert_series_equal(back["objective_best"], table["objective_best"])
+    data = json.loads(js.read_text())
+    assert [t["trial_id"] for t in data["trials"]] == list(table["trial_id"])
+    assert data["summary"]["best"]["trial_id"] == "b0000001_00000"
+    for text in ("b0000001_00003", "pruned_exploding", "completed 1, pruned_asha 1", "24 without pruning",
+                 "best: b0000001_00000 (completed) val_recall_at_1 0.9 at epoch 3"):
+        assert text in out
+    assert "train_batch_loss_std" not in out          # compact by default
+    assert main(["report", str(path), "--all-columns"]) == 0
+    assert "train_batch_loss_std" in capsys.readouterr().out
+
+
+def test_a_run_with_no_finished_trial_still_reports(tmp_path, capsys):
+    trials = [FakeTrial("f0000001_00000", {"lr": 1e-3}, history(1, obj=(math.nan, math.nan)), "pruned_nonfinite",
+                        "train_loss is nan"), FakeTrial("f0000001_00001", {"lr": 1e-2}, [], None)]
+    path = make_run(tmp_path, trials)
+    with (path / "outcomes.jsonl").open("a") as fh:      # failed before Ray made its directory
+        fh.write(json.dumps({"trial_id": "f0000001_00002", "outcome": "error", "reason": "placement failed",
+                             "epoch": None, "time": 1.0}) + "\n")
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "best: no trial has a finite objective yet" in out
+    assert "pruned_nonfinite 1, error 1, running 1" in out
+    table = load_report(path).set_index("trial_id")
+    assert table.loc["f0000001_00001", ["outcome", "epochs"]].tolist() == ["running", 0]   # id from its dir name
+    assert table.loc["f0000001_00002", ["outcome", "reason", "epochs"]].tolist() == ["error", "placement failed", 0]
+
+
+@pytest.mark.parametrize("make_path", [
+    lambda tmp: tmp / "missing",
+    lambda tmp: tmp,                                     # a directory without search.yaml
+    lambda tmp: (tmp / "file.txt").write_text("x") and tmp / "file.txt",
+])
+def test_not_a_run_dir_is_one_line_exit_2(tmp_path, capsys, make_path):
+    assert main(["report", str(make_path(tmp_path))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run_dir:" in err and "hpsearch run" in err
+
+
+# --- diagnoses -------------------------------------------------------------------------------
+
+def _diagnosed_run(tmp_path, kind):
+    """Runs built to show one diagnosis each, and a healthy one that must show none."""
+    n = 4
+    trials = []
+    for i in range(n):
+        lr = [1e-4, 3e-4, 1e-3, 3e-3][i]
+        comps = {"parse": (3.0, 2.0), "generate": (2.5, 1.5), "cycle_forward": (1.0, 0.8)}
+        extra = {"train_active_triplets": 20.0}
+        outcome, obj = "completed", (0.1, 0.4 + 0.1 * i)
+        if kind == "dominant":
+            comps["parse"] = (3000.0, 2000.0)              # a component x1000 larger than the others
+        if kind == "no_triplets" and i < 2:
+            extra["train_active_triplets"] = 0.0
+        if kind == "divergence" and i >= 2:
+            lr, outcome = [3e-2, 9e-2][i - 2], ["pruned_exploding", "pruned_nonfinite"][i - 2]
+        trials.append(FakeTrial(f"a000000{i}_0000{i}", {"lr": lr, "w_parse": 1.0},
+                                history(3, obj=obj, components=comps, **extra), outcome, seed=i))
+    space = {"lr": {"loguniform": [1e-5, 1e-1]}, "w_parse": {"uniform": [0.0, 2.0]}}
+    return load_report(make_run(tmp_path, trials, space=space, params={"w_cycle": 0.5}))
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("healthy", []),
+    ("dominant", ["train_loss_parse is 99% of the summed loss components in 4/4 trials",
+                  "consider w_parse ≈ 0.00"]),
+    ("no_triplets", ["2/4 trials had no active triplets in their last epoch (train_active_triplets = 0): "
+                     "a0000001_00001, a0000000_00000"]),
+    ("divergence", ["2/4 trials diverged (pruned_exploding 1, pruned_nonfinite 1) at lr 0.03–0.09; "
+                    "finished trials used 0.0001–0.0003 — keep it below 0.03"]),
+])
+def test_diagnoses_fire_on_runs_built_to_show_them_and_stay_silent_otherwise(tmp_path, kind, expected):
+    lines = diagnose(_diagnosed_run(tmp_path, kind), {"w_cycle": 0.5})
+    assert len(lines) == (1 if expected else 0), lines
+    for text in expected:
+        assert text in lines[0]
+
+
+def test_dominant_component_suggests_the_weight_that_levels_it(tmp_path):
+    (line,) = diagnose(_diagnosed_run(tmp_path, "dominant"), {"w_cycle": 0.5})
+    # last epoch: parse 2000, others (1.5 + 0.8) / 2 = 1.15 -> w_parse 1.0 * 1.15 / 2000
+    assert f"consider w_parse ≈ {1.15 / 2000:.2g}" in line
+
+
+def test_constant_objective_is_diagnosed(tmp_path):
+    trials = [FakeTrial(f"a000000{i}_0000{i}", {"lr": 10.0 ** -(i + 2)}, history(3, obj=(0.0, 0.0)), "completed")
+              for i in range(3)]
+    (line,) = diagnose(load_report(make_run(tmp_path, trials)), {})
+    assert line.startswith("val_recall_at_1 was 0 in all 3 trials")
+
+
+def test_an_unreadable_study_falls_back_to_the_report_rows_and_says_so(tmp_path):
+    from search.report import build_table
+    from search.summary import importance
+
+    path = make_run(tmp_path, _finished_trials(), space=TRIPLET_SPACE)
+    (path / "optuna.db").write_bytes(b"not a database" * 100)
+    run = read_run(path)
+    values, source = importance(run, build_table(run))
+    assert set(values) == {"lr", "margin"}
+    assert source.startswith("the report's 6 finished trials (objective_best); optuna.db could not be read (")
