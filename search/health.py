@@ -1,34 +1,268 @@
-"""Health verdicts on a trial's metric history (pure: no torch, no ray).
+"""Health verdicts on a trial's metric history (pure: no torch, no ray, no numpy).
 
-Settings live here; the verdict functions are built on them.
+``assess(history, config, collapse, objective=...)`` reads the per-epoch results of one trial and
+says whether training is still worth running:
+
+    ok         nothing wrong
+    nonfinite  a reported loss (train_loss, train_loss_*, val_loss, val_loss_*) or the objective
+               is NaN or +-inf
+    exploding  train_loss far above its best, or more than doubling epoch after epoch
+    collapsed  a degeneracy metric the model declares (e.g. train_emb_std) at its floor for a while
+    flatline   train_loss that does not move, a whole epoch of identical batch losses, or no gradient
+
+Every threshold is relative to the trial's own values (scale-free), so the same defaults serve a
+loss of 0.1 and a loss of 300. Each rule is a small frozen dataclass: its constructor validates
+(one-line ConfigError naming field and value) and its one method, ``check(history)``, returns the
+first epoch at which it fires. ``assess`` asks them in the order above and returns the earliest
+verdict; on a tie the order above decides.
+
+A key the model does not report disables only the sub-rule that reads it: that is spelled out in
+each rule (``_number(row.get(key)) is None``), never hidden in a broad ``except``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from models.config import bounds
+from models.config import ConfigError, bounds, check_bounds, coerce
+
+STATUSES = ("ok", "nonfinite", "exploding", "flatline", "collapsed")
+
+History = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str          # one of STATUSES
+    reason: str = ""     # one line naming the metric, the values and the epoch; "" when ok
+    epoch: int | None = None  # 1-based epoch at which the verdict fired (None when ok)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+OK = Verdict("ok")
+
+
+def _validate(obj: Any, where: str) -> None:
+    """Check every field of a settings dataclass against its type and bounds (direct construction
+    gets the same one-line errors as YAML parsing)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        coerce(value, hints[f.name], f"{where}{f.name}")
+        check_bounds(value, f.metadata, f"{where}{f.name}")
+
+
+def _number(value: Any) -> float | None:
+    """A reported value as a float; None when missing or not a number (NaN and inf stay as they are)."""
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:  # a 0-d array or tensor that slipped through
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _g(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _span(first: int, last: int) -> str:
+    return f"epoch {last}" if first == last else f"epochs {first}-{last}"
+
+
+@dataclass(frozen=True)
+class NonfiniteRule:
+    """Fires in the first epoch where a loss, the gradient norm or the objective is NaN or +-inf.
+
+    Watched keys: ``train_loss``, ``train_loss_*``, ``val_loss``, ``val_loss_*`` and, when named,
+    the objective. Not the gradient norm: mixed-precision training meets inf gradients by design
+    and skips those steps; a NaN that reaches the weights shows in the loss an epoch later.
+    NaN policy: this is the rule that owns NaN; a missing key (or a non-number) is not non-finite.
+    """
+
+    objective: str | None = None
+
+    def watched(self, key: str) -> bool:
+        return (key in ("train_loss", "val_loss", self.objective)
+                or key.startswith(("train_loss_", "val_loss_")))
+
+    def check(self, history: History) -> Verdict | None:
+        for epoch, row in enumerate(history, 1):
+            for key in sorted(row):
+                if not self.watched(key):
+                    continue
+                value = _number(row[key])
+                if value is None or math.isfinite(value):
+                    continue
+                return Verdict("nonfinite", f"{key} is {value} at epoch {epoch}", epoch)
+        return None
 
 
 @dataclass(frozen=True)
 class ExplodingRule:
+    """``train_loss`` running away: above ``factor`` x its best so far (and above its first value),
+    or growing by more than ``rate`` (relative) ``patience`` epochs in a row.
+
+    Defaults: a loss growing x3 per epoch grows by 200% > ``rate`` 100%, so with ``patience`` 2 it
+    fires on the second epoch of growth; a single spike is one epoch of growth followed by a fall,
+    and a spike is only an explosion when it is both > 10x the best and above where training
+    started. Slower divergence (x1.5 a step) is left to the factor limit.
+
+    NaN policy: non-finite values belong to the nonfinite rule; here they neither set the best nor
+    extend a growth streak (the streak restarts after one). A missing train_loss likewise.
+    Non-positive bests disable the factor test (a ratio to 0 or to a negative loss means nothing).
+    """
+
     enabled: bool = True
     factor: float = field(default=10.0, metadata=bounds(gt=1))
-    patience: int = field(default=3, metadata=bounds(ge=1))
-    rate: float = field(default=0.5, metadata=bounds(gt=0))
+    patience: int = field(default=2, metadata=bounds(ge=1))
+    rate: float = field(default=1.0, metadata=bounds(gt=0))
+
+    def __post_init__(self) -> None:
+        _validate(self, "health.exploding.")
+
+    def check(self, history: History) -> Verdict | None:
+        first = best = None
+        best_epoch = 0
+        streak: list[float] = []  # the loss before the streak, then each grown value
+        for epoch, row in enumerate(history, 1):
+            loss = _number(row.get("train_loss"))
+            if loss is None or not math.isfinite(loss):
+                streak = []
+                continue
+            if first is None:
+                first = loss
+            if best is not None and best > 0 and loss > self.factor * best and loss > first:
+                return Verdict("exploding", f"train_loss {_g(loss)} at epoch {epoch} is {loss / best:.1f}x "
+                               f"its best {_g(best)} (epoch {best_epoch}); limit {self.factor:g}x", epoch)
+            previous = streak[-1] if streak else None
+            if previous is not None and previous != 0 and (loss - previous) / abs(previous) > self.rate:
+                streak.append(loss)
+            else:
+                streak = [loss]
+            if len(streak) - 1 >= self.patience:
+                values = " -> ".join(_g(v) for v in streak[-self.patience - 1:])
+                return Verdict("exploding", f"train_loss grew by more than {self.rate:.0%} per epoch for "
+                               f"{self.patience} epochs in a row ({values}) at epoch {epoch}", epoch)
+            if best is None or loss < best:
+                best, best_epoch = loss, epoch
+        return None
 
 
 @dataclass(frozen=True)
 class FlatlineRule:
+    """Nothing is being learned. Fires on the first epoch where any of these holds:
+
+    - identical batch losses: ``train_batch_loss_std`` <= ``rel_tol`` x |train_loss| (fires in
+      that very epoch; skipped when the model reports ``train_batches`` <= 1 or no spread at all);
+    - no gradient: ``train_grad_norm`` == 0 (skipped when the model reports no gradient norm);
+    - a constant loss: the relative spread (max - min) / max|loss| of ``train_loss`` over the last
+      ``patience`` epochs is <= ``rel_tol`` (a constant 0.1, or a loss clamped at a floor, fires on
+      the ``patience``-th epoch at that value).
+
+    A loss of exactly 0 after non-zero ones is a satisfied objective, not a stuck one, and fires
+    none of these; a loss that has been exactly 0 from the first epoch on had nothing to learn from
+    and fires on the ``patience``-th epoch. rel_tol 1e-4 is far below the epoch-to-epoch wobble that batch
+    shuffling gives a model that is learning, even slowly.
+
+    NaN policy: a non-finite or missing train_loss belongs to the nonfinite rule; here it empties
+    the window, and the sub-rules that need it are skipped for that epoch.
+    """
+
     enabled: bool = True
     patience: int = field(default=3, metadata=bounds(ge=2))
-    rel_tol: float = field(default=1e-4, metadata=bounds(ge=0))
+    rel_tol: float = field(default=1e-4, metadata=bounds(ge=0, lt=1))
+
+    def __post_init__(self) -> None:
+        _validate(self, "health.flatline.")
+
+    def check(self, history: History) -> Verdict | None:
+        window: list[float] = []
+        learned = False  # has train_loss ever been non-zero?
+        for epoch, row in enumerate(history, 1):
+            loss = _number(row.get("train_loss"))
+            if loss is None or not math.isfinite(loss):
+                window = []
+                continue
+            window = (window + [loss])[-self.patience:]
+            learned = learned or loss != 0
+            if loss == 0:
+                if not learned and len(window) == self.patience:
+                    return Verdict("flatline", f"train_loss 0 at epoch {epoch} and at every epoch before: "
+                                   "nothing to learn from", epoch)
+                continue
+            spread = _number(row.get("train_batch_loss_std"))
+            batches = _number(row.get("train_batches"))
+            if spread is not None and (batches is None or batches > 1) and \
+                    0 <= spread <= self.rel_tol * abs(loss):
+                return Verdict("flatline", f"train_batch_loss_std {_g(spread)} at epoch {epoch}: every "
+                               f"batch had the same loss ({_g(loss)})", epoch)
+            grad = _number(row.get("train_grad_norm"))
+            if grad is not None and grad == 0:
+                return Verdict("flatline", f"train_grad_norm 0 at epoch {epoch} with train_loss "
+                               f"{_g(loss)}: no gradient reaches the parameters", epoch)
+            if len(window) < self.patience:
+                continue
+            top = max(abs(v) for v in window)
+            relative = (max(window) - min(window)) / top
+            if relative <= self.rel_tol:
+                values = ", ".join(_g(v) for v in window)
+                return Verdict("flatline", f"train_loss unchanged at epoch {epoch}: {values} over "
+                               f"{_span(epoch - self.patience + 1, epoch)} (relative spread {relative:.2g} "
+                               f"<= {self.rel_tol:g})", epoch)
+        return None
 
 
 @dataclass(frozen=True)
 class CollapsedRule:
+    """A degeneracy metric the model declares (``collapse = {"train_emb_std": 1e-3}``) at or below
+    its floor for ``patience`` epochs in a row.
+
+    NaN policy: a non-finite value is not "at the floor" (NaN belongs to the nonfinite rule); it
+    and a missing value both break the run of epochs for that metric.
+    """
+
     enabled: bool = True
     patience: int = field(default=3, metadata=bounds(ge=1))
+
+    def __post_init__(self) -> None:
+        _validate(self, "health.collapsed.")
+
+    def check(self, history: History, floors: Mapping[str, float]) -> Verdict | None:
+        floors = _floors(floors)
+        runs = {metric: 0 for metric in floors}
+        for epoch, row in enumerate(history, 1):
+            for metric in sorted(floors):
+                value = _number(row.get(metric))
+                if value is None or not math.isfinite(value) or value > floors[metric]:
+                    runs[metric] = 0
+                    continue
+                runs[metric] += 1
+                if runs[metric] >= self.patience:
+                    return Verdict("collapsed", f"{metric} {_g(value)} at epoch {epoch}: at or below its floor "
+                                   f"{_g(floors[metric])} over {_span(epoch - self.patience + 1, epoch)}", epoch)
+        return None
+
+
+def _floors(collapse: Mapping[str, Any] | None) -> dict[str, float]:
+    """A model's ``collapse`` declaration, checked: metric name -> finite floor."""
+    floors = {}
+    for metric, floor in (collapse or {}).items():
+        value = _number(floor)
+        if not isinstance(metric, str) or value is None or not math.isfinite(value):
+            raise ValueError(f"collapse: got {metric!r}: {floor!r}, expected metric name -> finite floor")
+        floors[metric] = value
+    return floors
 
 
 @dataclass(frozen=True)
@@ -37,3 +271,35 @@ class HealthConfig:
     exploding: ExplodingRule = field(default_factory=ExplodingRule)
     flatline: FlatlineRule = field(default_factory=FlatlineRule)
     collapsed: CollapsedRule = field(default_factory=CollapsedRule)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nonfinite, bool):
+            raise ConfigError(f"health.nonfinite: got {self.nonfinite!r}, expected true or false")
+
+
+def assess(history: History, config: HealthConfig | None = None,
+           collapse: Mapping[str, float] | None = None, *, objective: str | None = None) -> Verdict:
+    """The verdict on a trial's history (``history[i]`` is the result of epoch i+1).
+
+    ``collapse``: the model's degeneracy metrics and floors (``models.declared(name, "collapse")``).
+    ``objective``: the objective's metric name, watched by the nonfinite rule as well.
+    Returns the earliest firing verdict (ties: nonfinite, exploding, collapsed, flatline), or OK.
+    """
+    config = config if config is not None else HealthConfig()
+    found: list[Verdict] = []
+    if config.nonfinite:
+        found.append(NonfiniteRule(objective).check(history))
+    if config.exploding.enabled:
+        found.append(config.exploding.check(history))
+    if config.collapsed.enabled and collapse:
+        found.append(config.collapsed.check(history, collapse))
+    if config.flatline.enabled:
+        found.append(config.flatline.check(history))
+    fired = [v for v in found if v is not None]
+    if not fired:
+        return OK
+    return min(fired, key=lambda v: v.epoch)  # min() keeps the first of equal epochs: rule order
+
+
+__all__ = ["CollapsedRule", "ExplodingRule", "FlatlineRule", "HealthConfig", "NonfiniteRule", "OK",
+           "STATUSES", "Verdict", "assess"]

@@ -1,0 +1,211 @@
+"""Optuna TPE for Ray Tune, with a study kept in the run dir and honest trial states.
+
+Ray's OptunaSearch tells Optuna that an ASHA-stopped trial COMPLETED with its last value, and a
+NaN value leaves the Optuna trial RUNNING for good. ``HealthOptunaSearch`` tells Optuna what
+happened instead, from the run's OutcomeLog and the trial's last result:
+
+    outcome / last result                        Optuna state
+    error                                        FAIL
+    pruned_flatline / _exploding / _collapsed /  PRUNED, marked infeasible
+    _nonfinite, or health != ok, or a final      (constraint "healthy" = 1: TPE ranks it below
+    objective that is NaN / inf                   every feasible trial, so it steers away)
+    pruned_asha                                  PRUNED (Optuna ranks it by how far it got)
+    no objective ever reported                   FAIL
+    otherwise                                    COMPLETE with the LAST objective value
+
+The last value, not the best: it is the value the trial's parameters give after the full budget,
+the one ASHA compared at each rung and the one a retrain of the exported config reproduces.
+
+Every epoch's finite objective is an intermediate value (step = ``training_iteration``), so
+optuna-dashboard shows the curves while the search runs. Each Optuna trial carries user attributes
+``trial_id`` (Ray's), ``outcome`` and ``reason``. ``close_open_trials`` fails whatever is still
+RUNNING when a search ends early, so no trial is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.air.constants import TRAINING_ITERATION
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from models.config import ConfigError
+from search.objective import score
+from search.rundir import STUDY_NAME, read_outcomes, study_url
+
+if TYPE_CHECKING:
+    from search.config import RunConfig
+    from search.rundir import OutcomeLog
+
+logger = logging.getLogger(__name__)
+
+HEALTH_OUTCOMES = ("pruned_flatline", "pruned_exploding", "pruned_collapsed", "pruned_nonfinite")
+CONSTRAINT = "healthy"  # > 0: the trial was unhealthy (Optuna treats it as infeasible)
+
+
+class HealthOptunaSearch(OptunaSearch):
+    """OptunaSearch whose completions follow the table in this module's docstring.
+
+    ``warm_start`` points are asked first, in order; a point may leave parameters out and TPE
+    samples those. NaN policy: a non-finite objective is never reported to Optuna as a value
+    (neither intermediate nor final); a trial whose final objective is non-finite is PRUNED and
+    marked infeasible.
+    """
+
+    def __init__(self, space: Mapping[str, Any], metric: str, mode: str, *, storage: str, seed: int,
+                 outcomes: "OutcomeLog | None" = None, study_name: str = STUDY_NAME,
+                 warm_start: Sequence[Mapping[str, Any]] = ()):
+        if not space:
+            raise ConfigError("space: empty; expected at least one parameter to search "
+                              "(a single configuration is `hpsearch train`)")
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        rdb = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 30}})
+        super().__init__(space=dict(space), metric=metric, mode=mode, sampler=sampler,
+                         study_name=study_name, storage=rdb)
+        self.outcomes = outcomes
+        self._reported_steps: dict[str, set[int]] = {}
+        if not self._ot_study.trials:  # a fresh study: a resumed one has its points already
+            for point in warm_start:
+                self._ot_study.enqueue_trial(dict(point))
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        self._report(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if result:
+            self._report(trial_id, result)
+        state, value, outcome, reason = self.judge(trial_id, result, error)
+        self._finish(trial_id, state, value, outcome, reason)
+
+    def judge(self, trial_id: str, result: Mapping[str, Any] | None,
+              error: bool) -> tuple[TrialState, float | None, str, str]:
+        """(Optuna state, value, outcome, reason) for a finished trial; the table above, in order."""
+        if error:
+            return TrialState.FAIL, None, "error", "the trial raised an error"
+        entry = self._outcome(trial_id)
+        outcome = entry.get("outcome") if entry else None
+        if outcome in HEALTH_OUTCOMES:
+            return TrialState.PRUNED, None, outcome, entry.get("reason", "")
+        health = result.get("health") if result else None
+        if health not in (None, "ok"):
+            return TrialState.PRUNED, None, f"pruned_{health}", str(result.get("health_reason", ""))
+        if outcome == "pruned_asha":
+            return TrialState.PRUNED, None, outcome, entry.get("reason", "")
+        if not result or self.metric not in result:
+            return TrialState.FAIL, None, "error", f"no {self.metric} was reported"
+        value = result[self.metric]
+        if score(value, self.mode) == -math.inf:
+            return (TrialState.PRUNED, None, "pruned_nonfinite",
+                    f"final {self.metric} is {value!r}, not a finite number")
+        return TrialState.COMPLETE, float(value), "completed", ""
+
+    def close_open_trials(self, reason: str = "the search ended before the trial finished") -> list[str]:
+        """FAIL every trial this searcher asked for and never finished; returns their Ray ids."""
+        closed = []
+        for trial_id in list(self._ot_trials):
+            if trial_id not in self._completed_trials:
+                self._finish(trial_id, TrialState.FAIL, None, "error", reason)
+                closed.append(trial_id)
+        return closed
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _report(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """The objective as an intermediate value at step = training_iteration, when finite."""
+        step = result.get(TRAINING_ITERATION)
+        value = result.get(self.metric)
+        if isinstance(step, bool) or not isinstance(step, int) or score(value, self.mode) == -math.inf:
+            return
+        steps = self._reported_steps.setdefault(trial_id, set())
+        if step not in steps:
+            self._ot_trials[trial_id].report(float(value), step)
+            steps.add(step)
+
+    def _outcome(self, trial_id: str) -> dict[str, Any] | None:
+        """The OutcomeLog's record of the trial; read from disk when this copy of the log has not
+        seen it (a searcher restored by Ray holds its own copy)."""
+        if self.outcomes is None:
+            return None
+        entry = self.outcomes.get(trial_id)
+        if entry is None and self.outcomes.path is not None and self.outcomes.path.exists():
+            entry = read_outcomes(self.outcomes.path.parent).get(trial_id)
+        return entry
+
+    def _finish(self, trial_id: str, state: TrialState, value: float | None, outcome: str, reason: str) -> None:
+        ot_trial = self._ot_trials[trial_id]
+        self._completed_trials.add(trial_id)
+        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        if stored.state != TrialState.RUNNING:  # already told (e.g. closed, then completed late)
+            logger.warning("Optuna trial %s for %s is already %s; not told %s", stored.number, trial_id,
+                           stored.state.name, state.name)
+            return
+        ot_trial.set_user_attr("outcome", outcome)
+        ot_trial.set_user_attr("reason", reason)
+        if state == TrialState.PRUNED and outcome != "pruned_asha":
+            ot_trial.set_constraint(CONSTRAINT, 1.0)
+        self._ot_study.tell(ot_trial, value, state=state)
+
+
+def inner_searcher(search_alg: Any) -> HealthOptunaSearch | None:
+    """The HealthOptunaSearch inside a ConcurrencyLimiter / SearchGenerator, if any."""
+    while isinstance(search_alg, (ConcurrencyLimiter, SearchGenerator)):
+        search_alg = search_alg.searcher
+    return search_alg if isinstance(search_alg, HealthOptunaSearch) else None
+
+
+def close_open_trials(search_alg: Any, reason: str = "the search ended before the trial finished") -> list[str]:
+    """Call after ``Tuner.fit()`` returns or raises: no Optuna trial is left RUNNING."""
+    searcher = inner_searcher(search_alg)
+    return searcher.close_open_trials(reason) if searcher is not None else []
+
+
+def warm_start_points(config: "RunConfig") -> list[dict[str, Any]]:
+    """``config.warm_start`` with the searched keys a point leaves out filled from ``config.params``
+    when the params value lies in the space; keys still missing are left to TPE."""
+    points = []
+    for point in config.warm_start:
+        full = dict(point)
+        for name, spec in config.space.items():
+            if name not in full and name in config.params and spec.contains(config.params[name]):
+                full[name] = config.params[name]
+        points.append(full)
+    return points
+
+
+def make_searcher(config: "RunConfig", run_dir: pathlib.Path, outcomes: "OutcomeLog") -> Searcher:
+    """TPE (seeded with ``config.seed``, multivariate) over ``config.space``, its study stored at
+    ``study_url(run_dir)`` as ``STUDY_NAME``; wrapped in a ConcurrencyLimiter when
+    ``budget.max_concurrent`` > 0."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # hpsearch prints its own trial lines
+    pathlib.Path(run_dir).mkdir(parents=True, exist_ok=True)
+    searcher = HealthOptunaSearch(
+        {name: spec.to_optuna() for name, spec in config.space.items()},
+        metric=config.objective.metric, mode=config.objective.mode, storage=study_url(run_dir),
+        seed=config.seed, outcomes=outcomes, warm_start=warm_start_points(config))
+    if config.budget.max_concurrent > 0:
+        return ConcurrencyLimiter(searcher, max_concurrent=config.budget.max_concurrent)
+    return searcher
+
+
+__all__ = ["CONSTRAINT", "HealthOptunaSearch", "close_open_trials", "inner_searcher", "make_searcher",
+           "warm_start_points"]

@@ -1,0 +1,200 @@
+"""Health verdicts on hand-written curves: which rule fires, at which epoch, and why (one line)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from models.config import ConfigError, parse
+from search.health import (CollapsedRule, ExplodingRule, FlatlineRule, HealthConfig, Verdict, assess)
+
+NAN, INF = math.nan, math.inf
+
+
+def curve(losses, **columns):
+    """One result dict per epoch: train_loss from ``losses``, other keys from equal-length lists.
+    A healthy spread and gradient are filled in unless given (None leaves the key out)."""
+    n = len(losses)
+    columns.setdefault("train_batch_loss_std", [0.1] * n)
+    columns.setdefault("train_grad_norm", [1.0] * n)
+    rows = []
+    for i, loss in enumerate(losses):
+        row = {} if loss is None else {"train_loss": loss}
+        for key, values in columns.items():
+            if values is not None and values[i] is not None:
+                row[key] = values[i]
+        rows.append(row)
+    return rows
+
+
+def noisy(values, amplitude, seed):
+    rng = random.Random(seed)
+    return [v * (1 + amplitude * rng.uniform(-1, 1)) for v in values]
+
+
+# A learning model: falls fast, then slowly, with epoch-to-epoch noise of a few percent.
+IMPROVING = noisy([2.0 * 0.93 ** e + 0.2 for e in range(40)], 0.03, seed=1)
+# A slow but real plateau around 300 (the symmetric model's case): moves ~0.1% per epoch.
+PLATEAU = noisy([300 + 20 * 0.7 ** e for e in range(40)], 0.001, seed=2)
+# A slow improver: 0.3% better every epoch, no noise at all.
+SLOW = [1.0 * 0.997 ** e for e in range(40)]
+
+CASES = [
+    # name, history, collapse floors, objective, expected verdict, expected epoch, metric in the reason
+    ("constant 0.1", curve([0.1] * 10), None, None, "flatline", 3, "train_loss"),
+    ("clamped at a 0.05 floor", curve([0.9, 0.6, 0.3, 0.05, 0.05, 0.05, 0.05]), None, None,
+     "flatline", 6, "train_loss"),
+    ("noisy but improving", curve(IMPROVING), None, None, "ok", None, None),
+    ("slow plateau at ~300", curve(PLATEAU), None, None, "ok", None, None),
+    ("slow improver", curve(SLOW), None, None, "ok", None, None),
+    ("NaN train_loss at epoch 4", curve([1.0, 0.8, 0.7, NAN, NAN]), None, None, "nonfinite", 4, "train_loss"),
+    ("NaN component at epoch 3", curve([1.0, 0.8, 0.7, 0.6], train_loss_parse=[0.5, 0.4, NAN, 0.3]),
+     None, None, "nonfinite", 3, "train_loss_parse"),
+    ("inf train_loss at epoch 2", curve([1.0, INF, 0.5]), None, None, "nonfinite", 2, "train_loss"),
+    ("-inf objective at epoch 5", curve([1.0, 0.9, 0.8, 0.7, 0.6], val_acc=[0.1, 0.2, 0.3, 0.4, -INF]),
+     None, "val_acc", "nonfinite", 5, "val_acc"),
+    ("NaN objective not named: not watched", curve([1.0, 0.9, 0.8], val_acc=[0.1, NAN, 0.3]),
+     None, None, "ok", None, None),
+    ("inf gradient norm alone (mixed precision skips such steps)",
+     curve([1.0, 0.9, 0.8], train_grad_norm=[1.0, 2.0, INF]), None, None, "ok", None, None),
+    ("NaN val_loss", curve([1.0, 0.9, 0.8], val_loss=[1.1, 1.0, NAN]), None, None, "nonfinite", 3, "val_loss"),
+    ("x3 growth from epoch 4", curve([1.0, 0.8, 0.6, 1.8, 5.4, 16.2]), None, None, "exploding", 5, "train_loss"),
+    ("x3 growth from the start", curve([1.0, 3.0, 9.0, 27.0]), None, None, "exploding", 3, "train_loss"),
+    ("x3 growth after a 40x fall", curve([2.3, 0.1, 0.05, 0.15, 0.45, 1.35]), None, None,
+     "exploding", 5, "train_loss"),
+    ("x1.5 growth: caught by the factor", curve([1.0, 0.5, 0.75, 1.125, 1.69, 2.53, 3.8, 5.7, 8.5]),
+     None, None, "exploding", 8, "train_loss"),
+    ("one spike then recovery", curve([1.0, 0.7, 0.5, 0.4, 3.0, 0.38, 0.35, 0.33, 0.31, 0.3]),
+     None, None, "ok", None, None),
+    ("16x spike below the start", curve([2.0, 0.5, 0.1, 0.05, 0.8, 0.05, 0.045, 0.04]), None, None,
+     "ok", None, None),
+    ("zero batch-loss spread", curve([0.7, 0.5, 0.45], train_batch_loss_std=[0.1, 0.0, 0.1]), None, None,
+     "flatline", 2, "train_batch_loss_std"),
+    ("zero spread of a single batch", curve([0.7, 0.5, 0.45], train_batch_loss_std=[0.0] * 3,
+                                            train_batches=[1] * 3), None, None, "ok", None, None),
+    ("zero gradient", curve([0.7, 0.5, 0.45, 0.4], train_grad_norm=[1.0, 0.5, 0.0, 0.0]), None, None,
+     "flatline", 3, "train_grad_norm"),
+    ("loss exactly 0: satisfied, not stuck", curve([0.3, 0.0, 0.0, 0.0, 0.0], train_grad_norm=[1.0] + [0.0] * 4,
+                                                   train_batch_loss_std=[0.1] + [0.0] * 4), None, None,
+     "ok", None, None),
+    ("loss 0 from the first epoch: nothing to learn from", curve([0.0] * 5, train_grad_norm=[0.0] * 5,
+                                                                train_batch_loss_std=[0.0] * 5), None, None,
+     "flatline", 3, "train_loss"),
+    ("no valid triplets, collapse declared: collapsed", curve([0.0] * 5, train_grad_norm=[0.0] * 5,
+                                                              train_active_triplets=[0.0] * 5),
+     {"train_emb_std": 1e-3, "train_active_triplets": 0.0}, None, "collapsed", 3, "train_active_triplets"),
+    ("diagnostics missing: constant still fires", curve([0.1] * 5, train_batch_loss_std=None,
+                                                        train_grad_norm=None), None, None, "flatline", 3, "train_loss"),
+    ("no train_loss reported at all", curve([None] * 5), None, None, "ok", None, None),
+    ("collapse: emb std at its floor", curve(IMPROVING[:8], train_emb_std=[0.5, 0.1, 1e-4, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5]),
+     {"train_emb_std": 1e-3}, None, "collapsed", 5, "train_emb_std"),
+    ("collapse metric not reported", curve(IMPROVING[:8]), {"train_emb_std": 1e-3}, None, "ok", None, None),
+    ("collapse that recovers", curve(IMPROVING[:8], train_emb_std=[0.5, 1e-4, 1e-4, 0.2, 1e-4, 1e-4, 0.3, 0.3]),
+     {"train_emb_std": 1e-3}, None, "ok", None, None),
+    ("collapse and flatline in one epoch: collapse", curve([0.1] * 5, train_active_triplets=[0] * 5),
+     {"train_active_triplets": 0}, None, "collapsed", 3, "train_active_triplets"),
+    ("earliest verdict wins", curve([0.1, 0.1, 0.1, NAN]), None, None, "flatline", 3, "train_loss"),
+]
+
+
+@pytest.mark.parametrize("history, collapse, objective, expected, epoch, metric",
+                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_verdict_table(history, collapse, objective, expected, epoch, metric):
+    verdict = assess(history, HealthConfig(), collapse, objective=objective)
+    assert (verdict.status, verdict.epoch) == (expected, epoch), verdict.reason
+    if expected == "ok":
+        assert verdict.reason == ""
+    else:
+        assert "\n" not in verdict.reason
+        assert metric in verdict.reason and f"epoch {epoch}" in verdict.reason
+
+
+@pytest.mark.parametrize("history, collapse, objective, expected, epoch, metric",
+                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_verdict_is_stable_as_the_history_grows(history, collapse, objective, expected, epoch, metric):
+    """The trainable calls assess every epoch: each prefix is ok until the verdict's epoch, and the
+    verdict does not move once it has fired."""
+    for n in range(1, len(history) + 1):
+        verdict = assess(history[:n], HealthConfig(), collapse, objective=objective)
+        if epoch is None or n < epoch:
+            assert verdict.ok, (n, verdict)
+        else:
+            assert (verdict.status, verdict.epoch) == (expected, epoch)
+
+
+def test_reason_names_the_values():
+    verdict = assess(curve([1.0, 0.8, 0.6, 1.8, 5.4]), HealthConfig())
+    assert verdict == Verdict("exploding", "train_loss grew by more than 100% per epoch for 2 epochs in a row "
+                                           "(0.6 -> 1.8 -> 5.4) at epoch 5", 5)
+    verdict = assess(curve([0.1] * 3), HealthConfig())
+    assert "0.1, 0.1, 0.1" in verdict.reason and "epochs 1-3" in verdict.reason
+
+
+def test_settings_change_the_verdict():
+    constant = curve([0.1] * 6)
+    assert assess(constant, HealthConfig(flatline=FlatlineRule(patience=5))).epoch == 5
+    assert assess(constant, HealthConfig(flatline=FlatlineRule(enabled=False))).ok
+    growth = curve([1.0, 0.8, 0.6, 1.8, 5.4, 16.2])
+    assert assess(growth, HealthConfig(exploding=ExplodingRule(patience=3))).epoch == 6
+    assert assess(growth, HealthConfig(exploding=ExplodingRule(enabled=False))).ok
+    nan = curve([1.0, NAN])
+    assert assess(nan, HealthConfig(nonfinite=False)).ok
+    collapse = curve(IMPROVING[:5], train_emb_std=[1e-4] * 5)
+    assert assess(collapse, HealthConfig(collapsed=CollapsedRule(patience=1)), {"train_emb_std": 1e-3}).epoch == 1
+    assert assess(collapse, HealthConfig(collapsed=CollapsedRule(enabled=False)), {"train_emb_std": 1e-3}).ok
+
+
+def test_same_defaults_at_any_scale():
+    """Thresholds are relative: multiplying a curve by 1e4 or 1e-4 gives the same verdicts."""
+    for name, history, collapse, objective, expected, epoch, _ in CASES:
+        if collapse:
+            continue
+        for scale in (1e-4, 1e4):
+            scaled = [{k: (v * scale if k.startswith("train_loss") or k == "train_batch_loss_std" else v)
+                       for k, v in row.items()} for row in history]
+            verdict = assess(scaled, HealthConfig(), objective=objective)
+            assert (verdict.status, verdict.epoch) == (expected, epoch), (name, scale)
+
+
+BAD_SETTINGS = [
+    ({"exploding": {"factor": 1}}, "health.exploding.factor", "1.0"),
+    ({"exploding": {"patience": 0}}, "health.exploding.patience", "0"),
+    ({"exploding": {"rate": -0.5}}, "health.exploding.rate", "-0.5"),
+    ({"flatline": {"patience": 1}}, "health.flatline.patience", "1"),
+    ({"flatline": {"rel_tol": 2}}, "health.flatline.rel_tol", "2.0"),
+    ({"flatline": {"rel_tol": "tiny"}}, "health.flatline.rel_tol", "'tiny'"),
+    ({"collapsed": {"patience": 1.5}}, "health.collapsed.patience", "1.5"),
+    ({"nonfinite": "yes"}, "health.nonfinite", "'yes'"),
+    ({"flatlin": {"patience": 3}}, "health.flatlin", "did you mean 'flatline'"),
+    ({"exploding": {"factr": 3}}, "health.exploding.factr", "did you mean 'factor'"),
+]
+
+
+@pytest.mark.parametrize("raw, field_name, value", BAD_SETTINGS, ids=[b[1] for b in BAD_SETTINGS])
+def test_bad_settings_are_one_line_errors(raw, field_name, value):
+    with pytest.raises(ConfigError) as err:
+        parse(HealthConfig, raw, where="health.")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(field_name) and value in message
+
+
+def test_constructors_validate_too():
+    with pytest.raises(ConfigError, match=r"health\.exploding\.factor: got 0\.5"):
+        ExplodingRule(factor=0.5)
+    with pytest.raises(ConfigError, match=r"health\.flatline\.patience: got 1,"):
+        FlatlineRule(patience=1)
+
+
+def test_bad_collapse_declaration_names_it():
+    with pytest.raises(ValueError, match="train_emb_std"):
+        assess(curve([1.0]), HealthConfig(), {"train_emb_std": "low"})
+
+
+def test_defaults_round_trip_through_yaml_settings():
+    from models.config import as_dict
+
+    config = HealthConfig()
+    assert parse(HealthConfig, as_dict(config), where="health.") == config
