@@ -1,0 +1,175 @@
+"""The triplet embedding model: config, data, net, loss, one epoch, evaluation, state.
+
+    model = TripletModel({"mining": "batch_hard"}, torch.device("cpu"), seed=0)
+    model.train_epoch()   # {"train_loss": ..., "train_active_triplets": ..., ...}
+    model.evaluate()      # {"val_recall_at_1": ..., "val_map_at_r": ...}
+
+All randomness comes from ``seed`` (or ``data_seed`` for the data): the same params and seed on
+the CPU give the same metrics every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from models.config import ConfigError, bounds, parse
+from models.triplet.data import check_class_counts, inspect_source, load_data
+from models.triplet.loss import triplet_loss
+from models.triplet.metrics import KS, retrieval_metrics
+from models.triplet.net import EmbeddingNet
+from models.triplet.samplers import InterleavedSampler, PKSampler
+
+
+@dataclass(frozen=True)
+class TripletConfig:
+    # data: synthetic (data_dir null) or an .npz / image folder
+    data_dir: str | None = None
+    data_seed: int | None = field(default=None, metadata=bounds(ge=0, doc="null: the run's seed"))
+    num_classes: int = field(default=16, metadata=bounds(ge=2, doc="synthetic data"))
+    samples_per_class: int = field(default=500, metadata=bounds(ge=2, doc="synthetic data"))
+    input_dim: int = field(default=32, metadata=bounds(ge=2, doc="synthetic data"))
+    image_size: int = field(default=32, metadata=bounds(ge=8, le=512, doc="image folders"))
+    split: Literal["samples", "classes"] = "samples"
+    val_fraction: float = field(default=0.2, metadata=bounds(gt=0, lt=1))
+    test_fraction: float = field(default=0.2, metadata=bounds(ge=0, lt=1))
+    # batches: pk draws P = batch_size // k classes × k samples; random deals one sample per class
+    sampler: Literal["pk", "random"] = "pk"
+    batch_size: int = field(default=64, metadata=bounds(ge=2))
+    k: int = field(default=4, metadata=bounds(ge=2, doc="samples per class in a pk batch"))
+    # loss
+    mining: Literal["batch_all", "batch_hard", "semi_hard"] = "batch_all"
+    margin: float = field(default=0.2, metadata=bounds(gt=0, le=2, doc="distances lie in [0, 2]"))
+    # net and optimiser
+    hidden_dim: int = field(default=128, metadata=bounds(ge=1))
+    embedding_dim: int = field(default=32, metadata=bounds(ge=1))
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = field(default=2e-3, metadata=bounds(gt=0, le=10))
+    weight_decay: float = field(default=0.0, metadata=bounds(ge=0))
+
+    def validate(self, where: str = "params.") -> None:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"{where}test_fraction: got {self.test_fraction}, expected val_fraction + "
+                              f"test_fraction < 1 (val_fraction is {self.val_fraction})")
+        if self.sampler == "pk" and self.batch_size % self.k:
+            raise ConfigError(f"{where}batch_size: got {self.batch_size}, expected a multiple of "
+                              f"k={self.k} with sampler 'pk' (a batch is P = batch_size // k classes × k)")
+        if self.sampler == "pk" and self.batch_size // self.k < 2:
+            raise ConfigError(f"{where}batch_size: got {self.batch_size}, expected at least 2 × k = "
+                              f"{2 * self.k} with sampler 'pk' (a batch needs 2 classes for negatives)")
+        if self.data_dir is None:
+            names = tuple(str(c) for c in range(self.num_classes))
+            counts = (self.samples_per_class,) * self.num_classes
+        else:
+            source = inspect_source(self.data_dir, f"{where}data_dir")
+            names, counts = source.class_names, source.class_counts
+        data = f"{where}data_dir" if self.data_dir else f"{where}samples_per_class"
+        check_class_counts(names, counts, self, data, prefix=where)
+
+
+TRAIN_KEYS = ("train_loss", "train_loss_triplet", "train_active_triplets", "train_triplets",
+              "train_pos_dist", "train_neg_dist", "train_emb_norm", "train_emb_std", "train_grad_norm",
+              "train_batch_loss_std")
+VAL_KEYS = tuple(f"val_recall_at_{k}" for k in KS) + ("val_map_at_r",)
+
+
+def _seeds(seed: int, data_seed: int | None) -> tuple[int, int, int]:
+    """Independent streams for data, initialisation and batch sampling, all from ``seed``."""
+    data, init, sampling = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3))
+    return (data if data_seed is None else data_seed), init, sampling
+
+
+class TripletModel:
+    """Factory and model (see models/api.py)."""
+
+    Config = TripletConfig
+    objective = ("val_recall_at_1", "max")
+    reported = TRAIN_KEYS + VAL_KEYS
+    # at or below the floor for `patience` epochs means collapsed: every embedding in the same
+    # place, or not one valid triplet mined (no batch holds a positive pair: nothing to learn
+    # from). Zero *active* triplets is not collapse: a perfect fit satisfies every margin.
+    collapse = {"train_emb_std": 1e-3, "train_triplets": 0.0}
+
+    def __init__(self, params: Mapping[str, Any] | TripletConfig, device: torch.device, seed: int):
+        self.cfg = cfg = parse(TripletConfig, params, where="params.")
+        self.device = torch.device(device)
+        data_seed, init_seed, sampling_seed = _seeds(int(seed), cfg.data_seed)
+        self.data = load_data(cfg, data_seed, self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            self.net = EmbeddingNet(self.data.input_shape, cfg.hidden_dim, cfg.embedding_dim).to(self.device)
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        self.optimizer = optimizers[cfg.optimizer](self.net.parameters(), lr=cfg.lr,
+                                                   weight_decay=cfg.weight_decay)
+        self.sampler: PKSampler | InterleavedSampler
+        if cfg.sampler == "pk":
+            self.sampler = PKSampler(self.data.train.y, p=cfg.batch_size // cfg.k, k=cfg.k)
+        else:
+            self.sampler = InterleavedSampler(self.data.train.y, cfg.batch_size)
+        self.generator = torch.Generator().manual_seed(sampling_seed)   # CPU: same batches on any device
+        self.epoch = 0
+
+    def train_epoch(self) -> dict[str, float]:
+        self.net.train()
+        train = self.data.train
+        batches = self.sampler.epoch(self.generator).to(self.device)      # (num_batches, batch)
+        params = list(self.net.parameters())
+        rows = []
+        for idx in batches:
+            emb, raw_norm = self.net(train.x[idx])                        # (B, E), (B,)
+            out = triplet_loss(emb, train.y[idx], self.cfg.mining, self.cfg.margin)
+            loss = out.components["triplet"]                              # the total: one component
+            self.optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+            self.optimizer.step()
+            s = out.stats
+            rows.append(torch.stack([loss.detach(), grad_norm, raw_norm.detach().mean(),
+                                     emb.detach().std(0, unbiased=False).mean(), s["triplets"], s["active"],
+                                     s["pos_dist_sum"], s["pos_pairs"], s["neg_dist_sum"], s["neg_pairs"]]))
+        self.epoch += 1
+        table = torch.stack(rows).double()                                # (num_batches, 10)
+        losses, grad, norm, std = table[:, 0], table[:, 1], table[:, 2], table[:, 3]
+        triplets, active, pos_sum, pos_n, neg_sum, neg_n = table[:, 4:].sum(0).tolist()
+        nan = float("nan")
+        return {
+            "train_loss": losses.mean().item(),
+            "train_loss_triplet": losses.mean().item(),
+            "train_active_triplets": active / triplets if triplets else 0.0,
+            "train_triplets": triplets / len(rows),
+            "train_pos_dist": pos_sum / pos_n if pos_n else nan,          # NaN: no positive pair seen
+            "train_neg_dist": neg_sum / neg_n if neg_n else nan,
+            "train_emb_norm": norm.mean().item(),
+            "train_emb_std": std.mean().item(),
+            "train_grad_norm": grad.mean().item(),
+            "train_batch_loss_std": losses.std(unbiased=False).item(),
+        }
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        self.net.eval()
+        return torch.cat([self.net(x[i:i + chunk])[0] for i in range(0, len(x), chunk)])
+
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        if split not in ("val", "test"):
+            raise ConfigError(f"split: got {split!r}, expected 'val' or 'test'")
+        data = self.data.val if split == "val" else self.data.test
+        if data is None:
+            raise ConfigError("params.test_fraction: 0 holds out no test split; set test_fraction > 0 "
+                              "to evaluate split 'test'")
+        metrics = retrieval_metrics(self.embed(data.x), data.y)
+        return {f"{split}_{name}": value for name, value in metrics.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.generator.set_state(state["generator"].cpu())

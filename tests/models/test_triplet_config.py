@@ -1,0 +1,111 @@
+"""Bad triplet input fails early with a one-line ConfigError naming the problem: through
+models.build, through search.config.build_config (before anything trains) and through the CLI."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import models
+from models.config import ConfigError
+from search.cli import main
+from search.config import build_config, load_config
+
+
+def npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def empty_dir(tmp):
+    (tmp / "empty").mkdir()
+    return str(tmp / "empty")
+
+
+def class_folder_without_images(tmp):
+    (tmp / "images" / "cat").mkdir(parents=True)
+    (tmp / "images" / "cat" / "readme.txt").write_text("no pictures here")
+    return str(tmp / "images")
+
+
+X = np.zeros((10, 3), dtype=np.float32)
+FEW = np.array([0] * 6 + [1] * 4)            # class 1: 4 samples, 3 of them for training
+
+# (case, params from a tmp dir, words the one-line message must contain)
+CASES = [
+    ("missing data_dir", lambda t: {"data_dir": str(t / "nowhere")},
+     ["params.data_dir", "nowhere", "does not exist"]),
+    ("empty folder", lambda t: {"data_dir": empty_dir(t)}, ["params.data_dir", "is empty"]),
+    ("class folder without images", lambda t: {"data_dir": class_folder_without_images(t)},
+     ["params.data_dir", "'cat'", "no PNG/JPEG"]),
+    ("npz without y", lambda t: {"data_dir": npz(t / "a.npz", x=X)},
+     ["params.data_dir", "has no array 'y' (it holds x)"]),
+    ("npz lengths differ", lambda t: {"data_dir": npz(t / "b.npz", x=X, y=np.zeros(9, dtype=np.int64))},
+     ["params.data_dir", "x has 10 rows but y has 9"]),
+    ("npz float labels", lambda t: {"data_dir": npz(t / "c.npz", x=X, y=np.zeros(10))},
+     ["params.data_dir", "y has", "integer"]),
+    ("class below k", lambda t: {"data_dir": npz(t / "d.npz", x=X, y=FEW), "k": 4, "batch_size": 8,
+                                 "val_fraction": 0.2, "test_fraction": 0.0},
+     ["params.data_dir", "class '1'", "3 training samples", "fewer than k=4"]),
+    ("synthetic class below k", lambda t: {"samples_per_class": 5, "k": 4},
+     ["params.samples_per_class", "fewer than k=4"]),
+    ("test split without pairs", lambda t: {"samples_per_class": 10, "test_fraction": 0.1},
+     ["params.samples_per_class", "test_fraction 0.1", "no class with 2 test samples"]),
+    ("unknown key", lambda t: {"embeding_dim": 8}, ["params.embeding_dim", "did you mean 'embedding_dim'"]),
+    ("embedding_dim < 1", lambda t: {"embedding_dim": 0}, ["params.embedding_dim", "got 0", ">= 1"]),
+    ("batch not a multiple of k", lambda t: {"batch_size": 30, "k": 4},
+     ["params.batch_size", "got 30", "multiple of k=4"]),
+    ("one class per pk batch", lambda t: {"batch_size": 4, "k": 4}, ["params.batch_size", "2 × k"]),
+    ("P above classes", lambda t: {"batch_size": 128, "k": 4},
+     ["params.batch_size", "got 128", "P = batch_size // k = 32", "16 classes"]),
+    ("P above training classes", lambda t: {"split": "classes", "batch_size": 64, "k": 4},
+     ["params.batch_size", "got 64", "leaves 10 training classes"]),
+    ("unknown mining", lambda t: {"mining": "hard"}, ["params.mining", "'hard'", "batch_all"]),
+    ("margin above 2", lambda t: {"margin": 3.0}, ["params.margin", "<= 2"]),
+    ("fractions sum to 1", lambda t: {"val_fraction": 0.5, "test_fraction": 0.5},
+     ["params.test_fraction", "< 1"]),
+]
+
+
+def check_message(message, words):
+    assert "\n" not in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+@pytest.mark.parametrize("make, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_params_fail_in_models_build_and_in_build_config(tmp_path, make, words):
+    params = make(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        models.build("triplet", params, device="cpu", seed=0)
+    check_message(str(err.value), words)
+    with pytest.raises(ConfigError) as err:
+        build_config({"model": "triplet", "params": params})
+    check_message(str(err.value), words)
+
+
+def test_a_search_space_that_can_produce_a_refused_value_is_refused():
+    with pytest.raises(ConfigError) as err:
+        build_config({"model": "triplet", "space": {"embedding_dim": {"int": [0, 8]}}})
+    check_message(str(err.value), ["space.embedding_dim", "got 0", ">= 1"])
+
+
+def test_cli_train_exits_2_with_one_line(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"model": "triplet", "params": {"data_dir": str(tmp_path / "gone")}}))
+    assert main(["train", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hpsearch train: error: params.data_dir:") and "does not exist" in err
+    assert "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_shipped_config_loads_with_the_users_setting_as_a_warm_start():
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "triplet.yaml")
+    assert config.model == "triplet" and config.objective.metric == "val_recall_at_1"
+    assert config.params["sampler"] == "pk"
+    users = config.warm_start[0]
+    assert users["sampler"] == "random" and users["batch_size"] == 16
+    assert set(users) == set(config.space)
+    assert {"lr", "hidden_dim", "embedding_dim", "margin", "mining", "sampler", "batch_size"} <= set(config.space)
