@@ -17,8 +17,13 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# The quickstart search (a few minutes on 2 cores), its report and the best config exported.
+# Each run gets its own timestamped name under runs/, so a re-run never collides with the last.
 demo: install
-	$(VENV)/bin/hpsearch train configs/triplet.yaml --out runs/demo-triplet --force
+	@name=quickstart-$$(date +%Y%m%d-%H%M%S); \
+	$(VENV)/bin/hpsearch run configs/quickstart.yaml --name $$name && \
+	$(VENV)/bin/hpsearch report runs/$$name && \
+	$(VENV)/bin/hpsearch export runs/$$name
 
 test: install
 	$(PY) -m pytest

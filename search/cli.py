@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from models.config import ConfigError
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="search config YAML")
     p.add_argument("--name", help="run name (a folder under --storage)")
     p.add_argument("--storage", help="directory or URI holding runs (default: ./runs)")
-    p.add_argument("--address", help="Ray cluster address: 'auto' or ray://host:port (default: local Ray)")
+    p.add_argument("--address", help="Ray cluster: 'auto' or HOST:PORT of the head (default: a local Ray)")
     p.add_argument("--num-samples", type=int, dest="num_samples", help="override budget.num_samples")
     p.add_argument("--max-epochs", type=int, dest="max_epochs", help="override budget.max_epochs")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if os.getcwd() not in sys.path:  # `model: mymodule:Factory` from the working directory, as `python -m`
+        sys.path.insert(0, os.getcwd())
     module_name, _, func = HANDLERS[args.command].partition(":")
     try:
         handler = getattr(importlib.import_module(module_name), func)

@@ -163,7 +163,10 @@ def build_config(raw: Any, source: str = "config") -> RunConfig:
     if "model" not in raw:
         raise ConfigError("model: missing; expected 'triplet', 'symmetric' or 'package.module:Factory'")
     model = raw["model"]
-    params = models.validate_params(model, raw.get("params") or {})
+    params_raw = raw.get("params") or {}
+    if not isinstance(params_raw, Mapping):
+        raise ConfigError(f"params: got {params_raw!r}, expected a mapping of the model's settings")
+    params = models.validate_params(model, params_raw)
 
     objective_raw = raw.get("objective")
     default = models.declared(model, "objective")
@@ -203,7 +206,7 @@ def build_config(raw: Any, source: str = "config") -> RunConfig:
                     pass
             if not space[name].contains(value):
                 raise ConfigError(f"{where}.{name}: got {value!r}, expected {space[name].describe()}")
-            clean[name] = value
+            clean[name] = int(value) if space[name].kind == "int" else value
         points.append(clean)
 
     rest = {k: raw[k] for k in ("seed", "epochs", "device", "exported") if k in raw}

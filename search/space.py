@@ -93,7 +93,8 @@ def parse_spec(name: str, raw: Any) -> Spec:
     if not isinstance(log, bool):
         raise ConfigError(f"{where}.log: got {log!r}, expected true or false")
     if log and kind != "int":
-        raise ConfigError(f"{where}.log: only int specs take log (use loguniform for floats)")
+        raise ConfigError(f"{where}.log: got true with {kind}, expected log only with int "
+                          "(use loguniform for floats)")
     if kind == "choice":
         if not isinstance(args, (list, tuple)) or not args:
             raise ConfigError(f"{where}.choice: got {args!r}, expected a non-empty list")

@@ -1,0 +1,221 @@
+"""What ``hpsearch run`` prints: a compact live table while the search runs, a summary at the end.
+
+The live table is a Ray Tune callback. It keeps the last result of every trial and, at most every
+``interval_s`` seconds and only when something changed, prints one line per trial:
+
+    [  14s] 6 trials: 2 running, 4 ended
+    trial  status            epoch  val_score  train_loss  health
+    #1     completed             6     0.7790      0.2690  ok
+    #3     pruned_flatline       1     0.9900      0.1000  flatline
+    #5     running               2     0.5200      0.6400  ok
+
+The summary names the best trials, counts the outcomes (with a reason for each kind of pruning and
+for errors) and gives the run dir. ``OutcomeRecorder`` is the other callback the runner hands to
+Tune: it writes the outcomes nobody else decides (completed, error).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+from search.objective import best, score
+
+RANKED = ("completed", "pruned_asha", "running")   # outcomes whose objective can be trusted
+MAX_ROWS = 24          # a longer table shows the running trials and the latest that ended
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    label: str
+    status: str = "pending"
+    epoch: int | None = None
+    objective: float | None = None
+    train_loss: float | None = None
+    health: str = ""
+    values: list[float] = field(default_factory=list)    # the objective, epoch by epoch
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    updated: float = 0.0
+
+    @property
+    def ended(self) -> bool:
+        return self.status not in ("pending", "running")
+
+
+def label(trial: Any) -> str:
+    """``#<index>`` for a trial named ``trial_<index>_<id>``, else its id."""
+    parts = str(trial).split("_")
+    if len(parts) >= 3 and parts[0] == "trial" and parts[1].isdigit():
+        return f"#{int(parts[1])}"
+    return str(getattr(trial, "trial_id", trial))
+
+
+def fmt(value: Any, width: int = 10) -> str:
+    if value is None:
+        return "-".rjust(width)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value).rjust(width)
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3e}".rjust(width)
+        return f"{value:.4f}".rjust(width)
+    return str(value).rjust(width)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class LiveTable(Callback):
+    """Tune callback: the live table. ``outcomes`` (search.rundir.OutcomeLog) names why a trial ended."""
+
+    def __init__(self, metric: str, outcomes: Any, interval_s: float = 5.0, stream: TextIO | None = None):
+        self.metric, self.outcomes = metric, outcomes
+        self.interval_s = interval_s
+        self.stream = stream
+        self.rows: dict[str, TrialRow] = {}
+        self.started = time.monotonic()
+        self._printed = 0.0
+        self._changed = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Ray pickles callbacks with the experiment state; an open stream stays behind."""
+        return {**self.__dict__, "stream": None}
+
+    def _row(self, trial: Any) -> TrialRow:
+        row = self.rows.get(trial.trial_id)
+        if row is None:
+            row = self.rows[trial.trial_id] = TrialRow(trial.trial_id, label(trial),
+                                                       config=dict(getattr(trial, "config", {}) or {}))
+        row.updated = time.monotonic()
+        self._changed = True
+        return row
+
+    def _ended(self, trial: Any, fallback: str) -> None:
+        row = self._row(trial)
+        entry = self.outcomes.get(trial.trial_id)
+        row.status = entry["outcome"] if entry else fallback
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._row(trial).status = "running"
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        row = self._row(trial)
+        row.status = "running"
+        row.epoch = result.get("epoch", result.get("training_iteration"))
+        row.objective = _number(result.get(self.metric))
+        row.train_loss = _number(result.get("train_loss"))
+        row.health = str(result.get("health", ""))
+        row.seed = result.get("seed", row.seed)
+        row.values.append(row.objective if row.objective is not None else math.nan)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial, "completed")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial, "error")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if self._changed and now - self._printed >= self.interval_s:
+            self.print_table()
+
+    def print_table(self) -> None:
+        self._printed, self._changed = time.monotonic(), False
+        print(self.table(), file=self.stream or sys.stdout, flush=True)
+
+    def table(self) -> str:
+        rows = sorted(self.rows.values(), key=lambda r: (r.label.lstrip("#").zfill(6), r.trial_id))
+        running = [r for r in rows if not r.ended]
+        ended = [r for r in rows if r.ended]
+        shown = rows
+        if len(rows) > MAX_ROWS:
+            keep = max(MAX_ROWS - len(running), 4)
+            latest = sorted(ended, key=lambda r: r.updated)[-keep:]
+            shown = sorted(running + latest, key=lambda r: (r.label.lstrip("#").zfill(6), r.trial_id))
+        width = max(10, len(self.metric))
+        lines = [f"[{time.monotonic() - self.started:5.0f}s] {len(rows)} trials: "
+                 f"{len(running)} running, {len(ended)} ended",
+                 f"{'trial':<6} {'status':<17} {'epoch':>5} {self.metric:>{width}} {'train_loss':>10}  health"]
+        for r in shown:
+            lines.append(f"{r.label:<6} {r.status:<17} {fmt(r.epoch, 5)} {fmt(r.objective, width)} "
+                         f"{fmt(r.train_loss)}  {r.health}")
+        if len(shown) < len(rows):
+            lines.append(f"({len(rows) - len(shown)} earlier ended trials not shown)")
+        return "\n".join(lines)
+
+
+class OutcomeRecorder(Callback):
+    """Records ``completed`` for trials that end without an outcome (the scheduler records every
+    pruning first) and ``error`` with the exception's last line for trials that fail for good."""
+
+    def __init__(self, outcomes: OutcomeLog):
+        self.outcomes = outcomes
+
+    @staticmethod
+    def _epoch(trial: Any) -> int | None:
+        result = getattr(trial, "last_result", None) or {}
+        value = result.get("epoch", result.get("training_iteration"))
+        return int(value) if isinstance(value, (int, float)) else None
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.outcomes.get(trial.trial_id) is None:
+            self.outcomes.record(trial.trial_id, "completed", "", self._epoch(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.outcomes.record(trial.trial_id, "error", error_line(trial), self._epoch(trial))
+
+
+def error_line(trial: Any) -> str:
+    """The last non-empty line of a trial's error text (the exception type and message)."""
+    text = ""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "the trial failed (no error text was saved)"
+
+
+def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metric: str, mode: str,
+            run_dir: Any, top: int = 5, elapsed_s: float | None = None, state: str = "finished") -> str:
+    """The end-of-run text: best trials, outcome counts with reasons, the run dir."""
+    ids = list(dict.fromkeys([*rows, *outcomes]))
+    lines = [f"search {state}: {len(ids)} trials" + (f" in {elapsed_s:.0f}s" if elapsed_s is not None else "")]
+
+    def outcome(trial_id: str) -> str:
+        entry = outcomes.get(trial_id)
+        return entry["outcome"] if entry else "running"
+
+    # Health-pruned and failed trials are counted below, never ranked: a flatlined loss can carry
+    # the best-looking objective of the search.
+    healthy = [r for r in rows.values() if outcome(r.trial_id) in RANKED
+               and score(best(r.values, mode), mode) > -math.inf]
+    ranked = sorted(healthy, key=lambda r: score(best(r.values, mode), mode), reverse=True)[:top]
+    if ranked:
+        lines.append(f"best trials by {metric} ({mode}), health-pruned and failed trials left out:")
+        for r in ranked:
+            params = " ".join(f"{k}={fmt(v, 0).strip()}" for k, v in sorted(r.config.items()))
+            lines.append(f"  {r.label:<6} {fmt(best(r.values, mode)).strip():>8}  {outcome(r.trial_id):<12} "
+                         f"epochs {r.epoch or 0:<3} seed {r.seed}  {params}")
+    counts = Counter(outcome(t) for t in ids)
+    lines.append("outcomes: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
+    examples: dict[str, tuple[str, str]] = {}
+    for trial_id in ids:
+        entry = outcomes.get(trial_id)
+        if entry and entry["outcome"] != "completed" and entry.get("reason"):
+            row = rows.get(trial_id)
+            examples.setdefault(entry["outcome"], (row.label if row else trial_id, entry["reason"]))
+    for name, (who, reason) in sorted(examples.items()):
+        lines.append(f"  {name:<17} e.g. {who}: {reason}")
+    lines.append(f"run dir: {run_dir}")
+    lines.append(f"next: hpsearch report {run_dir}")
+    return "\n".join(lines)
