@@ -27,8 +27,8 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 from search.objective import best, score
+from search.rundir import RANKED
 
-RANKED = ("completed", "pruned_asha", "running")   # outcomes whose objective can be trusted
 MAX_ROWS = 24          # a longer table shows the running trials and the latest that ended
 
 

@@ -15,7 +15,8 @@ Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``
 - the last value of every ``train_*`` metric (``train_loss``, ``train_loss_<component>``,
   ``train_grad_norm``, ``train_batch_loss_std``, model diagnostics) and every ``val_*`` metric.
 
-Rows are sorted by ``objective_best`` through :mod:`search.objective` (NaN always last). Only the
+Rows are sorted by ``objective_best`` through :mod:`search.objective` (NaN always last), trials
+whose objective can be trusted (completed, ASHA-pruned, running) before health-pruned ones, errors last. Only the
 text files of the run are read (search.yaml, run.json, outcomes.jsonl, params.json, result.json,
 error.txt) plus the SQLite study for importances; no pickle in a run dir is ever loaded.
 """
@@ -33,7 +34,7 @@ from typing import Any
 from models.config import ConfigError, parse
 from search.config import Budget, RunConfig, read_yaml
 from search.objective import MODES, best, score
-from search.rundir import OUTCOMES_ALL, RUN_JSON, SEARCH_YAML, read_outcomes, read_trial_results
+from search.rundir import HEALTH_OUTCOMES, OUTCOMES_ALL, RANKED, RUN_JSON, SEARCH_YAML, read_outcomes, read_trial_results
 
 FINISHED = ("completed", "pruned_asha")          # ended normally: their objective is a fair verdict
 DIVERGED = ("pruned_exploding", "pruned_nonfinite")
@@ -232,7 +233,11 @@ def build_table(run: Run):
     import pandas as pd
 
     rows = [trial_row(run, t) for t in run.trials]
-    rows.sort(key=lambda r: (-score(r["objective_best"], run.mode), r["trial_id"]))
+    # Trusted objectives first, then health-pruned trials, then errors; best objective first in each.
+    def tier(outcome: str) -> int:
+        return 0 if outcome in RANKED else 1 if outcome in HEALTH_OUTCOMES else 2
+
+    rows.sort(key=lambda r: (tier(r["outcome"]), -score(r["objective_best"], run.mode), r["trial_id"]))
     fixed = list(HEAD) + [f"config/{n}" for n in run.space]
     extra = {k for r in rows for k in r if k not in fixed}
     configs = sorted(k for k in extra if k.startswith("config/"))

@@ -30,6 +30,10 @@ STUDY_NAME = "hpsearch"
 OUTCOMES_ALL = ("completed", "pruned_asha", "pruned_flatline", "pruned_exploding", "pruned_nonfinite",
                 "pruned_collapsed", "error", "running")
 RUN_STATES = ("running", "finished", "interrupted")
+HEALTH_OUTCOMES = ("pruned_flatline", "pruned_exploding", "pruned_collapsed", "pruned_nonfinite")
+# Outcomes whose objective can be trusted to rank trials: a health-pruned trial's objective (a
+# flatline that ranked first, a NaN) never makes it "best", and an errored trial's never does.
+RANKED = ("completed", "pruned_asha", "running")
 
 
 def study_url(run_dir: str | Path) -> str:

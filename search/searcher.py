@@ -38,7 +38,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from models.config import ConfigError
 from search.objective import score
-from search.rundir import STUDY_NAME, read_outcomes, study_url
+from search.rundir import HEALTH_OUTCOMES, STUDY_NAME, read_outcomes, study_url
 
 if TYPE_CHECKING:
     from search.config import RunConfig
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HEALTH_OUTCOMES = ("pruned_flatline", "pruned_exploding", "pruned_collapsed", "pruned_nonfinite")
 CONSTRAINT = "healthy"  # > 0: the trial was unhealthy (Optuna treats it as infeasible)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from search.diagnose import diagnose
 from search.report import FINISHED, OUTCOMES_ALL, Run
-from search.rundir import STUDY_DB, STUDY_NAME, study_url
+from search.rundir import RANKED, STUDY_DB, STUDY_NAME, study_url
 
 COMPACT_METRICS = ("train_loss",)
 REASON_WIDTH = 60
@@ -81,7 +81,7 @@ def summarize(run: Run, table) -> dict[str, Any]:
     trials = max(run.num_samples, len(table))
     budget = trials * run.max_epochs
     best = None
-    finite = table[[_finite(v) for v in table["objective_best"]]]
+    finite = table[[_finite(v) and o in RANKED for v, o in zip(table["objective_best"], table["outcome"])]]
     if not finite.empty:
         top = finite.iloc[0]
         best = {"trial_id": top["trial_id"], "outcome": top["outcome"], "value": float(top["objective_best"]),

@@ -81,6 +81,22 @@ def test_minimised_objective_sorts_small_first_and_nan_last(tmp_path):
     assert table["objective_best"].tolist()[:2] == [0.2, 0.5] and math.isnan(table["objective_best"].iloc[2])
 
 
+def test_a_health_pruned_trial_never_ranks_above_a_trusted_one(tmp_path):
+    """A flatlined trial whose objective looked best sorts after every completed / ASHA-pruned /
+    running trial, and the summary never names it (nor an errored one) as the best trial."""
+    trials = [
+        FakeTrial("d0000001_00000", {"lr": 1e-3}, history(3, obj=(0.2, 0.6)), "completed"),
+        FakeTrial("d0000001_00001", {"lr": 1e-2}, history(3, obj=(0.9, 0.95)), "pruned_flatline",
+                  "train_loss flat"),
+        FakeTrial("d0000001_00002", {"lr": 1e-4}, history(2, obj=(0.1, 0.3)), "pruned_asha", "below cutoff"),
+        FakeTrial("d0000001_00003", {"lr": 1e-5}, history(1, obj=(0.99, 0.99)), "error", "boom"),
+    ]
+    run = read_run(make_run(tmp_path, trials))
+    table = load_report(run.path)
+    assert list(table["outcome"]) == ["completed", "pruned_asha", "pruned_flatline", "error"]
+    assert summarize(run, table)["best"]["trial_id"] == "d0000001_00000"
+
+
 def test_interrupted_run_keeps_unfinished_trials_as_running_and_says_so(tmp_path):
     run = read_run(known_run(tmp_path, state="interrupted"))
     from search.report import build_table
