@@ -152,23 +152,14 @@ def _param_checker(model: str, params: dict[str, Any]):
 
 
 def build_config(raw: Any, source: str = "config") -> RunConfig:
-    """Validate a raw mapping (from YAML) into a RunConfig."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source}: got {type(raw).__name__}, expected a mapping of sections")
-    raw = dict(raw)
-    for key in raw:
-        if key not in SECTIONS:
-            raise unknown_key_error("", str(key), SECTIONS)
-    _check_finite(raw, "")
-    if "model" not in raw:
-        raise ConfigError("model: missing; expected 'triplet', 'symmetric' or 'package.module:Factory'")
-    model = raw["model"]
-    params_raw = raw.get("params") or {}
-    if not isinstance(params_raw, Mapping):
-        raise ConfigError(f"params: got {params_raw!r}, expected a mapping of the model's settings")
-    params = models.validate_params(model, params_raw)
+    """Validate a raw mapping (from YAML) into a RunConfig.
 
-    objective_raw = raw.get("objective")
+    Everything that does not depend on the model (sections, the space's own shape, the objective's
+    mode, grace_period against max_epochs) is checked first: those errors come before the model's
+    module (and with it torch) is imported, so they come back in a fraction of a second."""
+    sections, top = check_sections(raw, source)
+    model, objective_raw = raw["model"], raw.get("objective")
+    params = models.validate_params(model, raw.get("params") or {})
     default = models.declared(model, "objective")
     if objective_raw is None and default is not None:
         objective_raw = {"metric": default[0], "mode": default[1]}
@@ -186,8 +177,45 @@ def build_config(raw: Any, source: str = "config") -> RunConfig:
 
     check, allowed = _param_checker(model, params)
     space = parse_space(raw.get("space"), check_param=check, allowed=allowed)
+    points = _warm_start(raw.get("warm_start") or [], space)
+    return RunConfig(model=model, params=params, objective=objective, space=space,
+                     warm_start=tuple(points), seed=top.seed, epochs=top.epochs, device=top.device,
+                     exported=top.exported, **sections)
 
-    warm = raw.get("warm_start") or []
+
+def check_sections(raw: Any, source: str = "config") -> tuple[dict[str, Any], "_TopLevel"]:
+    """The parts of a raw config that need no model: ``({budget, scheduler, health, resources,
+    checkpoint}, top level)``, after checking the section names, NaN/inf anywhere, that a model is
+    named, grace_period <= max_epochs, the space's own shape and the objective's mode. Imports
+    nothing heavy, so a mistake here is reported at once."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: got {type(raw).__name__}, expected a mapping of sections")
+    for key in raw:
+        if key not in SECTIONS:
+            raise unknown_key_error("", str(key), SECTIONS)
+    _check_finite(raw, "")
+    if "model" not in raw:
+        raise ConfigError("model: missing; expected 'triplet', 'symmetric' or 'package.module:Factory'")
+    params_raw = raw.get("params") or {}
+    if not isinstance(params_raw, Mapping):
+        raise ConfigError(f"params: got {params_raw!r}, expected a mapping of the model's settings")
+    rest = {k: raw[k] for k in ("seed", "epochs", "device", "exported") if k in raw}
+    sections = {}
+    for name, cls in (("budget", Budget), ("scheduler", SchedulerConfig), ("health", HealthConfig),
+                      ("resources", Resources), ("checkpoint", CheckpointConfig)):
+        sections[name] = parse(cls, raw.get(name) or {}, where=f"{name}.")
+    top = parse(_TopLevel, rest)
+    max_epochs = sections["budget"].max_epochs or top.epochs
+    if sections["scheduler"].grace_period > max_epochs:
+        raise ConfigError(f"scheduler.grace_period: got {sections['scheduler'].grace_period}, expected a "
+                          f"value <= max_epochs ({max_epochs})")
+    parse_space(raw.get("space"))                   # its own shape; checked against the model later
+    if raw.get("objective") is not None:
+        parse(Objective, raw["objective"], where="objective.")
+    return sections, top
+
+
+def _warm_start(warm: Any, space: dict[str, Spec]) -> list[dict[str, Any]]:
     if not isinstance(warm, Sequence) or isinstance(warm, (str, bytes)):
         raise ConfigError(f"warm_start: got {warm!r}, expected a list of points")
     points = []
@@ -208,20 +236,7 @@ def build_config(raw: Any, source: str = "config") -> RunConfig:
                 raise ConfigError(f"{where}.{name}: got {value!r}, expected {space[name].describe()}")
             clean[name] = int(value) if space[name].kind == "int" else value
         points.append(clean)
-
-    rest = {k: raw[k] for k in ("seed", "epochs", "device", "exported") if k in raw}
-    sections = {}
-    for name, cls in (("budget", Budget), ("scheduler", SchedulerConfig), ("health", HealthConfig),
-                      ("resources", Resources), ("checkpoint", CheckpointConfig)):
-        sections[name] = parse(cls, raw.get(name) or {}, where=f"{name}.")
-    top = parse(_TopLevel, rest)
-    config = RunConfig(model=model, params=params, objective=objective, space=space,
-                       warm_start=tuple(points), seed=top.seed, epochs=top.epochs, device=top.device,
-                       exported=top.exported, **sections)
-    if config.scheduler.grace_period > config.max_epochs:
-        raise ConfigError(f"scheduler.grace_period: got {config.scheduler.grace_period}, expected a value "
-                          f"<= max_epochs ({config.max_epochs})")
-    return config
+    return points
 
 
 @dataclass(frozen=True)
@@ -278,14 +293,19 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"config: {str(path)!r} is not valid YAML{where}: {problem}") from None
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read, override (``--set``) and validate a config file."""
+def read_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A config file as a raw mapping with ``--set`` overrides applied (not yet validated)."""
     raw = read_yaml(path)
     if raw is None:
         raise ConfigError(f"config: {str(path)!r} is empty")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config: {str(path)!r} holds {type(raw).__name__}, expected a mapping of sections")
-    return build_config(apply_overrides(dict(raw), overrides), source=str(path))
+    return apply_overrides(dict(raw), overrides)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read, override (``--set``) and validate a config file."""
+    return build_config(read_config(path, overrides), source=str(path))
 
 
 def dump_config(config: RunConfig, path: str | Path) -> None:
@@ -294,4 +314,4 @@ def dump_config(config: RunConfig, path: str | Path) -> None:
 
 
 __all__ = ["Budget", "CheckpointConfig", "ConfigError", "MODES", "Objective", "Resources", "RunConfig",
-           "SchedulerConfig", "build_config", "dump_config", "load_config"]
+           "SchedulerConfig", "build_config", "check_sections", "dump_config", "load_config", "read_config"]

@@ -10,7 +10,8 @@ in through ``tune.with_parameters``. For each trial the adapter
 3. restores from Ray's checkpoint if there is one and continues at the next epoch;
 4. runs the same epoch loop as ``hpsearch train`` (models.fit.fit) and, after every epoch, asks
    search.health for a verdict and reports every ``train_*`` / ``val_*`` value (Python floats),
-   ``epoch``, ``epoch_s``, ``seed``, ``health`` and ``health_reason``;
+   ``epoch``, ``epoch_s``, ``seed``, ``health``, ``health_reason`` and ``node_id`` (the Ray node
+   the epoch ran on; Ray adds ``hostname``, ``node_ip`` and ``pid`` itself);
 5. checkpoints every ``checkpoint.interval`` epochs, on the last epoch and when the verdict is not
    ok: ``{"model": state_dict, "history": [...], "seed", "epoch", "params"}`` written with
    torch.save to ``CHECKPOINT_FILE`` and read back with ``weights_only=True``.
@@ -96,10 +97,13 @@ def as_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_objective(row: Mapping[str, Any], metric: str, model: str) -> None:
-    """The first report must hold the objective: a user model that never reports it fails at once."""
+    """Every epoch's report must hold the objective: a model that does not report it fails the
+    trial at once, naming the metric and what was reported (the scheduler and the searcher could
+    not rank the trial otherwise)."""
     if metric not in row:
         reported = ", ".join(sorted(k for k in row if k != "epoch")) or "nothing"
-        raise ValueError(f"objective.metric {metric!r} was not reported by model {model!r}; "
+        epoch = f" at epoch {row['epoch']}" if "epoch" in row else ""
+        raise ValueError(f"objective.metric {metric!r} was not reported by model {model!r}{epoch}; "
                          f"it reported: {reported}")
 
 
@@ -133,6 +137,7 @@ def trainable(params: dict[str, Any], run: RunConfig, workdir: str | None = None
     full = {**run.params, **params}
     metric = run.objective.metric
     collapse = models.declared(run.model, "collapse")
+    where = {"node_id": ray.get_runtime_context().get_node_id()} if ray.is_initialized() else {}
 
     torch.manual_seed(seed)  # as `hpsearch train` does, so a trial re-runs there exactly
     model = models.build(run.model, full, device=device, seed=seed)
@@ -147,11 +152,10 @@ def trainable(params: dict[str, Any], run: RunConfig, workdir: str | None = None
 
     def on_epoch(epoch: int, row: dict[str, Any]) -> None:
         row = as_metrics(row)
-        if epoch == start:
-            check_objective(row, metric, run.model)
+        check_objective(row, metric, run.model)
         history.append(row)
         verdict = health.assess(history, run.health, collapse, objective=metric)
-        report = {**row, "seed": seed, "health": verdict.status, "health_reason": verdict.reason}
+        report = {**row, "seed": seed, "health": verdict.status, "health_reason": verdict.reason, **where}
         if not should_checkpoint(epoch, run.max_epochs, run.checkpoint.interval, verdict):
             tune.report(report)
             return
