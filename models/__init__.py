@@ -16,6 +16,11 @@ BUILTIN = {
     "triplet": "models.triplet.model:TripletModel",
     "symmetric": "models.symmetric.model:SymmetricModel",
 }
+# A built-in model's settings and declarations (Config, objective, reported, collapse) live in a
+# module that imports neither torch nor numpy, so a config is checked in a fraction of a second.
+SPECS = {
+    "triplet": "models.triplet.config",
+}
 
 
 def resolve(name: str) -> Any:
@@ -41,11 +46,18 @@ def resolve(name: str) -> Any:
     return factory
 
 
+def spec(name: str) -> Any:
+    """Where a model's declarations are read: the light spec module of a built-in model, else the
+    factory itself (a user model's own import is the price of checking it)."""
+    if name in SPECS:
+        return importlib.import_module(SPECS[name])
+    return resolve(name)
+
+
 def validate_params(name: str, params: Mapping[str, Any] | None, where: str = "params.") -> dict[str, Any]:
     """Check ``params`` against the factory's declared ``Config`` (if any); return the full mapping
     with defaults filled in. Raises a one-line ConfigError."""
-    factory = resolve(name)
-    config_cls = getattr(factory, "Config", None)
+    config_cls = getattr(spec(name), "Config", None)
     if config_cls is None:
         return dict(params or {})
     return as_dict(parse(config_cls, dict(params or {}), where=where))
@@ -61,8 +73,8 @@ def build(name: str, params: Mapping[str, Any], device: Any = "cpu", seed: int =
 
 
 def declared(name: str, attribute: str, default: Any = None) -> Any:
-    """A factory's optional declaration (``objective``, ``reported``, ``collapse``)."""
-    return getattr(resolve(name), attribute, default)
+    """A model's optional declaration (``objective``, ``reported``, ``collapse``, ``Config``)."""
+    return getattr(spec(name), attribute, default)
 
 
-__all__ = ["BUILTIN", "ConfigError", "build", "declared", "resolve", "validate_params"]
+__all__ = ["BUILTIN", "SPECS", "ConfigError", "build", "declared", "resolve", "spec", "validate_params"]

@@ -131,8 +131,7 @@ def _check_finite(value: Any, where: str) -> None:
 
 def _param_checker(model: str, params: dict[str, Any]):
     """A function that raises when the model refuses ``name: value`` (via its declared Config)."""
-    factory = models.resolve(model)
-    config_cls = getattr(factory, "Config", None)
+    config_cls = models.declared(model, "Config")
     if config_cls is None:
         return None, None
 

@@ -1,4 +1,5 @@
-"""The triplet embedding model: config, data, net, loss, one epoch, evaluation, state.
+"""The triplet embedding model: data, net, loss, one epoch, evaluation, state (its settings are
+in config.py).
 
     model = TripletModel({"mining": "batch_hard"}, torch.device("cpu"), seed=0)
     model.train_epoch()   # {"train_loss": ..., "train_active_triplets": ..., ...}
@@ -11,70 +12,19 @@ the CPU give the same metrics every run.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from models.config import ConfigError, bounds, parse
-from models.triplet.data import check_class_counts, inspect_source, load_data
+from models.config import ConfigError, parse
+from models.triplet import config as spec
+from models.triplet.config import TripletConfig
+from models.triplet.data import load_data
 from models.triplet.loss import triplet_loss
-from models.triplet.metrics import KS, retrieval_metrics
+from models.triplet.metrics import retrieval_metrics
 from models.triplet.net import EmbeddingNet
 from models.triplet.samplers import InterleavedSampler, PKSampler
-
-
-@dataclass(frozen=True)
-class TripletConfig:
-    # data: synthetic (data_dir null) or an .npz / image folder
-    data_dir: str | None = None
-    data_seed: int | None = field(default=None, metadata=bounds(ge=0, doc="null: the run's seed"))
-    num_classes: int = field(default=16, metadata=bounds(ge=2, doc="synthetic data"))
-    samples_per_class: int = field(default=500, metadata=bounds(ge=2, doc="synthetic data"))
-    input_dim: int = field(default=32, metadata=bounds(ge=2, doc="synthetic data"))
-    image_size: int = field(default=32, metadata=bounds(ge=8, le=512, doc="image folders"))
-    split: Literal["samples", "classes"] = "samples"
-    val_fraction: float = field(default=0.2, metadata=bounds(gt=0, lt=1))
-    test_fraction: float = field(default=0.2, metadata=bounds(ge=0, lt=1))
-    # batches: pk draws P = batch_size // k classes × k samples; random deals one sample per class
-    sampler: Literal["pk", "random"] = "pk"
-    batch_size: int = field(default=64, metadata=bounds(ge=2))
-    k: int = field(default=4, metadata=bounds(ge=2, doc="samples per class in a pk batch"))
-    # loss
-    mining: Literal["batch_all", "batch_hard", "semi_hard"] = "batch_all"
-    margin: float = field(default=0.2, metadata=bounds(gt=0, le=2, doc="distances lie in [0, 2]"))
-    # net and optimiser
-    hidden_dim: int = field(default=128, metadata=bounds(ge=1))
-    embedding_dim: int = field(default=32, metadata=bounds(ge=1))
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = field(default=2e-3, metadata=bounds(gt=0, le=10))
-    weight_decay: float = field(default=0.0, metadata=bounds(ge=0))
-
-    def validate(self, where: str = "params.") -> None:
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError(f"{where}test_fraction: got {self.test_fraction}, expected val_fraction + "
-                              f"test_fraction < 1 (val_fraction is {self.val_fraction})")
-        if self.sampler == "pk" and self.batch_size % self.k:
-            raise ConfigError(f"{where}batch_size: got {self.batch_size}, expected a multiple of "
-                              f"k={self.k} with sampler 'pk' (a batch is P = batch_size // k classes × k)")
-        if self.sampler == "pk" and self.batch_size // self.k < 2:
-            raise ConfigError(f"{where}batch_size: got {self.batch_size}, expected at least 2 × k = "
-                              f"{2 * self.k} with sampler 'pk' (a batch needs 2 classes for negatives)")
-        if self.data_dir is None:
-            names = tuple(str(c) for c in range(self.num_classes))
-            counts = (self.samples_per_class,) * self.num_classes
-        else:
-            source = inspect_source(self.data_dir, f"{where}data_dir")
-            names, counts = source.class_names, source.class_counts
-        data = f"{where}data_dir" if self.data_dir else f"{where}samples_per_class"
-        check_class_counts(names, counts, self, data, prefix=where)
-
-
-TRAIN_KEYS = ("train_loss", "train_loss_triplet", "train_active_triplets", "train_triplets",
-              "train_pos_dist", "train_neg_dist", "train_emb_norm", "train_emb_std", "train_grad_norm",
-              "train_batch_loss_std")
-VAL_KEYS = tuple(f"val_recall_at_{k}" for k in KS) + ("val_map_at_r",)
 
 
 def _seeds(seed: int, data_seed: int | None) -> tuple[int, int, int]:
@@ -86,13 +36,10 @@ def _seeds(seed: int, data_seed: int | None) -> tuple[int, int, int]:
 class TripletModel:
     """Factory and model (see models/api.py)."""
 
-    Config = TripletConfig
-    objective = ("val_recall_at_1", "max")
-    reported = TRAIN_KEYS + VAL_KEYS
-    # at or below the floor for `patience` epochs means collapsed: every embedding in the same
-    # place, or not one valid triplet mined (no batch holds a positive pair: nothing to learn
-    # from). Zero *active* triplets is not collapse: a perfect fit satisfies every margin.
-    collapse = {"train_emb_std": 1e-3, "train_triplets": 0.0}
+    Config = spec.Config
+    objective = spec.objective
+    reported = spec.reported
+    collapse = spec.collapse
 
     def __init__(self, params: Mapping[str, Any] | TripletConfig, device: torch.device, seed: int):
         self.cfg = cfg = parse(TripletConfig, params, where="params.")
