@@ -18,7 +18,6 @@ Checkpoints are read with ``torch.load(weights_only=True)``; nothing is unpickle
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from models.config import ConfigError, parse
 from search.config import Resources, build_config, dump_config
 from search.objective import is_better, score
 from search.report import FINISHED, Run, Trial, build_table, read_run
+from search.training import CONFIG, WEIGHTS, load_trusted_tensors, prepare_out_dir, versions
 
 
 def checkpoint_file() -> str:
@@ -53,14 +53,7 @@ class Choice:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint payload, read with weights_only=True; a one-line ConfigError if it is refused."""
-    import torch
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise ConfigError(f"checkpoint: {str(path)!r} cannot be loaded as weights only "
-                          f"(torch.load weights_only=True): {first}") from None
+    payload = load_trusted_tensors(path, "cpu", "checkpoint")
     if not isinstance(payload, dict) or "model" not in payload:
         raise ConfigError(f"checkpoint: {str(path)!r} holds no 'model' state; expected a checkpoint written "
                           "by the hpsearch trainable")
@@ -127,7 +120,6 @@ def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, l
     """Write the ``top`` best finished trials; return their directories."""
     import torch
 
-    from search.training import CONFIG, WEIGHTS, prepare_out_dir, versions
 
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ConfigError(f"--top: got {top!r}, expected an integer >= 1")

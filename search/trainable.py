@@ -35,6 +35,7 @@ import models
 from models.fit import fit
 from search import health
 from search.config import RunConfig
+from search.training import load_trusted_tensors
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -116,7 +117,7 @@ def save_checkpoint(directory: str | Path, model: Any, history: list[dict[str, A
 
 
 def load_checkpoint(directory: str | Path, device: str = "cpu") -> dict[str, Any]:
-    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=True)
+    return load_trusted_tensors(Path(directory) / CHECKPOINT_FILE, device, "checkpoint")
 
 
 def should_checkpoint(epoch: int, max_epochs: int, interval: int, verdict: health.Verdict) -> bool:

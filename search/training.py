@@ -60,11 +60,23 @@ def save_weights(model: Any, path: str | Path) -> None:
     torch.save(model.state_dict(), Path(path))
 
 
-def load_weights(model: Any, path: str | Path, device: str) -> None:
+def load_trusted_tensors(path: str | Path, device: str = "cpu", what: str = "weights") -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain values only, never arbitrary pickles.
+    A file it refuses (a planted payload, a truncated file) is a one-line ConfigError."""
+    import pickle
+
     import torch
 
-    state = torch.load(Path(path), map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    try:
+        return torch.load(Path(path), map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ConfigError(f"{what}: {str(path)!r} cannot be loaded as weights only "
+                          f"(torch.load weights_only=True): {first}") from None
+
+
+def load_weights(model: Any, path: str | Path, device: str) -> None:
+    model.load_state_dict(load_trusted_tensors(path, device, "weights"))
 
 
 def match_threads(config: RunConfig) -> None:
