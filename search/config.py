@@ -205,7 +205,8 @@ def check_sections(raw: Any, source: str = "config") -> tuple[dict[str, Any], "_
         sections[name] = parse(cls, raw.get(name) or {}, where=f"{name}.")
     top = parse(_TopLevel, rest)
     max_epochs = sections["budget"].max_epochs or top.epochs
-    if sections["scheduler"].grace_period > max_epochs:
+    # a search (a space to explore) must reach its first rung; a single training run has no rungs
+    if raw.get("space") and sections["scheduler"].grace_period > max_epochs:
         raise ConfigError(f"scheduler.grace_period: got {sections['scheduler'].grace_period}, expected a "
                           f"value <= max_epochs ({max_epochs})")
     parse_space(raw.get("space"))                   # its own shape; checked against the model later

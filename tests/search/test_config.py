@@ -42,6 +42,11 @@ def base(**sections):
     return raw
 
 
+def test_a_training_config_without_a_space_has_no_rungs_to_reach():
+    """`hpsearch train` of a 1-epoch config is not refused for the scheduler's default grace period."""
+    assert build_config(base(epochs=1)).epochs == 1
+
+
 def test_a_full_config_loads_typed_and_round_trips_through_search_yaml(tmp_path):
     config = load_config(write(tmp_path, TOY))
     assert config.params["quality"] == 0.8 and config.params["curve"] == "healthy"   # defaults filled in
@@ -77,7 +82,7 @@ def test_overrides_reach_params_and_sections(tmp_path):
      "warm_start[0].lr: got 1.0, expected loguniform in [0.0001, 0.1]"),
     (base(space={"lr": {"loguniform": [1e-4, 1e-1]}}, warm_start=[{"onset": 2}]),
      "warm_start[0].onset: unknown key"),
-    (base(scheduler={"grace_period": 8}, epochs=5),
+    (base(scheduler={"grace_period": 8}, epochs=5, space={"onset": {"int": [1, 4]}}),
      "scheduler.grace_period: got 8, expected a value <= max_epochs (5)"),
     (base(budget={"num_samples": 0}), "budget.num_samples: got 0, expected a value >= 1"),
     (base(resources={"cpu": 0}), "resources.cpu: got 0.0, expected a value > 0"),
