@@ -11,12 +11,16 @@ The live table is a Ray Tune callback. It keeps the last result of every trial a
 
 The summary names the best trials, counts the outcomes (with a reason for each kind of pruning and
 for errors) and gives the run dir. ``OutcomeRecorder`` is the other callback the runner hands to
-Tune: it writes the outcomes nobody else decides (completed, error).
+Tune: it writes the outcomes nobody else decides (completed, error); ``ResultLog`` writes each
+trial's params.json and result.json straight into the run dir, and ``SnapshotKeeper`` keeps a
+whole copy of Ray's snapshots there (both for ``hpsearch resume``).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -173,6 +177,71 @@ class OutcomeRecorder(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.outcomes.record(trial.trial_id, "error", error_line(trial), self._epoch(trial))
+
+
+class ResultLog(Callback):
+    """Each trial's ``params.json`` and ``result.json`` (one JSON line per report), written in the
+    trial's run-dir folder (``trial.path``) and flushed and fsync'd before Tune moves on, so they
+    survive a killed driver. (Ray's JsonLoggerCallback writes to a staging folder under /tmp that
+    reaches the run dir only with Ray's next state sync.) Written with the first report: a trial
+    that never reported leaves no folder. A line torn by a crash is closed before the next one."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, TextIO] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_files": {}}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        from ray.tune.utils.util import SafeFallbackEncoder
+
+        handle = self._files.get(trial.trial_id)
+        if handle is None:
+            folder = Path(trial.path)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "params.json").write_text(json.dumps(trial.config, indent=2, sort_keys=True,
+                                                           cls=SafeFallbackEncoder), encoding="utf-8")
+            path = folder / "result.json"
+            torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+            handle = self._files[trial.trial_id] = path.open("a", encoding="utf-8")
+            if torn:
+                handle.write("\n")
+        handle.write(json.dumps(result, cls=SafeFallbackEncoder) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    def _close(self, trial: Any) -> None:
+        handle = self._files.pop(trial.trial_id, None)
+        if handle is not None:
+            handle.close()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._close(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._close(trial)
+
+
+class SnapshotKeeper(Callback):
+    """Keeps a whole copy of each snapshot Ray takes in RUN_DIR/snapshot/ (search.snapshot).
+    Tune asks callbacks for their state right after it wrote the snapshot to its staging folder;
+    that is when the copy is taken (the state returned is None: nothing else to save)."""
+
+    def __init__(self, run_dir: Any) -> None:
+        self.run_dir = Path(run_dir)
+        self._staging: str | None = None
+        self._manifest: dict[str, Any] | None = None
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._staging is None and trials:
+            self._staging = trials[0].local_experiment_path
+
+    def get_state(self) -> None:
+        from search.snapshot import keep_snapshot
+
+        if self._staging is not None:
+            self._manifest = keep_snapshot(Path(self._staging), self.run_dir, self._manifest)
+        return None
 
 
 def error_line(trial: Any) -> str:

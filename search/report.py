@@ -34,6 +34,7 @@ from typing import Any
 from models.config import ConfigError, parse
 from search.config import Budget, RunConfig, read_yaml
 from search.objective import MODES, best, score
+from search.resume import lock_held
 from search.rundir import HEALTH_OUTCOMES, OUTCOMES_ALL, RANKED, RUN_JSON, SEARCH_YAML, read_outcomes, read_trial_results
 
 FINISHED = ("completed", "pruned_asha")          # ended normally: their objective is a fair verdict
@@ -73,7 +74,8 @@ class Run:
     space: list[str]
     num_samples: int
     max_epochs: int
-    state: str                          # running | finished | interrupted | unknown
+    state: str                          # running | finished | interrupted | unknown ("running"
+                                        # with no process holding run.lock reads as interrupted)
     trials: list[Trial] = field(default_factory=list)
 
 
@@ -158,6 +160,8 @@ def read_run(run_dir: str | Path) -> Run:
     epochs = raw.get("epochs", _DEFAULTS["epochs"])
     info = _read_json(path / RUN_JSON) if (path / RUN_JSON).is_file() else {}
     state = str(info.get("state", "unknown")) if isinstance(info, dict) else "unknown"
+    if state == "running" and lock_held(path) is False:   # no process runs it: the driver was killed
+        state = "interrupted"
     run = Run(path=path, raw=raw, model=str(raw.get("model", "")), metric=metric, mode=mode,
               space=[str(k) for k in (raw.get("space") or {})], num_samples=budget.num_samples,
               max_epochs=int(budget.max_epochs or epochs), state=state)

@@ -6,7 +6,12 @@
       outcomes.jsonl     one JSON line per trial decision: trial_id, outcome, reason, epoch, time;
                          the last line for a trial wins
       optuna.db          the Optuna study (SQLite; optuna.load_study / optuna-dashboard open it)
-      <trial dirs>/      Ray's: params.json, result.json (a JSON line per epoch), checkpoint_*/
+      scheduler/state.json  the scheduler's rung records and stop decisions, rewritten atomically on
+                         every decision (a subfolder: Ray re-uploads top-level *.json on resume)
+      run.lock           locked (flock) by the hpsearch process that runs or resumes the search
+      snapshot/          a whole, consistent copy of Ray's last experiment snapshot (search.snapshot)
+      <trial dirs>/      params.json, result.json (a JSON line per epoch, written as it is reported:
+                         search.progress.ResultLog), Ray's checkpoint_*/
 
 Only JSON, JSONL and YAML that hpsearch or Ray wrote as text are read back; nothing here is
 ever unpickled.
@@ -26,6 +31,9 @@ RUN_JSON = "run.json"
 OUTCOMES = "outcomes.jsonl"
 STUDY_DB = "optuna.db"
 STUDY_NAME = "hpsearch"
+SCHEDULER_STATE = "scheduler/state.json"
+SNAPSHOT_DIR = "snapshot"
+RUN_LOCK = "run.lock"
 
 OUTCOMES_ALL = ("completed", "pruned_asha", "pruned_flatline", "pruned_exploding", "pruned_nonfinite",
                 "pruned_collapsed", "error", "running")
@@ -43,6 +51,7 @@ def study_url(run_dir: str | Path) -> str:
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write JSON so a reader (or a crash) never sees half a file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=True)

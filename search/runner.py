@@ -1,41 +1,123 @@
-"""``hpsearch run``: check everything (search.preflight), start or join Ray, run the Tuner, say
-what happened.
+"""``hpsearch run`` and ``hpsearch resume``: check everything (search.preflight, search.resume),
+start or join Ray, run the Tuner, stop gracefully on a signal, say what happened.
 
     Tuner(with_resources(with_parameters(trainable, run=config), {cpu, gpu}),
           TuneConfig(search_alg=make_searcher(...), scheduler=make_scheduler(...), num_samples),
-          RunConfig(name, storage_path, callbacks=[JSON and CSV loggers, OutcomeRecorder,
-                    LiveTable], FailureConfig, CheckpointConfig))
+          RunConfig(name, storage_path, callbacks=[ResultLog, OutcomeRecorder, LiveTable,
+                    SnapshotKeeper], FailureConfig, CheckpointConfig))
 
 metric/mode live in the searcher and the scheduler only (Ray refuses them in both places). One
 OutcomeLog instance is shared by the scheduler (pruned_*), the searcher (reads it) and the
 OutcomeRecorder callback (completed, error). Ray is imported only after every check passed, so a
 bad config fails fast.
+
+A resumed search is the same Tuner built afresh with Ray's ``ResumeConfig`` (unfinished trials
+continue from their checkpoints, ended ones are kept as they are): Tune restores its trials and
+the searcher from its last snapshot, the scheduler gets its own saved state back, and the trials
+that ended after that snapshot are retired (search.resume.reconcile).
+
+Signals: SIGINT and SIGTERM stop a search gracefully (``GracefulStop``): Tune saves its state and
+stops the trials, run.json says ``interrupted``, the exit code is 130 / 143 and the last line says
+how to resume. A second signal stops at once (the state saved at the last step stands).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from models.config import ConfigError
 from search import preflight
 from search.config import dump_config
-from search.rundir import SEARCH_YAML, OutcomeLog, update_run_info
+from search.rundir import SCHEDULER_STATE, SEARCH_YAML, OutcomeLog, update_run_info
 
 # Set before Ray is imported (run_command imports it only after the checks): no usage-stats
 # banner, and trials keep the working directory, so relative data paths keep working.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # with verbose=0: Ray prints no table of its own
-# Result files come from the JSON and CSV loggers passed explicitly below; the TensorBoard logger
-# Ray would add on its own only prints warnings about NaN values into the live output.
+# Result files come from ResultLog (search.progress); the TensorBoard logger Ray would add on its
+# own only prints warnings about NaN values into the live output.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Ray's experiment snapshot at every Tune step instead of every 10 s or more: after a SIGKILL,
+# resume redoes at most about a step of work. Raise it for searches of thousands of trials.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+# SIGINT is handled here (GracefulStop), like SIGTERM; Tune's own handler would take SIGINT only.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 KEEP_CHECKPOINTS = 2       # the best two by the objective, plus always the latest
+
+
+class GracefulStop:
+    """The SIGINT / SIGTERM handler while hpsearch runs a search.
+
+    Inside ``Tuner.fit()`` the first signal asks Tune to stop, as Tune's own Ctrl-C handler does:
+    Tune saves its experiment state, stops the trials and returns. Outside fit(), and on a second
+    signal, it raises KeyboardInterrupt at once. ``signum`` keeps the first signal (exit code
+    128 + signum)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._in_fit = False
+        self._tune_before: Any = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        tune_stop = signal.getsignal(signal.SIGUSR1)   # installed by Tune for the run in progress
+        if first and self._in_fit and callable(tune_stop) and tune_stop is not self._tune_before:
+            print(f"hpsearch: {signal.Signals(signum).name}: saving the search state and stopping the trials "
+                  "(send the signal again to stop at once)", file=sys.stderr, flush=True)
+            tune_stop(signum, frame)
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[GracefulStop]:
+        """The handler for SIGINT and SIGTERM in this block (main thread only), the previous ones
+        after it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.arm()
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def arm(self) -> None:
+        """(Re)install the handler: ray.init installs its own SIGTERM handler, which aborts."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self)
+
+    @contextlib.contextmanager
+    def tune_running(self) -> Iterator[None]:
+        self._tune_before, self._in_fit = signal.getsignal(signal.SIGUSR1), True
+        try:
+            yield
+        finally:
+            self._in_fit = False
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum or signal.SIGINT)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
 
 
 def start_ray(plan: preflight.Plan) -> bool:
@@ -62,14 +144,20 @@ def start_ray(plan: preflight.Plan) -> bool:
     return True
 
 
-def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: list) -> Any:
+def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: list, resume: bool = False) -> Any:
+    """The search's Tuner; with ``resume`` Tune restores the run dir's last snapshot first."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune import ResumeConfig
 
     from search.trainable import trainable, trial_name
 
     config = plan.config
     resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu}
+    # Tuner.restore would bring back the searcher, scheduler and callbacks pickled when the search
+    # started; a fresh Tuner with a ResumeConfig restores Tune's trials and the searcher's state
+    # from the last snapshot and keeps these objects.
+    restore = {"resume_config": ResumeConfig(unfinished=ResumeConfig.ResumeType.RESUME,
+                                             errored=ResumeConfig.ResumeType.SKIP)} if resume else {}
     return tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, run=config, workdir=os.getcwd()), resources),
         tune_config=tune.TuneConfig(
@@ -83,23 +171,24 @@ def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: l
         run_config=tune.RunConfig(
             name=plan.name,
             storage_path=str(plan.storage),
-            callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *callbacks],
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=config.objective.metric,
                 checkpoint_score_order=config.objective.mode),
             verbose=0,
         ),
+        _tuner_kwargs=restore,
     )
 
 
-def header(plan: preflight.Plan) -> str:
+def header(plan: preflight.Plan, verb: str = "run") -> str:
     import ray
 
     c = plan.config
     where = "local Ray" if plan.address is None else f"Ray cluster at {plan.address}"
     space = ", ".join(c.space) or "nothing (fixed params)"
-    return (f"hpsearch run {plan.name}: {c.model}, {c.budget.num_samples} trials x up to {c.max_epochs} "
+    return (f"hpsearch {verb} {plan.name}: {c.model}, {c.budget.num_samples} trials x up to {c.max_epochs} "
             f"epochs, objective {c.objective.metric} ({c.objective.mode}), searching {space}\n"
             f"  on {where} ({int(ray.cluster_resources().get('CPU', 0))} CPUs); run dir {plan.run_dir}")
 
@@ -120,66 +209,130 @@ def claim_run_dir(plan: preflight.Plan) -> None:
                     state="running", started=time.time())
 
 
-def run(plan: preflight.Plan, interval_s: float = 5.0, stream: Any = None) -> int:
-    """Run a checked search to the end. 0 when the search ran to the end and some trial got
-    further than an error, 1 when every trial failed, 130 when it was interrupted."""
+def cluster_notes(plan: preflight.Plan) -> None:
     import ray
 
-    from search.progress import LiveTable, OutcomeRecorder, summary
+    if plan.address is None:
+        return
+    have = ray.cluster_resources()
+    for kind, key in (("cpu", "CPU"), ("gpu", "GPU")):
+        want = getattr(plan.config.resources, kind)
+        if want > have.get(key, 0):
+            print(f"hpsearch: note: resources.{kind} {want:g} per trial, but the cluster has "
+                  f"{have.get(key, 0):g} {key}s now; trials wait until nodes join", file=sys.stderr)
+
+
+def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, interval_s: float, stream: Any,
+           resumption: Any = None) -> int:
+    """Run the Tuner to the end of the search or to a signal; ``resumption`` (search.resume) for a
+    resumed search. Returns the exit code."""
+    import ray
+
+    from search.progress import LiveTable, OutcomeRecorder, ResultLog, SnapshotKeeper, summary
     from search.scheduler import make_scheduler
     from search.searcher import close_open_trials, make_searcher
+
+    config, run_dir = plan.config, plan.run_dir
+    metric, mode = config.objective.metric, config.objective.mode
+    outcomes = OutcomeLog(run_dir)
+    live = LiveTable(metric, outcomes, interval_s=interval_s, stream=stream)
+    state, ended, begun = "interrupted", False, time.monotonic()
+    try:
+        cluster_notes(plan)
+        searcher = make_searcher(config, run_dir, outcomes)
+        scheduler = make_scheduler(config, outcomes, state_path=run_dir / SCHEDULER_STATE)
+        if resumption is not None:
+            resumption.apply(searcher, scheduler, live)
+        callbacks = [ResultLog(), OutcomeRecorder(outcomes), live, SnapshotKeeper(run_dir)]
+        tuner = make_tuner(plan, searcher, scheduler, callbacks, resume=resumption is not None)
+        print(header(plan, "run" if resumption is None else "resume"), file=stream, flush=True)
+        if resumption is not None:
+            print(f"  {resumption.describe()}", file=stream, flush=True)
+        try:
+            with stop.tune_running():
+                tuner.fit()
+            ended = stop.signum is None   # fit() returns as if complete after a graceful stop
+        except KeyboardInterrupt:
+            pass
+        if ended:   # an interrupted search keeps its Optuna trials open for `hpsearch resume`
+            close_open_trials(searcher, "the search ended before the trial finished")
+        live.print_table()
+        unfinished = [r for r in live.rows.values() if outcomes.get(r.trial_id) is None]
+        state = "finished" if ended and not unfinished else "interrupted"
+    finally:
+        update_run_info(run_dir, state=state, finished=time.time(), **({"signal": stop.name} if stop.signum else {}))
+        if started_here:
+            ray.shutdown()
+    print(summary(live.rows, outcomes.all(), metric, mode, run_dir, elapsed_s=time.monotonic() - begun,
+                  state=state), file=stream, flush=True)
+    if state == "interrupted":
+        by = f" by {stop.name}" if stop.signum else ""
+        print(f"the search was interrupted{by}; its state is saved: continue it with `hpsearch resume {run_dir}`",
+              file=stream, flush=True)
+        return stop.exit_code
+    ended_as = [e["outcome"] for e in outcomes.all().values()]
+    return 1 if ended_as and all(o == "error" for o in ended_as) else 0
+
+
+def run(plan: preflight.Plan, interval_s: float = 5.0, stream: Any = None) -> int:
+    """Run a checked search to the end. 0 when the search ran to the end and some trial got
+    further than an error, 1 when every trial failed, 130 / 143 when SIGINT / SIGTERM stopped it."""
+    from search.resume import hold_lock
 
     stream = stream or sys.stdout
     for note in plan.warnings:
         print(f"hpsearch run: note: {note}", file=sys.stderr)
-    claim_run_dir(plan)
-    try:
-        started_here = start_ray(plan)
-    except BaseException:
-        shutil.rmtree(plan.run_dir)  # only what claim_run_dir just wrote: the search never started
-        raise
-    if plan.address is not None:
-        have = ray.cluster_resources()
-        for kind, key in (("cpu", "CPU"), ("gpu", "GPU")):
-            want = getattr(plan.config.resources, kind)
-            if want > have.get(key, 0):
-                print(f"hpsearch run: note: resources.{kind} {want:g} per trial, but the cluster has "
-                      f"{have.get(key, 0):g} {key}s now; trials wait until nodes join", file=sys.stderr)
-    metric, mode = plan.config.objective.metric, plan.config.objective.mode
-    outcomes = OutcomeLog(plan.run_dir)
-    live = LiveTable(metric, outcomes, interval_s=interval_s, stream=stream)
-    state, begun = "interrupted", time.monotonic()
-    try:
-        searcher = make_searcher(plan.config, plan.run_dir, outcomes)
-        tuner = make_tuner(plan, searcher, make_scheduler(plan.config, outcomes),
-                           [OutcomeRecorder(outcomes), live])
-        print(header(plan), file=stream, flush=True)
+    stop = GracefulStop()
+    with stop.installed():
+        claim_run_dir(plan)
+        lock = hold_lock(plan.run_dir)
         try:
-            tuner.fit()
+            started_here = start_ray(plan)
+            stop.arm()
+        except BaseException:
+            lock.close()
+            shutil.rmtree(plan.run_dir)  # only what claim_run_dir just wrote: the search never started
+            raise
+        try:
+            return search(plan, stop, started_here, interval_s=interval_s, stream=stream)
         finally:
-            close_open_trials(searcher, "the search ended before the trial finished")
-        live.print_table()
-        unfinished = [r for r in live.rows.values() if outcomes.get(r.trial_id) is None]
-        state = "interrupted" if unfinished else "finished"
-    finally:
-        update_run_info(plan.run_dir, state=state, finished=time.time())
-        if started_here:
-            ray.shutdown()
-    print(summary(live.rows, outcomes.all(), metric, mode, plan.run_dir, elapsed_s=time.monotonic() - begun,
-                  state=state), file=stream, flush=True)
-    if state == "interrupted":
-        print(f"the search was interrupted; continue it with `hpsearch resume {plan.run_dir}`", file=stream)
-        return 130
-    ended = [e["outcome"] for e in outcomes.all().values()]
-    return 1 if ended and all(o == "error" for o in ended) else 0
+            lock.close()
 
 
 def run_command(args: Any) -> int:
     return run(preflight.plan(args))
 
 
+def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 5.0, stream: Any = None) -> int:
+    """Continue an interrupted search in ``run_dir`` (``hpsearch resume``): every check first, then
+    the run dir's records reconciled with Ray's last snapshot, then the search to its end."""
+    from search import resume as restoring
+
+    stream = stream or sys.stdout
+    snapshot = restoring.check_resumable(run_dir)
+    address = preflight.check_address(address)
+    preflight.check_cluster_storage(snapshot.run_dir.parent, address)
+    preflight.check_cpu(snapshot.config, address)
+    preflight.check_gpu(snapshot.config, address)
+    runtime_env: dict[str, Any] = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+    if address is not None and preflight.model_modules(snapshot.config.model):
+        runtime_env["py_modules"] = preflight.model_modules(snapshot.config.model)
+    plan = preflight.Plan(config=snapshot.config, config_path=snapshot.run_dir / SEARCH_YAML,
+                          name=snapshot.run_dir.name, storage=snapshot.run_dir.parent, address=address,
+                          runtime_env=runtime_env)
+    stop = GracefulStop()
+    with stop.installed():
+        lock = restoring.hold_lock(snapshot.run_dir)
+        try:
+            resumption = restoring.prepare(snapshot)
+            update_run_info(snapshot.run_dir, state="running", address=address or "local",
+                            resumed=[*snapshot.info.get("resumed", []), time.time()])
+            started_here = start_ray(plan)
+            stop.arm()
+            return search(plan, stop, started_here, interval_s=interval_s, stream=stream, resumption=resumption)
+        finally:
+            lock.close()
+
+
 def resume_command(args: Any) -> int:
-    """``hpsearch resume RUN_DIR``: not in this version; say so in one line instead of a traceback."""
-    raise ConfigError(f"resume: continuing an interrupted search is not available yet; {args.run_dir} keeps "
-                      f"every trial that ran (`hpsearch report {args.run_dir}`), and `hpsearch run` with "
-                      "another --name starts afresh")
+    return resume(args.run_dir, address=args.address)

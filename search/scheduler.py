@@ -10,8 +10,11 @@ Plain ASHA (Ray's AsyncHyperBandScheduler) has three gaps this scheduler closes:
 - nothing records why a trial stopped; here every stop is written to the run's OutcomeLog with a
   one-line reason.
 
-Its rung state is plain JSON (``state()`` / ``restore_state()``), so a resumed search can carry it
-on; Ray itself drops scheduler state on ``Tuner.restore``.
+Its rung state and every stop it decided are plain JSON (``state()`` / ``restore_state()``),
+written atomically to ``state_path`` on every decision, so a resumed search carries them on (Ray
+itself drops scheduler state on restore, ray#30838): a pruned trial stays pruned, and later rungs
+compare against the full history. A resumed search also hands it the trials that finished after
+Ray's last snapshot (``retire``): they are never started again.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from models.config import ConfigError
 from search.health import STATUSES
 from search.objective import MODES, score, sign
+from search.rundir import write_json_atomic
 
 if TYPE_CHECKING:
     from search.config import RunConfig
     from search.rundir import OutcomeLog
 
-STATE_VERSION = 1
+STATE_VERSION = 2          # 2 added "decided"; a version 1 state restores with no decisions
 
 
 def rung_milestones(grace_period: int, max_t: int, reduction_factor: float) -> list[float]:
@@ -76,6 +81,9 @@ class HealthASHA(FIFOScheduler):
 
     For each result the decision is a ladder; the first rung of the ladder that applies decides:
 
+    0. the trial was stopped by this scheduler before an interruption (a restored decision) and is
+       back, re-running epochs from an older checkpoint -> STOP once it reaches the epoch of that
+       decision (nothing is recorded again), CONTINUE before it.
     1. ``result["health"]`` is not "ok" -> STOP now, recorded as ``pruned_<verdict>`` with the
        trial's ``health_reason``; the trial's values are withdrawn from every rung (they were not
        real), whatever its rank.
@@ -96,7 +104,7 @@ class HealthASHA(FIFOScheduler):
 
     def __init__(self, metric: str, mode: str, max_t: int, grace_period: int = 1,
                  reduction_factor: float = 3.0, outcomes: "OutcomeLog | None" = None,
-                 time_attr: str = "training_iteration"):
+                 time_attr: str = "training_iteration", state_path: str | Path | None = None):
         if not isinstance(metric, str) or not metric:
             raise ConfigError(f"objective.metric: got {metric!r}, expected a metric name")
         if mode not in MODES:
@@ -120,6 +128,9 @@ class HealthASHA(FIFOScheduler):
         self.milestones = rung_milestones(grace_period, max_t, self.reduction_factor)
         self.rungs: list[dict[str, float]] = [{} for _ in self.milestones]  # trial_id -> score
         self.stopped = {"health": 0, "asha": 0}
+        self.decided: dict[str, dict[str, Any]] = {}   # trial_id -> {outcome, reason, epoch} of each STOP
+        self.state_path = Path(state_path) if state_path is not None else None
+        self._retire: dict[str, dict[str, Any]] = {}
 
     # -- Ray's TrialScheduler API -------------------------------------------------------------
 
@@ -134,6 +145,10 @@ class HealthASHA(FIFOScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         trial_id = trial.trial_id
         epoch = self._epoch(result)
+        decided = self.decided.get(trial_id)
+        if decided is not None:
+            due = decided.get("epoch")
+            return TrialScheduler.STOP if epoch is None or due is None or epoch >= due else TrialScheduler.CONTINUE
         health = result.get("health")
         if health is not None and health != "ok":
             return self._stop_unhealthy(trial_id, health, result.get("health_reason", ""), epoch)
@@ -148,7 +163,7 @@ class HealthASHA(FIFOScheduler):
         value = result.get(self._metric)
         mine = score(value, self._mode)
         cutoff = percentile(list(rung.values()), (1 - 1 / self.reduction_factor) * 100) if rung else None
-        rung[trial_id] = mine
+        rung[trial_id] = mine      # on disk with the decision: _decide_stop or below
         where = f"at epoch {epoch} (rung {_fmt(self.milestones[index])}, {len(rung)} trials)"
         if mine == -math.inf and cutoff is not None:
             return self._stop_asha(trial_id, f"{self._metric} {_fmt(value)} is not a finite number, "
@@ -157,6 +172,7 @@ class HealthASHA(FIFOScheduler):
             verb = "below" if self._mode == "max" else "above"
             return self._stop_asha(trial_id, f"{self._metric} {_fmt(value)} {verb} rung cutoff "
                                              f"{_fmt(cutoff * sign(self._mode))} {where}", epoch)
+        self._persist()
         return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
@@ -168,6 +184,28 @@ class HealthASHA(FIFOScheduler):
         index = self._due_rung(trial.trial_id, epoch) if epoch is not None and epoch < self.max_t else None
         if index is not None:
             self.rungs[index][trial.trial_id] = score(result.get(self._metric), self._mode)
+            self._persist()
+
+    def retire(self, finished: dict[str, dict[str, Any]]) -> None:
+        """Trials a resumed search must not run again: they finished after Ray's last snapshot, so
+        Ray restores them as unfinished. ``finished``: trial_id -> {"outcome": ..., "result": the
+        trial's last reported row}. Each is closed at the first scheduling step (below)."""
+        self._retire.update(finished)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        """Ray's pick of the next trial, after closing the retired trials Ray holds as pending: the
+        searcher is told the trial's real end (its last row, or an error) and Tune stops it without
+        starting it."""
+        if self._retire:   # the first step after a restore: every restored trial is known by now
+            retire, self._retire = self._retire, {}
+            for trial in list(tune_controller.get_trials()):
+                final = retire.get(trial.trial_id)
+                if final is None or trial.status not in (Trial.PENDING, Trial.PAUSED):
+                    continue
+                tune_controller.search_alg.on_trial_complete(
+                    trial.trial_id, result=final.get("result"), error=final.get("outcome") == "error")
+                tune_controller.stop_trial(trial)
+        return super().choose_trial_to_run(tune_controller)
 
     def debug_string(self) -> str:
         parts = []
@@ -192,6 +230,7 @@ class HealthASHA(FIFOScheduler):
             "version": STATE_VERSION, "metric": self._metric, "mode": self._mode, "max_t": self.max_t,
             "grace_period": self.grace_period, "reduction_factor": self.reduction_factor,
             "time_attr": self.time_attr, "stopped": dict(self.stopped),
+            "decided": {t: dict(d) for t, d in self.decided.items()},
             "rungs": [{"milestone": m, "scores": {t: (None if s == -math.inf else s) for t, s in rung.items()}}
                       for m, rung in zip(self.milestones, self.rungs)],
         }
@@ -199,7 +238,7 @@ class HealthASHA(FIFOScheduler):
     def restore_state(self, state: dict[str, Any]) -> None:
         """Load what ``state()`` wrote; refuses state from a scheduler with other settings."""
         version = state.get("version") if isinstance(state, dict) else None
-        if version != STATE_VERSION:
+        if version not in (1, STATE_VERSION):
             raise ValueError(f"scheduler state: got version {version!r}, expected {STATE_VERSION}")
         mine = self.state()
         for key in ("metric", "mode", "max_t", "grace_period", "reduction_factor", "time_attr"):
@@ -211,6 +250,7 @@ class HealthASHA(FIFOScheduler):
         self.rungs = [{t: (-math.inf if s is None else float(s)) for t, s in r["scores"].items()}
                       for r in state["rungs"]]
         self.stopped = {"health": int(state["stopped"]["health"]), "asha": int(state["stopped"]["asha"])}
+        self.decided = {str(t): dict(d) for t, d in (state.get("decided") or {}).items()}
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -231,9 +271,19 @@ class HealthASHA(FIFOScheduler):
             return index
         return None
 
-    def _record(self, trial_id: str, outcome: str, reason: str, epoch: int | None) -> None:
+    def _persist(self) -> None:
+        """The state, on disk before the decision takes effect (no-op without ``state_path``)."""
+        if self.state_path is not None:
+            write_json_atomic(self.state_path, self.state())
+
+    def _decide_stop(self, trial_id: str, outcome: str, reason: str, epoch: int | None) -> str:
+        """A STOP: kept in the state (persisted first: a crash between the two writes leaves the
+        decision on disk, and a resumed search records it), then written to the OutcomeLog."""
+        self.decided[trial_id] = {"outcome": outcome, "reason": reason, "epoch": epoch}
+        self._persist()
         if self.outcomes is not None:
             self.outcomes.record(trial_id, outcome, reason, epoch)
+        return TrialScheduler.STOP
 
     def _stop_unhealthy(self, trial_id: str, health: Any, reason: Any, epoch: int | None) -> str:
         if health not in STATUSES:
@@ -241,22 +291,21 @@ class HealthASHA(FIFOScheduler):
         for rung in self.rungs:
             rung.pop(trial_id, None)
         reason = str(reason) if reason else f"health verdict {health} at epoch {epoch}"
-        self._record(trial_id, f"pruned_{health}", reason, epoch)
         self.stopped["health"] += 1
-        return TrialScheduler.STOP
+        return self._decide_stop(trial_id, f"pruned_{health}", reason, epoch)
 
     def _stop_asha(self, trial_id: str, reason: str, epoch: int) -> str:
-        self._record(trial_id, "pruned_asha", reason, epoch)
         self.stopped["asha"] += 1
-        return TrialScheduler.STOP
+        return self._decide_stop(trial_id, "pruned_asha", reason, epoch)
 
 
-def make_scheduler(config: "RunConfig", outcomes: "OutcomeLog") -> HealthASHA:
+def make_scheduler(config: "RunConfig", outcomes: "OutcomeLog", state_path: str | Path | None = None) -> HealthASHA:
     """The search's scheduler: ASHA over ``config.objective`` with the config's rungs, writing every
-    stop to ``outcomes``."""
+    stop to ``outcomes`` and its state to ``state_path`` (when given)."""
     return HealthASHA(metric=config.objective.metric, mode=config.objective.mode, max_t=config.max_epochs,
                       grace_period=config.scheduler.grace_period,
-                      reduction_factor=config.scheduler.reduction_factor, outcomes=outcomes)
+                      reduction_factor=config.scheduler.reduction_factor, outcomes=outcomes,
+                      state_path=state_path)
 
 
 __all__ = ["HealthASHA", "make_scheduler", "percentile", "rung_milestones"]

@@ -83,6 +83,17 @@ class HealthOptunaSearch(OptunaSearch):
         self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
         return config
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore (this searcher as at Ray's last snapshot), keeping this run's OutcomeLog;
+        a trial the study finished after that snapshot counts as completed, so it is neither told
+        twice nor closed as failed."""
+        outcomes = self.outcomes
+        super().restore(checkpoint_path)
+        self.outcomes = outcomes
+        for trial_id, ot_trial in self._ot_trials.items():
+            if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+                self._completed_trials.add(trial_id)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
