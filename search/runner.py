@@ -222,6 +222,20 @@ def cluster_notes(plan: preflight.Plan) -> None:
                   f"{have.get(key, 0):g} {key}s now; trials wait until nodes join", file=sys.stderr)
 
 
+def trial_slots(config: Any) -> int:
+    """How many trials run at once: ``budget.max_concurrent``, or (0) as many as the cluster's CPUs
+    (and GPUs, when trials ask for them) hold."""
+    import ray
+
+    if config.budget.max_concurrent > 0:
+        return config.budget.max_concurrent
+    have = ray.cluster_resources()
+    slots = int(have.get("CPU", 0) // config.resources.cpu)
+    if config.resources.gpu > 0:
+        slots = min(slots, int(have.get("GPU", 0) // config.resources.gpu))
+    return max(1, slots)
+
+
 def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, interval_s: float, stream: Any,
            resumption: Any = None) -> int:
     """Run the Tuner to the end of the search or to a signal; ``resumption`` (search.resume) for a
@@ -239,7 +253,11 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
     state, ended, begun = "interrupted", False, time.monotonic()
     try:
         cluster_notes(plan)
-        searcher = make_searcher(config, run_dir, outcomes)
+        # With a searcher, Tune keeps one trial pending at a time unless told otherwise, and a
+        # search then runs its trials one after another: fill every slot.
+        slots = trial_slots(config)
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
+        searcher = make_searcher(config, run_dir, outcomes, max_concurrent=slots)
         scheduler = make_scheduler(config, outcomes, state_path=run_dir / SCHEDULER_STATE)
         if resumption is not None:
             resumption.apply(searcher, scheduler, live)
