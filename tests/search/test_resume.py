@@ -189,7 +189,9 @@ KILL_SEARCH = {
     # two good trials set the rungs; the next two fall below them at epoch 2; the last two finish
     "warm_start": [{"quality": 0.6}, {"quality": 0.7}, {"quality": 0.3}, {"quality": 0.35},
                    {"quality": 0.8}, {"quality": 0.85}],
-    "budget": {"num_samples": 6, "max_failures": 0},
+    # one trial at a time: ASHA's rungs then fill in warm-start order, so the uninterrupted end
+    # below is fixed and a resumed search must reach exactly it
+    "budget": {"num_samples": 6, "max_failures": 0, "max_concurrent": 1},
     "scheduler": {"grace_period": 2, "reduction_factor": 2},
     "resources": {"cpu": 1}, "checkpoint": {"interval": 1},
 }
@@ -344,4 +346,6 @@ def test_a_search_interrupted_at_half_resumes_to_the_same_end(tmp_path, sig, cod
     redone = sum(len(rows) - len({r["training_iteration"] for r in rows}) for rows in after.values())
     print(f"\n{signal.Signals(sig).name}: {done_before} epochs done before the interruption, {redone} redone "
           f"after resume ({redone / done_before:.0%})")
-    assert redone <= (2 if sig == signal.SIGKILL else 0)
+    # A running trial loses at most the epoch in flight when the signal lands between its report
+    # and Tune registering that epoch's checkpoint (graceful), or the last snapshot step (SIGKILL).
+    assert redone <= (2 if sig == signal.SIGKILL else 1)

@@ -66,7 +66,7 @@ objective: {metric: val_acc, mode: max}
 space:
   x: {uniform: [0.1, 0.9]}
 budget: {num_samples: 2, max_failures: 0}
-scheduler: {grace_period: 1}
+scheduler: {grace_period: 3}   # no rung before the last epoch: both trials run to the end
 """
 
 
