@@ -20,6 +20,7 @@ BUILTIN = {
 # module that imports neither torch nor numpy, so a config is checked in a fraction of a second.
 SPECS = {
     "triplet": "models.triplet.config",
+    "symmetric": "models.symmetric.config",
 }
 
 
