@@ -58,8 +58,8 @@ def _check_data_dir(path: str, mtime_ns: int, size: int, where: str) -> int:
 
 PARSE_KEYS = ("entity_acc", "relation_acc", "value_acc", "fact_acc", "exact", "any")
 EVAL_KEYS = ("loss", *PARSE_KEYS, "gen_token_acc", "gen_exact", "cycle_acc", "rules_used")
-TRAIN_KEYS = ("train_loss", *(f"train_loss_{c}" for c in COMPONENTS), "train_rule_choice",
-              "train_grad_norm", "train_batch_loss_std")
+TRAIN_KEYS = ("train_loss", *(f"train_loss_{c}" for c in COMPONENTS), "train_grad_norm",
+              "train_batch_loss_std")
 
 
 Config = SymmetricConfig

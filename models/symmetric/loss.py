@@ -1,13 +1,10 @@
 """The four loss components, all cross-entropies, and the one place they are weighted.
 
     loss_parse           sentence -> fact: entity + relation + value
-    loss_generate        fact (+ the rule read from the sentence) -> sentence, teacher forcing;
-                         + the generator's choice of that rule for the fact (``rule_choice``,
-                         also returned alone: wording is partly chance, so this part keeps a
-                         floor of about log(surface forms per relation))
+    loss_generate        fact (+ the rule read from the sentence) -> sentence, teacher forcing
     loss_cycle_forward   sentence -> parse (expected spans/relation) -> generate -> same sentence
-    loss_cycle_backward  fact -> rule chosen -> generate greedily -> parse -> same fact
-                         (straight-through: argmax forward, softmax gradient backward)
+    loss_cycle_backward  fact -> generate greedily -> parse -> same fact
+                         (straight-through words: argmax forward, softmax gradient backward)
     total                w_parse * parse + w_generate * generate + w_cycle * (forward + backward)
 
 Each entity/value term is the mean cross-entropy of its parts (start and end pointers; or the
@@ -51,8 +48,9 @@ def _join(a: Text, b: Text) -> Text:
 
 def components(net: SymmetricNet, batch: Split, pick: Pick) -> dict[str, torch.Tensor]:
     """Run the four passes on ``batch``; each loss is taken right after the logits it scores.
-    ``pick`` makes the generator's discrete choice of rule (straight-through in training).
-    Returns the four components and ``rule_choice`` (a part of ``generate``, for reporting)."""
+    ``pick`` turns the parser's reading of the rule into one rule (straight-through in training).
+    Returns the four components and, not a loss, ``rules_read`` (B,): the rule the parser read in
+    each sentence (the generator tallies them to choose rules for facts)."""
     B, L = batch.tokens.shape
     K, R = net.span, net.parser.relation.out_features
     sentence = net.text(batch.tokens)                                      # (B, L, .)
@@ -60,9 +58,9 @@ def components(net: SymmetricNet, batch: Split, pick: Pick) -> dict[str, torch.T
     fact_relation = F.one_hot(batch.relation, R).float()                   # (B, R)
     fact_alignment = align(F.one_hot(batch.spans, L).float(), K)           # (B, 2K, L)
 
-    # cycle backward, first half: fact -> a rule chosen for it -> a sentence written greedily
-    # (straight-through: the parser reads the chosen words; dist holds their probabilities)
-    written, _ = net.write(fact_slots, fact_relation, pick, hard=False)    # (B, L, .)
+    # cycle backward, first half: fact -> a sentence written greedily (straight-through: the
+    # parser reads the chosen words; dist holds the probabilities they were chosen from)
+    written = net.write(fact_slots, fact_relation, hard=False)             # (B, L, .)
 
     # parse: sentence -> (entity, relation, value)
     parsed = net.parse(sentence)
@@ -80,22 +78,20 @@ def components(net: SymmetricNet, batch: Split, pick: Pick) -> dict[str, torch.T
 
     # generate (the true fact) and cycle forward (the parsed fact: expected spans and relation),
     # both realised with the rule the parser read from the sentence (as its attention over the
-    # bank for generate, as one picked rule for the cycle, as the generator itself picks one),
+    # bank for generate; as one picked rule for the cycle, the way the generator uses rules),
     # teacher-forced on it; one batch of 2B: the two passes do not depend on each other
     alignment = align(F.softmax(parsed.pointer_logits, -1), K)             # (B, 2K, L)
-    words, choice_logits = net.generate(
+    words = net.generate(
         _join(fact_slots, net.extract(alignment, sentence)),
         torch.cat([fact_relation, F.softmax(parsed.relation_logits, -1)]),
         torch.cat([F.softmax(parsed.rule_logits, -1), pick(parsed.rule_logits)]), _join(sentence, sentence),
-        torch.cat([fact_alignment, alignment]))                            # (2B, L, V), (2B, N)
-    # the generator also learns to choose, for a fact, a rule the parser reads in real sentences
-    rule_choice = F.cross_entropy(choice_logits[:B], parsed.rule_logits.detach().argmax(-1))
-    loss_generate = word_ce(words[:B], batch.tokens) + rule_choice
+        torch.cat([fact_alignment, alignment]))                            # (2B, L, V)
+    loss_generate = word_ce(words[:B], batch.tokens)
     loss_cycle_forward = word_ce(words[B:], batch.tokens)
 
     return {"parse": loss_parse, "generate": loss_generate,
             "cycle_forward": loss_cycle_forward, "cycle_backward": loss_cycle_backward,
-            "rule_choice": rule_choice.detach()}
+            "rules_read": parsed.rule_logits.detach().argmax(-1)}
 
 
 def total(parts: Mapping[str, torch.Tensor], w_parse: float, w_generate: float,

@@ -107,13 +107,13 @@ class SymmetricModel:
             norms.append(torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip))  # norm before
             self.optimizer.step()
             totals.append(loss.detach())
-            parts.append(torch.stack([components[c].detach() for c in (*losses.COMPONENTS, "rule_choice")]))
+            parts.append(torch.stack([components[c].detach() for c in losses.COMPONENTS]))
+            self.net.generator.count(batch.relation, components["rules_read"])
         self.epoch += 1
         batch_losses = torch.stack(totals)
         out = {"train_loss": float(batch_losses.mean())}
         means = torch.stack(parts).mean(0)
         out.update({f"train_loss_{c}": float(v) for c, v in zip(losses.COMPONENTS, means)})
-        out["train_rule_choice"] = float(means[-1])
         out["train_grad_norm"] = float(torch.stack(norms).mean())
         out["train_batch_loss_std"] = float(batch_losses.std(correction=0))
         return out
@@ -136,10 +136,9 @@ class SymmetricModel:
             out["slots"].append(self._read_slots(parsed.pointer_logits, sentence))
             out["relation"].append(parsed.relation_logits.argmax(-1))
             out["rule"].append(parsed.rule_logits.argmax(-1))
-            written, _ = net.write(fact_slots, fact_relation, argmax_pick, hard=True,
-                                   rule=argmax_pick(parsed.rule_logits))
+            written = net.write(fact_slots, fact_relation, hard=True, rule=argmax_pick(parsed.rule_logits))
             out["generated"].append(metrics.cut_at_end(written.dist.argmax(-1)))
-            written, _ = net.write(fact_slots, fact_relation, argmax_pick, hard=True)
+            written = net.write(fact_slots, fact_relation, hard=True)
             again = net.text(metrics.cut_at_end(written.dist.argmax(-1)))
             reparsed = net.parse(again, read_rule=False)
             out["cycle_slots"].append(self._read_slots(reparsed.pointer_logits, again))

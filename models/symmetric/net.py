@@ -3,7 +3,7 @@ the token embeddings and a bank of ``num_rules`` learned rule vectors.
 
 A rule is the model's own name for a way of saying things (a surface form): the parser infers
 which rule a sentence realises (attention over the bank, read from the sentence's frame), and the
-generator chooses a rule for a fact (one rule, picked) and realises it. The bank is all the two
+generator chooses a rule for a fact (the one most often read for its relation) and realises it. The bank is all the two
 directions have to agree on how a fact is worded, so ``num_rules`` bounds how many wordings the
 model can tell apart, and ``hidden_dim`` sizes everything else.
 
@@ -147,7 +147,7 @@ class Generator(nn.Module):
     """(entity slots, relation, value slots) + rule -> sentence, one word at a time (causal):
     at each position one softmax over [W frame words, 2K slots]; a copied slot gives its content."""
 
-    def __init__(self, hidden: int, num_relations: int, span: int, length: int):
+    def __init__(self, hidden: int, num_relations: int, span: int, length: int, num_rules: int):
         super().__init__()
         self.hidden = hidden
         self.slot_position = nn.Parameter(torch.randn(2 * span, hidden) / math.sqrt(hidden))
@@ -155,7 +155,8 @@ class Generator(nn.Module):
         self.position = nn.Parameter(torch.randn(length, hidden) / math.sqrt(hidden))
         self.bos = nn.Parameter(torch.zeros(hidden))
         self.fact = nn.Linear(2 * span * hidden + hidden, hidden)
-        self.rule_query = nn.Linear(hidden, hidden)
+        # how often the parser reads each rule in real sentences of each relation (decaying tally)
+        self.register_buffer("usage", torch.zeros(num_relations, num_rules))
         self.condition = nn.Linear(2 * hidden, hidden)
         self.decoder = Block(hidden, causal=True)
         self.norm = nn.LayerNorm(hidden)
@@ -170,11 +171,17 @@ class Generator(nn.Module):
         fact = torch.tanh(self.fact(torch.cat([memory.flatten(1), relation @ self.relation], -1)))
         return memory, fact
 
-    def rule_logits(self, fact: torch.Tensor, rules: torch.Tensor) -> torch.Tensor:
-        """Scores (B, N) of the rules the generator may choose to word a fact with. They only
-        read the fact and the bank: which wording a fact gets is partly chance, and learning to
-        guess it must not pull the rules (or the fact's encoding) towards each other."""
-        return self.rule_query(fact.detach()) @ rules.detach().T / math.sqrt(self.hidden)
+    def choose_rule(self, relation: torch.Tensor) -> torch.Tensor:
+        """The rule to word a fact with (B, N one-hot): the one real sentences of its relation
+        (B, R) are most often read as. Wording is partly chance, so there is nothing to learn
+        beyond that; a tally keeps the choice among the wordings the parser knows."""
+        return argmax_pick(relation @ self.usage)
+
+    @torch.no_grad()
+    def count(self, relation: torch.Tensor, rule: torch.Tensor, decay: float = 0.98) -> None:
+        """Tally the rules (B,) the parser read in real sentences of relations (B,)."""
+        self.usage.mul_(decay).index_put_((relation, rule), torch.ones_like(relation, dtype=self.usage.dtype),
+                                          accumulate=True)
 
     def decode(self, previous: torch.Tensor, source: torch.Tensor, condition: torch.Tensor,
                cache: Cache | None = None) -> tuple[torch.Tensor, Cache]:
@@ -213,32 +220,31 @@ class Generator(nn.Module):
         return fact, keys, slots.dist[..., PAD].unsqueeze(1)                 # (B, H), ..., (B, 1, 2K)
 
     def teacher_forced(self, slots: Text, relation: torch.Tensor, rule: torch.Tensor,
-                       rules: torch.Tensor, sentence: Text, alignment: torch.Tensor,
-                       embed: torch.Tensor, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Word distributions (B, L, V) at each position given the reference prefix, and the
-        scores (B, N) of the rules the generator would choose for the fact. ``rule`` (B, H) is
-        the rule to realise; ``alignment`` (B, 2K, L) which positions came from which slot."""
+                       sentence: Text, alignment: torch.Tensor, embed: torch.Tensor,
+                       frame: torch.Tensor) -> torch.Tensor:
+        """Word distributions (B, L, V) at each position given the reference prefix. ``rule``
+        (B, H) is the rule to realise; ``alignment`` (B, 2K, L) which positions came from which
+        slot."""
         fact, keys, empty = self._read(slots, relation)
         B = fact.shape[0]
         previous = torch.cat([self.bos.expand(B, 1, -1), sentence.emb[:, :-1]], 1)  # (B, L, H)
         source = F.pad(alignment.transpose(1, 2), (0, 0, 1, 0))[:, :-1]     # (B, L, 2K)
         states, _ = self.decode(previous, source, self.conditioning(fact, rule))  # (B, L, H)
         write, copy = self.choose(states, source, keys, empty, embed[frame])
-        return self.words(write, copy, slots, frame), self.rule_logits(fact, rules)
+        return self.words(write, copy, slots, frame)
 
-    def free_running(self, slots: Text, relation: torch.Tensor, rules: torch.Tensor, pick: Pick,
-                     length: int, embed: torch.Tensor, frame: torch.Tensor, hard: bool,
-                     chosen: torch.Tensor | None = None) -> tuple[Text, torch.Tensor]:
-        """Choose a rule for the fact (or take ``chosen``, weights (B, N)), then write ``length``
-        words greedily, each fed the words before it. Returns the sentence and the rule scores.
+    def free_running(self, slots: Text, relation: torch.Tensor, rules: torch.Tensor, length: int,
+                     embed: torch.Tensor, frame: torch.Tensor, hard: bool,
+                     chosen: torch.Tensor | None = None) -> Text:
+        """Choose a rule for the fact (or take ``chosen``, one-hot (B, N)), then write ``length``
+        words greedily, each fed the words before it.
 
         ``hard``: one-hot words, no gradient. Otherwise straight-through: the same words forward
         (their embeddings feed the next step and whoever reads the sentence), the expected
         embedding's gradient backward, and ``dist`` holds the probabilities they were chosen from.
         """
         fact, keys, empty = self._read(slots, relation)
-        rule_logits = self.rule_logits(fact, rules)                          # (B, N)
-        rule = (pick(rule_logits) if chosen is None else chosen) @ rules     # (B, H)
+        rule = (self.choose_rule(relation) if chosen is None else chosen) @ rules  # (B, H)
         B, frame_embed = fact.shape[0], embed[frame]                         # (W, H)
         condition = self.conditioning(fact, rule)                            # (B, 1, H)
         previous = self.bos.expand(B, 1, -1)                                 # (B, 1, H)
@@ -257,7 +263,7 @@ class Generator(nn.Module):
             dists.append(dist)
             embs.append(previous)
             source = copy
-        return Text(torch.cat(dists, 1), torch.cat(embs, 1)), rule_logits
+        return Text(torch.cat(dists, 1), torch.cat(embs, 1))
 
 
 class SymmetricNet(nn.Module):
@@ -271,7 +277,7 @@ class SymmetricNet(nn.Module):
         self.rules = nn.Parameter(torch.randn(num_rules, hidden))                     # (N, H)
         self.register_buffer("frame", frame.clone(), persistent=False)                # (W,) ids
         self.parser = Parser(hidden, num_relations, span)
-        self.generator = Generator(hidden, num_relations, span, length)
+        self.generator = Generator(hidden, num_relations, span, length, num_rules)
 
     def text(self, ids: torch.Tensor) -> Text:
         """Word ids (B, T) as one-hot Text."""
@@ -293,14 +299,13 @@ class SymmetricNet(nn.Module):
             self.parser, weights, (sentence.emb, self.position.detach(), self.rules.detach(), read_rule))
 
     def generate(self, slots: Text, relation: torch.Tensor, rule: torch.Tensor, sentence: Text,
-                 alignment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: word distributions (B, L, V) and the generator's rule scores (B, N);
-        ``rule`` (B, N) weights over the bank."""
-        return self.generator.teacher_forced(slots, relation, rule @ self.rules, self.rules,
-                                             sentence, alignment, self.embed, self.frame)
+                 alignment: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: word distributions (B, L, V); ``rule`` (B, N) weights over the bank."""
+        return self.generator.teacher_forced(slots, relation, rule @ self.rules, sentence,
+                                             alignment, self.embed, self.frame)
 
-    def write(self, slots: Text, relation: torch.Tensor, pick: Pick, hard: bool,
-              rule: torch.Tensor | None = None) -> tuple[Text, torch.Tensor]:
+    def write(self, slots: Text, relation: torch.Tensor, hard: bool,
+              rule: torch.Tensor | None = None) -> Text:
         """Free-running generation from a fact, with a rule the generator chooses (or ``rule``)."""
-        return self.generator.free_running(slots, relation, self.rules, pick, self.length,
-                                           self.embed, self.frame, hard, rule)
+        return self.generator.free_running(slots, relation, self.rules, self.length, self.embed,
+                                           self.frame, hard, rule)

@@ -31,9 +31,8 @@ def test_every_component_starts_on_the_cross_entropy_scale(seed):
     positions = batch.tokens.shape[1]                   # a pointer chooses among L positions
     relations = len(model.vocab.relations)
     choices = len(model.vocab.frame) + 2 * model.net.span  # a generated word: write W or copy 2K
-    rules = model.config.num_rules                      # + the generator's choice of rule
     expected = {"parse": 2 * math.log(positions) + math.log(relations),
-                "generate": math.log(choices) + math.log(rules), "cycle_forward": math.log(choices),
+                "generate": math.log(choices), "cycle_forward": math.log(choices),
                 "cycle_backward": 2 * math.log(choices) + math.log(relations)}
     for name, value in parts.items():
         assert 0.5 * expected[name] < value < 1.5 * expected[name], (name, value, expected[name])
@@ -55,13 +54,13 @@ def _reaches(grads, prefix):
     ("parse", ["parser.encoder", "parser.pointer", "parser.relation", "embed"],
      ["generator.", "rules", "parser.frame", "parser.rule_query"]),
     ("generate", ["generator.decoder", "generator.out", "generator.copy_query", "generator.follow",
-                  "generator.rule_query", "embed", "rules", "parser.frame", "parser.rule_query"],
+                  "embed", "rules", "parser.frame", "parser.rule_query"],
      ["parser.pointer", "parser.relation"]),
     ("cycle_forward", ["generator.decoder", "parser.pointer", "parser.relation", "parser.encoder",
                        "rules", "parser.rule_query"],
-     ["generator.rule_query"]),
+     []),
     # the backward cycle trains the generator only: the parser reading its sentences is held fixed
-    ("cycle_backward", ["generator.decoder", "generator.rule_query", "generator.out", "embed", "rules"],
+    ("cycle_backward", ["generator.decoder", "generator.out", "generator.copy_query", "embed", "rules"],
      ["parser.", "position"]),
 ])
 def test_each_component_trains_the_parameters_it_should(small, component, reaches, not_reaches):
@@ -76,15 +75,14 @@ def test_each_component_trains_the_parameters_it_should(small, component, reache
 def test_cycles_are_differentiable_end_to_end(small):
     """Forward: the sentence's parse feeds generation, so the generation loss trains the parser's
     pointers. Backward: the written sentence is parsed, so the parse of it trains the generator's
-    decoder (through the straight-through words) and its choice of rule (straight-through pick)."""
+    decoder (through the straight-through words)."""
     model, batch = small
     parts = losses.components(model.net, batch, straight_through)
     pointer = model.net.parser.pointer.weight
     decoder = model.net.generator.decoder.qkv.weight
-    choice = model.net.generator.rule_query.weight
     (g_pointer,) = torch.autograd.grad(parts["cycle_forward"], [pointer], retain_graph=True)
-    g_decoder, g_choice = torch.autograd.grad(parts["cycle_backward"], [decoder, choice])
-    for g in (g_pointer, g_decoder, g_choice):
+    (g_decoder,) = torch.autograd.grad(parts["cycle_backward"], [decoder])
+    for g in (g_pointer, g_decoder):
         assert torch.isfinite(g).all() and g.abs().sum() > 0
 
 
