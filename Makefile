@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo test test-fast bench bench-curves install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,20 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"
+
+# The benchmarks behind BENCHMARKS.md (each rewrites its own section; about an hour on 2 cores,
+# best on an otherwise idle machine). They replay the curves shipped in benchmarks/data;
+# `make bench-curves` records those again (about 25 minutes).
+bench: install
+	$(PY) -m benchmarks.detection
+	$(PY) -m benchmarks.replay
+	$(PY) -m benchmarks.live
+	$(PY) -m benchmarks.overhead
+	$(PY) -m benchmarks.throughput
+
+bench-curves: install
+	$(PY) -m benchmarks.record_curves triplet
+	$(PY) -m benchmarks.record_curves symmetric
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""The benchmarks behind BENCHMARKS.md, each run as ``python -m benchmarks.NAME`` from the repository root."""

@@ -1,0 +1,163 @@
+"""Running real searches from a benchmark: one local Ray session, configs written on the fly, the
+Tuner assembled by ``search.runner.make_tuner`` (the same assembly ``hpsearch run`` uses), and an
+event log of every result in the order Tune processed it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+import types
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import yaml
+
+import benchmarks.common  # noqa: F401  (Ray's environment settings, before Ray is imported)
+from benchmarks.common import ROOT
+
+RUNTIME_ENV = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+
+
+def start_ray() -> float:
+    """Start the local Ray hpsearch would start (search.runner.start_ray); seconds it took (0 when a
+    session was already up)."""
+    import ray
+
+    from search import runner
+
+    if ray.is_initialized():
+        return 0.0
+    began = time.perf_counter()
+    runner.start_ray(types.SimpleNamespace(address=None, runtime_env=RUNTIME_ENV))
+    return time.perf_counter() - began
+
+
+def write_config(path: Path, raw: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def quickstart(**changes: Any) -> dict[str, Any]:
+    """configs/quickstart.yaml as a mapping, with top-level sections replaced and ``params`` merged."""
+    raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text(encoding="utf-8"))
+    params = changes.pop("params", None)
+    raw.update(changes)
+    if params:
+        raw["params"] = {**raw.get("params", {}), **params}
+    return raw
+
+
+def plan_for(config: Path, storage: Path, name: str, sets: Sequence[str] = ()) -> Any:
+    """The checked plan ``hpsearch run CONFIG --name NAME --storage STORAGE --set ...`` would run."""
+    from search import preflight
+    from search.cli import _parser
+
+    argv = ["run", str(config), "--name", name, "--storage", str(storage)]
+    for s in sets:
+        argv += ["--set", s]
+    return preflight.plan(_parser().parse_args(argv))
+
+
+@contextlib.contextmanager
+def actor_reuse(enabled: bool) -> Iterator[None]:
+    """Run the runner's Tuner with ``reuse_actors`` forced to ``enabled`` (it ships True)."""
+    from ray import tune
+
+    original = tune.TuneConfig
+
+    def config(*args: Any, **kwargs: Any) -> Any:
+        kwargs["reuse_actors"] = enabled
+        return original(*args, **kwargs)
+
+    with mock.patch.object(tune, "TuneConfig", config):
+        yield
+
+
+def run_search(plan: Any, reuse: bool = True) -> tuple[float, int]:
+    """``hpsearch run`` on a started Ray (search.runner.run); (wall seconds, exit code). A trial that
+    ended in an error makes the measurement meaningless: that raises, with the trial's reason."""
+    from search import runner
+    from search.rundir import read_outcomes
+
+    began = time.perf_counter()
+    with actor_reuse(reuse):
+        code = runner.run(plan, interval_s=3600.0, stream=io.StringIO())
+    wall = time.perf_counter() - began
+    errors = [e for e in read_outcomes(plan.run_dir).values() if e["outcome"] == "error"]
+    if errors:
+        raise RuntimeError(f"{plan.name}: {len(errors)} trial(s) failed, e.g. {errors[0]['reason']}")
+    return wall, code
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class BudgetedSuggest:
+    """Stands in for a searcher's ``suggest``: no new trial once ``counter`` reaches ``budget``
+    (a module-level class, so Tune can pickle the searcher with it)."""
+
+    def __init__(self, suggest: Any, counter: Counter, budget: int):
+        self.suggest, self.counter, self.budget = suggest, counter, budget
+
+    def __call__(self, trial_id: str) -> Any:
+        from ray.tune.search import Searcher
+
+        return Searcher.FINISHED if self.counter.value >= self.budget else self.suggest(trial_id)
+
+
+class EventLog:
+    """A Tune callback that keeps (kind, trial_id, result) in the order Tune processed them."""
+
+    def __new__(cls) -> Any:
+        from ray.tune import Callback
+
+        class _Log(Callback):
+            def __init__(self) -> None:
+                self.events: list[tuple[str, str, dict]] = []
+                self.results = Counter()
+
+            def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+                self.results.value += 1
+                self.events.append(("result", trial.trial_id, dict(result)))
+
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self.events.append(("complete", trial.trial_id, {}))
+
+            def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self.events.append(("error", trial.trial_id, {}))
+
+        return _Log()
+
+
+def pss_tree(pid: int) -> tuple[int, dict[str, int]]:
+    """PSS bytes of a process and all its descendants (total, by process name)."""
+    import psutil
+
+    total, names = 0, {}
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, {}
+    for proc in procs:
+        try:
+            pss = proc.memory_full_info().pss
+            name = proc.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        total += pss
+        names[name] = names.get(name, 0) + pss
+    return total, names
+
+
+def cwd_root() -> None:
+    """Trials run in the driver's working directory: the repository root (benchmarks.toy imports)."""
+    os.chdir(ROOT)

@@ -1,0 +1,353 @@
+"""Overhead: what the search machinery costs on top of the training it runs.
+
+    .venv/bin/python -m benchmarks.overhead             # writes its sections of BENCHMARKS.md
+    .venv/bin/python -m benchmarks.overhead --only wall # one part (each part has its own section)
+
+1. Epoch time under the trainable vs a plain loop, per model: the same params trained by
+   ``models.fit.fit`` in this process and as a one-trial ``hpsearch run`` (Ray's
+   ``time_this_iter_s``: train, evaluate, health verdict, report, checkpoint), alternated 3 times;
+   first epochs (model build) left out. Checkpoints every epoch (the default, and
+   configs/triplet.yaml, symmetric.yaml), every 2 (configs/quickstart.yaml) and at the end only.
+2. Search wall time vs the ideal (trial compute / 2 slots) for trials of ~0.7 s and ~3 s of compute:
+   quickstart trials whose compute is measured in a plain loop here; no ASHA rungs, so every trial
+   does the same work. Also the ~3 s trials with 2 torch threads per trial (resources.cpu 2).
+3. Bookkeeping over trivial trials (benchmarks.toy.Trivial): wall per trial with and without actor
+   reuse, per extra report, against Optuna alone (study.optimize, same TPE, HyperbandPruner).
+4. Where the driver's time goes: cProfile of a search of trivial trials, grouped by package.
+5. Peak memory: PSS summed over every process of ``hpsearch run`` (2 trials) against one
+   ``hpsearch train`` process (benchmarks.memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness
+from benchmarks.common import Stamp, command_line, fmt, log, out_path, table, verdict, write_section
+
+SIZES = {
+    # wall: (trial compute goal s, trials, CPUs per trial)
+    "full": {"rounds": 3, "epochs": 6, "both_intervals": True,
+             "wall": ((0.7, 24, 1), (3.5, 12, 1), (3.5, 12, 2)), "trivial": 1000, "trivial_noreuse": 40,
+             "reports": 10, "report_trials": 100, "optuna_trials": 1000, "profile_trials": 200},
+    "smoke": {"rounds": 1, "epochs": 2, "both_intervals": False, "wall": ((0.7, 2, 1),), "trivial": 2,
+              "trivial_noreuse": 0, "reports": 2, "report_trials": 0, "optuna_trials": 5, "profile_trials": 0},
+}
+
+
+def model_cases(smoke: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, model, params) of each built-in model at the benchmark's scale."""
+    from models import BUILTIN
+
+    quick = harness.quickstart()["params"]
+    if smoke:
+        return [("triplet (quickstart data, 20 per class)", "triplet", {**quick, "samples_per_class": 20})]
+    cases = [("triplet (quickstart data)", "triplet", quick)]
+    if "symmetric" in BUILTIN:
+        cases.append(("symmetric (100 stories)", "symmetric", {"num_stories": 100}))
+    return cases
+
+
+def _model_config(model: str, params: dict[str, Any], epochs: int, interval: int, cpu: float = 1.0) -> dict:
+    """A search config with a one-point space (lr fixed to a hair): every trial trains the same."""
+    import models
+
+    full = models.validate_params(model, params)
+    lr = float(full["lr"])
+    return {"model": model, "seed": 0, "epochs": epochs, "params": params,
+            "space": {"lr": {"uniform": [lr, lr * 1.0001]}},
+            "budget": {"num_samples": 1, "max_epochs": epochs, "max_failures": 0},
+            "scheduler": {"grace_period": epochs, "reduction_factor": 2},
+            "resources": {"cpu": cpu, "gpu": 0}, "checkpoint": {"interval": interval}}
+
+
+def plain_epochs(model: str, params: dict[str, Any], epochs: int, threads: int = 1) -> tuple[float, list[float]]:
+    """(build seconds, per-epoch seconds) of ``models.fit.fit`` in this process."""
+    import torch
+
+    import models
+    from models.fit import fit
+    from search.trainable import trial_seed
+
+    torch.set_num_threads(threads)
+    began = time.perf_counter()
+    torch.manual_seed(trial_seed(0, 1))
+    instance = models.build(model, params, device="cpu", seed=trial_seed(0, 1))
+    build = time.perf_counter() - began
+    rows = fit(instance, epochs)
+    return build, [r["epoch_s"] for r in rows]
+
+
+def trainable_epochs(work: Path, tag: str, raw: dict) -> tuple[list[float], list[float], float]:
+    """(time_this_iter_s, the epoch_s the trial measured itself, search wall) of a one-trial search."""
+    from search.report import read_run
+
+    config = harness.write_config(work / f"{tag}.yaml", raw)
+    plan = harness.plan_for(config, work / "runs", tag)
+    wall, code = harness.run_search(plan)
+    log(f"{tag}: one-trial search {wall:.1f} s")
+    if code != 0:
+        raise RuntimeError(f"{tag}: hpsearch run exited {code}")
+    rows = read_run(plan.run_dir).trials[0].rows
+    return [float(r["time_this_iter_s"]) for r in rows], [float(r["epoch_s"]) for r in rows], wall
+
+
+def epoch_ratio(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
+    from search.config import CheckpointConfig, load_config
+
+    default = CheckpointConfig().interval
+    quick = load_config(harness.ROOT / "configs" / "quickstart.yaml").checkpoint.interval
+    E = size["epochs"] + 1
+    rows, checks = [], []
+    for label, model, params in model_cases(smoke):
+        for interval in sorted({default, quick, E}) if size["both_intervals"] else [default]:
+            ratios, plain_med, tune_med, inside_med = [], [], [], []
+            for r in range(size["rounds"]):
+                _, plain = plain_epochs(model, params, E)
+                tuned, inside, _ = trainable_epochs(work, f"epoch-{model}-{interval}-{r}",
+                                                    _model_config(model, params, E, interval))
+                p, t, i = statistics.median(plain[1:]), statistics.median(tuned[1:]), statistics.median(inside[1:])
+                ratios.append(t / p)
+                plain_med.append(p), tune_med.append(t), inside_med.append(i)
+            ratio = statistics.median(ratios)
+            what = "every epoch" if interval == 1 else ("at the end only" if interval >= E else f"every {interval} epochs")
+            note = " (default)" if interval == default else (" (quickstart)" if interval == quick else "")
+            rows.append([label, what + note,
+                         f"{statistics.median(plain_med) * 1000:.0f}", f"{statistics.median(tune_med) * 1000:.0f}",
+                         f"{(statistics.median(tune_med) - statistics.median(inside_med)) * 1000:.1f}",
+                         fmt(ratio), f"{min(ratios):.3f}-{max(ratios):.3f}"])
+            if interval == default:
+                checks.append([f"trainable epoch / plain epoch, {label}", fmt(ratio), "<= 1.05", verdict(ratio, 1.05)])
+    header = ["model", "checkpoint", "plain epoch ms", "trainable epoch ms",
+              "adapter ms/epoch (report+health+ckpt)", "ratio (median)", "ratio range"]
+    return table(header, rows), checks
+
+
+def _plain_trial(params: dict[str, Any], epochs: int, threads: int, repeats: int) -> float:
+    compute = []
+    for _ in range(repeats):
+        build, per_epoch = plain_epochs("triplet", params, epochs, threads=threads)
+        compute.append(build + sum(per_epoch))
+    return statistics.median(compute)
+
+
+def wall_vs_ideal(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
+    """Quickstart trials of ~0.7 s and ~3 s compute against the ideal: Σ one-thread trial compute / 2
+    cores. The ~3 s trials again with 2 CPUs (2 torch threads) per trial, one at a time, against the
+    same ideal. A one-trial search of trivial trials gives the fixed cost of a search."""
+    params = harness.quickstart()["params"]
+    if smoke:
+        params = {**params, "samples_per_class": 20}
+    repeats = 1 if smoke else 3
+    build, epochs = plain_epochs("triplet", params, 3)
+    per_epoch = statistics.median(epochs)
+    interval = harness.quickstart()["checkpoint"]["interval"]
+    rows, checks, calibrated = [], [], {}
+    for goal, n, cpu in size["wall"]:
+        if goal not in calibrated:  # epochs for ~goal s of one-thread compute, checked once and rescaled
+            E = max(1, round((goal - build) / per_epoch))
+            trial_s = _plain_trial(params, E, 1, repeats)
+            if not smoke and abs(trial_s - goal) > 0.25 * goal:
+                E = max(1, round(E * goal / trial_s))
+                trial_s = _plain_trial(params, E, 1, repeats)
+            calibrated[goal] = (E, trial_s)
+        E, trial_s = calibrated[goal]
+        threads_s = trial_s if cpu == 1 else _plain_trial(params, E, cpu, repeats)
+        raw = _model_config("triplet", params, E, interval, cpu=cpu)
+        raw["budget"]["num_samples"] = n
+        config = harness.write_config(work / f"wall-{goal}-{cpu}.yaml", raw)
+        wall, code = harness.run_search(harness.plan_for(config, work / "runs", f"wall-{goal}-{cpu}"))
+        log(f"wall: {n} trials of ~{goal} s, {cpu} cpu: {wall:.1f} s (plain trial {trial_s:.2f} s, "
+            f"{threads_s:.2f} s with {cpu} threads)")
+        if code != 0:
+            raise RuntimeError(f"wall-{goal}-{cpu}: hpsearch run exited {code}")
+        ideal = n * trial_s / 2
+        ratio = wall / ideal
+        slots = 2 // cpu
+        rows.append([f"{trial_s:.2f} s ({E} epochs)", n, f"{cpu} ({slots} at a time)", f"{threads_s:.2f}",
+                     f"{ideal:.1f}", f"{wall:.1f}", fmt(ratio), f"{(wall - ideal) / n * slots:.2f}"])
+        if cpu == 1:
+            limit = 1.5 if goal < 1 else 1.2
+            checks.append([f"search wall / ideal, {trial_s:.2f} s trials", fmt(ratio), f"<= {limit}",
+                           verdict(ratio, limit)])
+    fixed = harness.write_config(work / "wall-fixed.yaml", trivial_config(1, 1))
+    fixed_s, _ = harness.run_search(harness.plan_for(fixed, work / "runs", "wall-fixed"))
+    header = ["plain trial, 1 thread", "trials", "CPUs (threads) per trial", "plain trial with those threads s",
+              "ideal s (1-thread compute / 2 cores)", "search wall s", "wall / ideal",
+              "extra s per trial per slot"]
+    text = table(header, rows)
+    text += (f"\n\nFixed cost of a search (`hpsearch run` of one trivial trial, 1 epoch, Ray already up): "
+             f"{fixed_s:.1f} s; it is part of every search wall above.")
+    return text, checks
+
+
+def trivial_config(trials: int, reports: int) -> dict:
+    return {"model": "benchmarks.toy:Trivial", "seed": 0, "epochs": reports, "params": {},
+            "space": {"x": {"uniform": [0.0, 1.0]}},
+            "budget": {"num_samples": trials, "max_epochs": reports, "max_failures": 0},
+            "scheduler": {"grace_period": reports, "reduction_factor": 2},
+            "resources": {"cpu": 1, "gpu": 0}, "checkpoint": {"interval": 1}}
+
+
+def optuna_alone(trials: int, reports: int) -> float:
+    """Seconds per trivial trial of study.optimize (TPE multivariate + HyperbandPruner, in memory)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, multivariate=True),
+                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(reports, 1)))
+
+    def objective(trial: Any) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        value = 0.0
+        for step in range(1, reports + 1):
+            value = x * step
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    began = time.perf_counter()
+    study.optimize(objective, n_trials=trials)
+    return (time.perf_counter() - began) / trials
+
+
+def bookkeeping(work: Path, size: dict) -> tuple[str, list]:
+    rows, checks = [], []
+    runs = [("hpsearch, actor reuse (shipped)", size["trivial"], 1, True),
+            ("hpsearch, no actor reuse", size["trivial_noreuse"], 1, False),
+            (f"hpsearch, actor reuse, {size['reports']} reports per trial", size["report_trials"], size["reports"], True)]
+    per_trial = {}
+    for label, n, reports, reuse in runs:
+        if n == 0:  # the smoke run: the shipped search only
+            continue
+        config = harness.write_config(work / f"trivial-{n}-{reports}-{reuse}.yaml", trivial_config(n, reports))
+        wall, code = harness.run_search(harness.plan_for(config, work / "runs", f"trivial-{n}-{reports}-{reuse}"), reuse)
+        per_trial[(reuse, reports)] = wall / n
+        log(f"bookkeeping: {label}: {n} trials in {wall:.1f} s")
+        if code != 0:
+            raise RuntimeError(f"{label}: hpsearch run exited {code}")
+        rows.append([label, n, reports, f"{wall:.1f}", f"{wall / n * 1000:.0f}"])
+    for reports in (1, size["reports"]):
+        seconds = optuna_alone(size["optuna_trials"], reports)
+        per_trial[("optuna", reports)] = seconds
+        rows.append([f"Optuna alone, {reports} report(s) per trial", size["optuna_trials"], reports,
+                     f"{seconds * size['optuna_trials']:.1f}", f"{seconds * 1000:.1f}"])
+    ms = per_trial[(True, 1)] * 1000
+    checks.append([f"bookkeeping per trivial trial over {size['trivial']} trials (actor reuse)", f"{ms:.0f} ms",
+                   "<= 50 ms", verdict(ms, 50)])
+    text = table(["search", "trials", "reports per trial", "wall s", "ms per trial (wall / trials, 2 slots)"], rows)
+    if (True, size["reports"]) in per_trial:
+        per_report = (per_trial[(True, size["reports"])] - per_trial[(True, 1)]) / (size["reports"] - 1)
+        text += (f"\n\nPer extra report (hpsearch, from the 1- and {size['reports']}-report runs): "
+                 f"{per_report * 1000:.1f} ms of wall per report per trial.")
+    return text, checks
+
+
+def _group(filename: str, name: str) -> str:
+    """Which part of the stack a profiled function belongs to."""
+    if filename == "~" or filename.startswith("<"):
+        waits = ("acquire", "sleep", "poll", "select", "wait", "recv", "read")
+        return "waiting (locks, sleeps, polls)" if any(w in name for w in waits) else "builtins"
+    if "site-packages/" in filename:
+        package = filename.split("site-packages/", 1)[1].split("/", 1)[0]
+        if package in ("sqlalchemy", "alembic"):
+            return "Optuna study in SQLite (SQLAlchemy)"
+        if package == "optuna":
+            return "Optuna (TPE, trials)" if "/samplers/" in filename else "Optuna (study, storage cache)"
+        if package == "ray":
+            return "Ray Tune" if "/tune/" in filename or "/train/" in filename else "Ray core"
+        return package
+    if "/search/" in filename or "/models/" in filename or "/benchmarks/" in filename:
+        return "hpsearch (search/, models/)"
+    if "sqlite3" in filename:
+        return "Optuna study in SQLite (SQLAlchemy)"
+    return "Python standard library"
+
+
+def driver_profile(work: Path, trials: int) -> str:
+    """Where the driver's own time goes in a search of trivial trials (cProfile of the main thread,
+    which runs Tune's controller, the searcher, the scheduler and the callbacks)."""
+    import cProfile
+    import pstats
+
+    config = harness.write_config(work / f"profile-{trials}.yaml", trivial_config(trials, 1))
+    plan = harness.plan_for(config, work / "runs", f"profile-{trials}")
+    profiler = cProfile.Profile()
+    began = time.perf_counter()
+    profiler.enable()
+    harness.run_search(plan)
+    profiler.disable()
+    wall = time.perf_counter() - began
+    stats = pstats.Stats(profiler)
+    groups: dict[str, float] = {}
+    for (filename, _, name), (_, _, tottime, _, _) in stats.stats.items():
+        key = _group(filename, name)
+        groups[key] = groups.get(key, 0.0) + tottime
+    total = sum(groups.values())
+    top = sorted(groups.items(), key=lambda kv: -kv[1])[:8]
+    return (f"Where the driver's time goes ({trials} trivial trials under cProfile, {wall:.0f} s, "
+            f"{wall / trials * 1000:.0f} ms per trial with the profiler on): "
+            + ", ".join(f"{k} {v / total:.0%} ({v / trials * 1000:.0f} ms/trial)" for k, v in top) + ".")
+
+
+PARTS = {  # part -> section title
+    "epoch": "Overhead: epoch time under the trainable vs a plain loop",
+    "wall": "Overhead: search wall time vs ideal (2 cores)",
+    "bookkeeping": "Overhead: bookkeeping per trivial trial",
+    "profile": "Overhead: where the driver's time goes",
+    "memory": "Overhead: peak memory",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (the smoke test)")
+    parser.add_argument("--out", help="markdown file for the sections (default BENCHMARKS.md)")
+    parser.add_argument("--only", nargs="*", choices=list(PARTS), help="run only these parts")
+    args = parser.parse_args(argv)
+    size = SIZES["smoke" if args.smoke else "full"]
+    parts = sorted(args.only or list(PARTS), key=lambda p: p != "memory")
+    if args.smoke:
+        parts = [p for p in parts if p != "profile"]
+    harness.cwd_root()
+    printed = []
+    with tempfile.TemporaryDirectory(prefix="hpsearch-overhead-") as tmp:
+        work = Path(tmp)
+        ray_started = False
+        for part in parts:  # memory first when asked: its own processes, before this one holds Ray
+            stamp = Stamp(command_line("benchmarks.overhead", [*(["--smoke"] if args.smoke else []), "--only", part]))
+            if part == "memory":
+                from benchmarks.memory import peak_memory
+
+                text, checks = peak_memory(work, args.smoke)
+            else:
+                if not ray_started:
+                    log(f"local Ray up in {harness.start_ray():.1f} s (not counted in any figure)")
+                    ray_started = True
+                if part == "epoch":
+                    text, checks = epoch_ratio(work, size, args.smoke)
+                elif part == "wall":
+                    text, checks = wall_vs_ideal(work, size, args.smoke)
+                elif part == "bookkeeping":
+                    text, checks = bookkeeping(work, size)
+                else:
+                    text, checks = driver_profile(work, size["profile_trials"]), []
+            log(f"{part} measured")
+            if checks:
+                text += "\n\n" + table(["target", "measured", "target", ""], checks)
+            write_section(f"overhead-{part}", PARTS[part], text, stamp, out_path(args.out))
+            printed.append(f"## {PARTS[part]}\n\n{text}")
+    print("\n\n".join(printed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

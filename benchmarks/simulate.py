@@ -1,0 +1,336 @@
+"""Searches over recorded curves: the real searcher and scheduler objects, driven in-process.
+
+Ray Tune's per-trial cost (a worker, a report round trip) would make hundreds of searches take
+hours, so ``tune_like`` calls the methods Tune's controller calls, in Tune's order
+(ray/tune/execution/tune_controller.py, ``_process_trial_result`` and ``stop_trial``):
+
+    searcher.suggest(id) -> config;  scheduler.on_trial_add(None, trial)
+    each epoch:  decision = scheduler.on_trial_result(None, trial, result)
+                 CONTINUE -> searcher.on_trial_result(id, result)
+    STOP or the last epoch:  scheduler.on_trial_complete(None, trial, result)
+                             searcher.on_trial_complete(id, result=result)
+                             OutcomeRecorder: "completed" unless the scheduler recorded an outcome
+
+A trial's result is the recorded epoch of the grid point nearest to its config
+(``CurveSet.lookup``) plus ``training_iteration`` and, for hpsearch, the verdict the trainable
+computes (``search.health.assess`` on the history so far). Epochs are the clock: every running
+trial advances one epoch per tick, ``concurrency`` trials at a time, and a freed slot is filled at
+once. benchmarks/replay_tune.py runs the same replay through a real ``Tuner`` and checks that both
+make the same decisions.
+
+``optuna_alone`` is what an Optuna user writes: ``study.optimize`` with TPE and HyperbandPruner,
+reporting each recorded epoch and pruning when told.
+
+Every strategy returns a ``Trace``: after each finished trial, the config the strategy would hand
+back now (by its own rule) and the epochs spent so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import math
+import tempfile
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import optuna
+
+from benchmarks.curves import CurveSet
+from search.health import assess
+from search.objective import score
+from search.rundir import OutcomeLog
+
+FINISHED = ("completed", "pruned_asha")  # search.report.FINISHED: the trials export picks from
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    index: int                 # grid point replayed
+    epochs: int = 0            # epochs it trained
+    outcome: str = "running"
+    values: list[float] = field(default_factory=list)  # its objective, epoch by epoch
+
+    @property
+    def last_value(self) -> float:
+        return self.values[-1] if self.values else math.nan
+
+
+@dataclass
+class Trace:
+    strategy: str
+    seed: int
+    budget: int
+    # (epochs spent, grid index, epoch of the returned result, its objective value): the returned
+    # config after every finished trial, when it changed
+    incumbents: list[tuple[int, int, int, float]] = field(default_factory=list)
+    trials: list[TrialRecord] = field(default_factory=list)
+    spent: int = 0
+
+    def returned_at(self, budget: int) -> tuple[int, int, float] | None:
+        found = None
+        for spent, index, epoch, value in self.incumbents:
+            if spent > budget:
+                break
+            found = (index, epoch, value)
+        return found
+
+    def epochs_to(self, target: float, mode: str) -> float:
+        """Epochs spent when the returned config first scored at least ``target`` (inf: never)."""
+        for spent, _, _, value in self.incumbents:
+            if spent > self.budget:
+                break
+            if score(value, mode) >= score(target, mode):
+                return float(spent)
+        return math.inf
+
+
+# -- what each tool hands back ----------------------------------------------------------------
+
+def export_rule(interval: int, max_t: int) -> Callable:
+    """hpsearch export: among completed / pruned_asha trials, the checkpointed epoch (every
+    ``interval`` epochs and the last) with the best objective."""
+    def rule(trials: list[TrialRecord], mode: str) -> tuple[int, int, float] | None:
+        best = None
+        for t in trials:
+            if t.outcome not in FINISHED:
+                continue
+            for epoch, value in enumerate(t.values, 1):
+                if (epoch % interval == 0 or epoch >= max_t) and score(value, mode) > -math.inf:
+                    if best is None or score(value, mode) > score(best[2], mode):
+                        best = (t.index, epoch, value)
+        return best
+    return rule
+
+
+def ray_rule(trials: list[TrialRecord], mode: str) -> tuple[int, int, float] | None:
+    """Ray's ``ResultGrid.get_best_result()`` (scope "last", NaN and inf filtered): every trial,
+    early-stopped or not, by its last reported objective."""
+    best = None
+    for t in trials:
+        if t.epochs and score(t.last_value, mode) > -math.inf:
+            if best is None or score(t.last_value, mode) > score(best[2], mode):
+                best = (t.index, t.epochs, t.last_value)
+    return best
+
+
+# -- the Tune-like loop --------------------------------------------------------------------------
+
+def tune_like(curves: CurveSet, name: str, seed: int, budget: int, searcher: Any, scheduler: Any,
+              outcomes: OutcomeLog, *, health: bool, rule: Callable, concurrency: int = 2,
+              max_trials: int | None = None) -> Trace:
+    trace = Trace(name, seed, budget)
+    metric, mode = curves.metric, curves.mode
+    running: list[tuple[int, int, str]] = []      # heap of (tick of the next report, launch order, id)
+    state: dict[str, tuple[TrialRecord, list[dict], Any]] = {}
+    tick, launched, exhausted = 0, 0, False
+
+    def launch(now: int) -> bool:
+        nonlocal launched
+        if max_trials is not None and launched >= max_trials:
+            return False
+        trial_id = f"{launched + 1:05d}"
+        config = searcher.suggest(trial_id)
+        if config is None:
+            return False
+        launched += 1
+        record = TrialRecord(trial_id, curves.lookup(config))
+        trial = types.SimpleNamespace(trial_id=trial_id, config=config)
+        scheduler.on_trial_add(None, trial)
+        state[trial_id] = (record, [], trial)
+        trace.trials.append(record)
+        heapq.heappush(running, (now + 1, launched, trial_id))
+        return True
+
+    def finish(trial_id: str, result: dict) -> None:
+        record, _, trial = state[trial_id]
+        scheduler.on_trial_complete(None, trial, result)
+        searcher.on_trial_complete(trial_id, result=result)
+        entry = outcomes.get(trial_id)
+        if entry is None:
+            entry = outcomes.record(trial_id, "completed", "", record.epochs)
+        record.outcome = entry["outcome"]
+        found = rule(trace.trials, mode)
+        if found is not None and (not trace.incumbents or trace.incumbents[-1][1:] != found):
+            trace.incumbents.append((trace.spent, *found))
+
+    while len(running) < concurrency and launch(tick):
+        pass
+    while running:
+        tick, _, trial_id = heapq.heappop(running)
+        record, history, trial = state[trial_id]
+        row = curves.rows(record.index)[record.epochs]
+        record.epochs += 1
+        trace.spent += 1
+        result = {**row, "training_iteration": record.epochs, "trial_id": trial_id}
+        if health:
+            history.append(row)
+            verdict = assess(history, curves.health, curves.collapse, objective=metric)
+            result.update(health=verdict.status, health_reason=verdict.reason)
+        record.values.append(float(result.get(metric, math.nan)))
+        decision = scheduler.on_trial_result(None, trial, result)
+        if decision != "STOP":
+            searcher.on_trial_result(trial_id, result)
+        if decision == "STOP" or record.epochs >= curves.epochs:
+            finish(trial_id, result)
+            if trace.spent >= budget:
+                exhausted = True
+            while not exhausted and len(running) < concurrency and launch(tick):
+                pass
+        else:
+            heapq.heappush(running, (tick + 1, int(trial_id), trial_id))
+        if trace.spent >= budget:
+            break
+    return trace
+
+
+# -- the strategies ------------------------------------------------------------------------------
+
+def _ray_space(curves: CurveSet) -> dict[str, Any]:
+    return {name: spec.to_optuna() for name, spec in curves.run.space.items()}
+
+
+@contextlib.contextmanager
+def study_in_memory():
+    """make_searcher with its Optuna study in memory instead of SQLite. The storage holds the trials
+    and decides nothing, so TPE suggests the same; the SQLite round trips are most of the replay's
+    time (tests/benchmarks checks both give the same trace)."""
+    import search.searcher as module
+
+    real = module.optuna
+    storages = types.SimpleNamespace(RDBStorage=lambda *args, **kwargs: real.storages.InMemoryStorage())
+    proxy = types.SimpleNamespace(storages=storages, samplers=real.samplers, logging=real.logging, Study=real.Study)
+    with mock.patch.object(module, "optuna", proxy):
+        yield
+
+
+def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, grace: int | None = None,
+             reduction: float | None = None, name: str = "hpsearch", storage: str = "sqlite",
+             max_trials: int | None = None) -> Trace:
+    """The product: make_searcher (HealthOptunaSearch, TPE, study in SQLite, or in memory with
+    ``storage="memory"``) + make_scheduler (HealthASHA) + the trainable's health verdicts. No
+    warm-start points (they are a demo's)."""
+    from search.config import SchedulerConfig
+    from search.scheduler import make_scheduler
+    from search.searcher import make_searcher
+
+    run = curves.run
+    sched = SchedulerConfig(grace_period=grace or run.scheduler.grace_period,
+                            reduction_factor=reduction or run.scheduler.reduction_factor)
+    run = dataclasses.replace(run, seed=seed, warm_start=(), scheduler=sched,
+                              budget=dataclasses.replace(run.budget, max_concurrent=0))
+    in_memory = study_in_memory() if storage == "memory" else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="hpsearch-replay-", dir=_fast_tmp()) as run_dir, in_memory:
+        outcomes = OutcomeLog(None)
+        searcher = make_searcher(run, run_dir, outcomes)
+        scheduler = make_scheduler(run, outcomes)
+        return tune_like(curves, name, seed, budget, searcher, scheduler, outcomes, health=True,
+                         rule=export_rule(run.checkpoint.interval, curves.epochs), concurrency=concurrency,
+                         max_trials=max_trials)
+
+
+def random_search(curves: CurveSet, seed: int, budget: int, concurrency: int = 2) -> Trace:
+    """Random search, every trial trained to the end (Ray's OptunaSearch with a RandomSampler and
+    the FIFO scheduler); best by Ray's rule."""
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(_ray_space(curves), metric=curves.metric, mode=curves.mode,
+                            sampler=optuna.samplers.RandomSampler(seed=seed))
+    return tune_like(curves, "random search, no pruning", seed, budget, searcher, FIFOScheduler(),
+                     OutcomeLog(None), health=False, rule=ray_rule, concurrency=concurrency)
+
+
+def plain_asha(curves: CurveSet, seed: int, budget: int, concurrency: int = 2) -> Trace:
+    """Stock Ray: AsyncHyperBandScheduler + OptunaSearch (same TPE settings as hpsearch), no health
+    rules; best by Ray's rule."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    np.random.seed(seed)  # Ray's ASHA draws its bracket from numpy's global generator
+    run = curves.run
+    searcher = OptunaSearch(_ray_space(curves), metric=curves.metric, mode=curves.mode,
+                            sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
+    scheduler = AsyncHyperBandScheduler(time_attr="training_iteration", metric=curves.metric, mode=curves.mode,
+                                        max_t=curves.epochs, grace_period=run.scheduler.grace_period,
+                                        reduction_factor=run.scheduler.reduction_factor)
+    return tune_like(curves, "ASHA + OptunaSearch, no health rules", seed, budget, searcher, scheduler,
+                     OutcomeLog(None), health=False, rule=ray_rule, concurrency=concurrency)
+
+
+def optuna_alone(curves: CurveSet, seed: int, budget: int) -> Trace:
+    """Optuna without Ray: study.optimize, TPE (same settings) + HyperbandPruner, one trial at a
+    time; a NaN objective makes Optuna fail the trial. Best: ``study.best_trial``."""
+    trace = Trace("Optuna alone (TPE + HyperbandPruner)", seed, budget)
+    space = curves.run.space
+    study = optuna.create_study(direction="maximize" if curves.mode == "max" else "minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
+                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=curves.epochs))
+
+    def objective(trial: optuna.Trial) -> float:
+        record = TrialRecord(str(trial.number), curves.lookup(suggest_params(trial, space)))
+        trace.trials.append(record)
+        value = math.nan
+        for epoch, row in enumerate(curves.rows(record.index), 1):
+            value = float(row.get(curves.metric, math.nan))
+            record.epochs = epoch
+            record.values.append(value)
+            trace.spent += 1
+            if epoch < curves.epochs and trace.spent >= budget:
+                record.outcome = "stopped"
+                study.stop()
+                raise optuna.TrialPruned()
+            trial.report(value, epoch)
+            if trial.should_prune():
+                record.outcome = "pruned_asha"
+                raise optuna.TrialPruned()
+        record.outcome = "completed"
+        if score(value, curves.mode) > -math.inf:   # Optuna fails a trial whose value is NaN
+            best = study.best_trial if _has_complete(study) else None
+            if best is None or score(value, curves.mode) > score(best.value, curves.mode):
+                trace.incumbents.append((trace.spent, record.index, epoch, value))
+        return value
+
+    def stop(study: optuna.Study, _: Any) -> None:
+        if trace.spent >= budget:
+            study.stop()
+
+    study.optimize(objective, n_trials=100_000, catch=(), callbacks=[stop])
+    return trace
+
+
+def suggest_params(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
+    """What an Optuna user writes: one suggest_* call per parameter of the space."""
+    out = {}
+    for name, spec in space.items():
+        if spec.kind == "choice":
+            out[name] = trial.suggest_categorical(name, list(spec.choices))
+        elif spec.kind == "int":
+            out[name] = trial.suggest_int(name, int(spec.low), int(spec.high), log=spec.log)
+        else:
+            out[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.kind == "loguniform")
+    return out
+
+
+def _has_complete(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _fast_tmp() -> str | None:
+    import os
+
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+STRATEGIES: dict[str, Callable[..., Trace]] = {
+    "hpsearch": hpsearch,
+    "random": random_search,
+    "asha": plain_asha,
+    "optuna": optuna_alone,
+}

@@ -1,0 +1,150 @@
+"""Every benchmark end to end at tiny sizes, so the scripts keep working as the code moves on.
+
+Each run writes its section into a temporary markdown file (never BENCHMARKS.md). The figures at
+these sizes mean nothing; what is checked is that each script runs, writes its section with its
+tables, and that the shortcuts the full runs rely on hold: the in-process replay makes the decisions
+a real Tuner makes, and an Optuna study in memory gives the searcher the same trials as SQLite.
+The tests that start Ray share one local session and are marked slow.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import detection, record_curves, replay, simulate, throughput
+from benchmarks.curves import CurveSet, default_paths
+from benchmarks.figures import random_expectation
+
+
+@pytest.fixture(scope="module")
+def tiny_curves(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """12 points of the quickstart grid, 3 epochs each, on 20 samples per class."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("curves") / "curves_triplet.json.gz"
+    record_curves.main(["triplet", "--workers", "1", "--limit", "12", "--epochs", "3", "--out", str(out),
+                        "--set", "samples_per_class=20", "--set", "scheduler.grace_period=1"])
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from benchmarks import harness
+
+    harness.cwd_root()
+    harness.start_ray()
+    yield
+    ray.shutdown()
+
+
+def section(path: Path, name: str) -> str:
+    text = path.read_text(encoding="utf-8")
+    found = re.search(rf"<!-- bench:{name} -->(.*?)<!-- /bench:{name} -->", text, re.DOTALL)
+    assert found, f"no {name} section in {path}"
+    body = found.group(1)
+    assert "- machine: " in body and "- versions: " in body and f"-m benchmarks." in body
+    return body
+
+
+def test_recorded_grid_replays_each_point_as_itself(tiny_curves: str) -> None:
+    curves = CurveSet.load(tiny_curves)
+    assert (len(curves), curves.epochs) == (12, 3)
+    assert {"train_loss", "train_batch_loss_std", curves.metric} <= set(curves.keys)
+    assert [curves.lookup(c) for c in curves.configs] == list(range(12))
+    assert all(len(curves.rows(i)) == 3 for i in range(12))
+
+
+@pytest.mark.parametrize("path", default_paths(), ids=lambda p: p.name)
+def test_shipped_curves_are_what_the_model_trains_today(path: Path) -> None:
+    """The replay is only as true as its recording: one grid point, retrained now, gives the
+    recorded epochs (if not: `make bench-curves`)."""
+    torch.set_num_threads(1)
+    curves = CurveSet.load(path)
+    index = len(curves) // 3
+    _, rows, _, _ = record_curves.record_one((index, curves.model, {**curves.run.params, **curves.configs[index]},
+                                              curves.epochs))
+    for fresh, recorded in zip(rows, curves.rows(index)):
+        for key in ("train_loss", curves.metric):
+            assert fresh[key] == pytest.approx(recorded[key], rel=1e-5, abs=1e-6), (key, fresh["epoch"])
+
+
+def test_replay_writes_every_strategy_and_the_targets(tiny_curves: str, tmp_path: Path) -> None:
+    out = tmp_path / "B.md"
+    replay.main(["--curves", tiny_curves, "--seeds", "2", "--budget-runs", "4", "--sweep-seeds", "1",
+                 "--sqlite-seeds", "1", "--workers", "1", "--out", str(out)])
+    body = section(out, "replay")
+    for title in ("hpsearch", "random search, no pruning", "ASHA + OptunaSearch, no health rules",
+                  "Optuna alone (TPE + HyperbandPruner)", "exact expectation", "broken config returned as best by hpsearch",
+                  "grace 1, reduction factor 2"):
+        assert title in body
+    assert "1 of 1 made exactly the same decisions" in body
+
+
+def test_study_in_memory_gives_the_same_search_as_sqlite(tiny_curves: str) -> None:
+    curves = CurveSet.load(tiny_curves)
+    a = simulate.hpsearch(curves, seed=3, budget=24, storage="memory")
+    b = simulate.hpsearch(curves, seed=3, budget=24, storage="sqlite")
+    assert replay.same_decisions(a, b)
+    assert a.spent == 24 and len(a.trials) > 2
+
+
+def test_random_expectation_counts_epochs_of_trials_in_lockstep() -> None:
+    assert random_expectation(1.0, 8, slots=1) == [8, 8, 8]
+    assert random_expectation(1.0, 8, slots=2) == [15, 15, 15]  # the first trial's last epoch
+    assert random_expectation(0.5, 8, slots=1) == [8, 8, 16]
+    assert random_expectation(0.0, 8) == [float("inf")] * 3
+
+
+def test_detection_planted_curves_meet_their_targets(tiny_curves: str, tmp_path: Path) -> None:
+    out = tmp_path / "B.md"
+    detection.main(["--curves", tiny_curves, "--out", str(out)])
+    body = section(out, "detection")
+    _, results = detection.planted_table()
+    missed = [r["case"].name for r in results if not r["met"]]
+    assert not missed, missed
+    assert f"{len(results)} of {len(results)}" in body and "False prunes" in body
+
+
+def test_throughput_writes_samples_per_second(tmp_path: Path) -> None:
+    out = tmp_path / "B.md"
+    throughput.main(["--smoke", "--out", str(out)])
+    body = section(out, "throughput")
+    assert re.search(r"\| triplet \| .* \| 1 \| [\d,]+ \|", body)
+
+
+@pytest.mark.slow
+def test_replay_makes_the_decisions_a_real_tuner_makes(tiny_curves: str, ray_session: None) -> None:
+    from benchmarks import replay_tune
+
+    tuned, simulated = replay_tune.compare(tiny_curves, seed=1, trials=6)
+    assert len(tuned) == 6
+    assert tuned == simulated
+
+
+@pytest.mark.slow
+def test_overhead_writes_every_part(tmp_path: Path, ray_session: None) -> None:
+    from benchmarks import overhead
+
+    out = tmp_path / "B.md"
+    overhead.main(["--smoke", "--out", str(out)])
+    for part, needle in (("memory", "peak PSS MiB"), ("epoch", "trainable epoch ms"), ("wall", "wall / ideal"),
+                         ("bookkeeping", "Optuna alone")):
+        body = section(out, f"overhead-{part}")
+        assert needle in body and "| target | measured | target |" in body
+
+
+@pytest.mark.slow
+def test_live_writes_live_and_replay_side_by_side(tmp_path: Path, ray_session: None) -> None:
+    from benchmarks import live
+
+    out = tmp_path / "B.md"
+    live.main(["--seeds", "1", "--budget-runs", "1", "--out", str(out), "--set", "samples_per_class=20",
+               "--set", "epochs=2", "--set", "budget.max_epochs=2", "--set", "scheduler.grace_period=1"])
+    body = section(out, "live")
+    for title in live.TITLES.values():
+        assert f"| {title} |" in body
