@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
-import importlib.metadata as md
 import math
 import os
 import platform
@@ -53,13 +52,10 @@ def memory_gib() -> float | None:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "ray", "optuna", "numpy", "pandas"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    """The package versions a figure was measured with (the same helper exports use)."""
+    from search.training import versions as package_versions
+
+    return package_versions()
 
 
 def load() -> str:

@@ -46,7 +46,7 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for dist in ("hpsearch", "torch", "numpy", "ray", "optuna"):
+    for dist in ("hpsearch", "torch", "numpy", "ray", "optuna", "pandas"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
