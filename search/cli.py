@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="search config YAML")
     p.add_argument("--name", help="run name (a folder under --storage)")
     p.add_argument("--storage", help="directory or URI holding runs (default: ./runs)")
-    p.add_argument("--address", help="Ray cluster: 'auto' or HOST:PORT of the head (default: a local Ray)")
+    p.add_argument("--address", help="Ray cluster: 'auto', HOST:PORT of the head's GCS, or ray://HOST:PORT "
+                                      "(Ray Client: the search runs on the head) (default: a local Ray)")
     p.add_argument("--num-samples", type=int, dest="num_samples", help="override budget.num_samples")
     p.add_argument("--max-epochs", type=int, dest="max_epochs", help="override budget.max_epochs")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -55,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue an interrupted search")
     p.add_argument("run_dir")
-    p.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    p.add_argument("--address", help="Ray cluster, as for `run` (with ray://, RUN_DIR is the path on the "
+                                      "cluster) (default: a local Ray)")
 
     p = sub.add_parser("report", help="one row per trial, summary, importances and diagnoses")
     p.add_argument("run_dir")

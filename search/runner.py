@@ -37,6 +37,7 @@ from typing import Any
 
 from models.config import ConfigError
 from search import preflight
+from search.cluster import check_address, check_cluster_storage, is_client, model_modules
 from search.config import dump_config
 from search.rundir import SCHEDULER_STATE, SEARCH_YAML, OutcomeLog, update_run_info
 
@@ -69,8 +70,11 @@ class GracefulStop:
         self.signum: int | None = None
         self._in_fit = False
         self._tune_before: Any = None
+        self._relayed: list[int] = []
 
     def __call__(self, signum: int, frame: Any) -> None:
+        if self._relayed:
+            signum = self._relayed.pop(0)
         first = self.signum is None
         if first:
             self.signum = signum
@@ -81,6 +85,13 @@ class GracefulStop:
             tune_stop(signum, frame)
             return
         raise KeyboardInterrupt
+
+    def relay(self, signum: int) -> None:
+        """Deliver ``signum`` from another thread (search.client relays the client's signals): raised
+        here as SIGTERM, handled as ``signum``. In a Ray worker SIGINT never reaches Python (Ray
+        keeps it for task cancellation); SIGTERM does, once this handler holds it."""
+        self._relayed.append(signum)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[GracefulStop]:
@@ -205,7 +216,7 @@ def claim_run_dir(plan: preflight.Plan) -> None:
         raise
     dump_config(plan.config, plan.run_dir / SEARCH_YAML)
     update_run_info(plan.run_dir, name=plan.name, storage=str(plan.storage), address=plan.address or "local",
-                    config=str(plan.config_path), command=preflight.command_line(), versions=versions(),
+                    config=str(plan.config_path), command=plan.command, versions=versions(),
                     state="running", started=time.time())
 
 
@@ -285,8 +296,8 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
                   state=state), file=stream, flush=True)
     if state == "interrupted":
         by = f" by {stop.name}" if stop.signum else ""
-        print(f"the search was interrupted{by}; its state is saved: continue it with `hpsearch resume {run_dir}`",
-              file=stream, flush=True)
+        again = f"hpsearch resume {run_dir}" + (f" --address {plan.address}" if plan.address else "")
+        print(f"the search was interrupted{by}; its state is saved: continue it with `{again}`", file=stream, flush=True)
         return stop.exit_code
     ended_as = [e["outcome"] for e in outcomes.all().values()]
     return 1 if ended_as and all(o == "error" for o in ended_as) else 0
@@ -318,32 +329,40 @@ def run(plan: preflight.Plan, interval_s: float = 5.0, stream: Any = None) -> in
 
 
 def run_command(args: Any) -> int:
-    return run(preflight.plan(args))
+    plan = preflight.plan(args)
+    if is_client(plan.address):
+        from search import client
+
+        return client.run(plan)
+    return run(plan)
 
 
-def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 5.0, stream: Any = None) -> int:
+def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 5.0, stream: Any = None,
+           shown_address: str | None = None) -> int:
     """Continue an interrupted search in ``run_dir`` (``hpsearch resume``): every check first, then
-    the run dir's records reconciled with Ray's last snapshot, then the search to its end."""
+    the run dir's records reconciled with Ray's last snapshot, then the search to its end.
+    ``shown_address``: the address the user gave, where it differs (Ray Client: search.client)."""
     from search import resume as restoring
 
     stream = stream or sys.stdout
     snapshot = restoring.check_resumable(run_dir)
-    address = preflight.check_address(address)
-    preflight.check_cluster_storage(snapshot.run_dir.parent, address)
+    address = check_address(address)
+    check_cluster_storage(snapshot.run_dir.parent, address)
     preflight.check_cpu(snapshot.config, address)
     preflight.check_gpu(snapshot.config, address)
     runtime_env: dict[str, Any] = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
-    if address is not None and preflight.model_modules(snapshot.config.model):
-        runtime_env["py_modules"] = preflight.model_modules(snapshot.config.model)
+    if address is not None and model_modules(snapshot.config.model):
+        runtime_env["py_modules"] = model_modules(snapshot.config.model)
     plan = preflight.Plan(config=snapshot.config, config_path=snapshot.run_dir / SEARCH_YAML,
-                          name=snapshot.run_dir.name, storage=snapshot.run_dir.parent, address=address,
+                          name=snapshot.run_dir.name, storage=snapshot.run_dir.parent,
+                          address=shown_address or address,
                           runtime_env=runtime_env)
     stop = GracefulStop()
     with stop.installed():
         lock = restoring.hold_lock(snapshot.run_dir)
         try:
             resumption = restoring.prepare(snapshot)
-            update_run_info(snapshot.run_dir, state="running", address=address or "local",
+            update_run_info(snapshot.run_dir, state="running", address=shown_address or address or "local",
                             resumed=[*snapshot.info.get("resumed", []), time.time()])
             started_here = start_ray(plan)
             stop.arm()
@@ -353,4 +372,9 @@ def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 
 
 
 def resume_command(args: Any) -> int:
-    return resume(args.run_dir, address=args.address)
+    address = check_address(args.address)
+    if is_client(address):
+        from search import client
+
+        return client.resume(args.run_dir, address)
+    return resume(args.run_dir, address=address)

@@ -32,7 +32,7 @@ import psutil
 import pytest
 import yaml
 
-from search import preflight
+from search import cluster, preflight
 from search.config import load_config
 
 PYTHON = Path(sys.executable)
@@ -119,8 +119,8 @@ CASES = [
          "resources.gpu: got 1, but no CUDA GPU is visible on this machine"),
     Case("address that does not answer", triplet(), ("--address", f"127.0.0.1:{closed_port()}"),
          "--address: nothing answers at 127.0.0.1:"),
-    Case("Ray Client address", triplet(), ("--address", "ray://head:10001"),
-         "--address: got 'ray://head:10001'; Ray Client (ray://) addresses are not supported"),
+    Case("Ray Client address that does not answer", triplet(), ("--address", f"ray://127.0.0.1:{closed_port()}"),
+         "--address: nothing answers at 127.0.0.1:"),
     Case("unwritable storage", triplet(), ("--storage", "{unwritable}"), "--storage: '{unwritable}' "),
     Case("run name with a path separator", triplet(), ("--name", "a/b"), "--name: got 'a/b', expected letters"),
     Case("run name ..", triplet(), ("--name", ".."), "--name: got '..', expected letters"),
@@ -257,7 +257,7 @@ def test_an_address_that_accepts_but_never_answers_is_refused_within_5s(tmp_path
                            f"127.0.0.1:{port}"], tmp_path, env)
     assert outcome.code == 2 and len(outcome.lines) == 1, outcome
     assert outcome.lines[0] == (f"{PREFIX}--address: nothing answers at 127.0.0.1:{port} (no answer within "
-                                f"{preflight.PROBE_TIMEOUT_S:g}s); expected a running Ray head (`ray start --head`)")
+                                f"{cluster.PROBE_TIMEOUT_S:g}s); expected a running Ray head (`ray start --head`)")
     assert outcome.wall_s < 5.0 and not set(outcome.imported) & set(HEAVY), outcome
     assert outcome.ray_children == [] and not any(ray_tmp.iterdir())
 
@@ -271,25 +271,25 @@ def test_a_local_storage_path_is_refused_for_a_cluster_with_nodes_on_other_machi
     from tests.search.test_cluster import LocalCluster, marked
 
     storage = tmp_path / "runs"
-    if preflight.filesystem_type(storage) in preflight.NETWORK_FILESYSTEMS:
+    if cluster.filesystem_type(storage) in cluster.NETWORK_FILESYSTEMS:
         pytest.skip("the test's tmp dir is on a network filesystem")
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump(triplet()), encoding="utf-8")
     (storage / "taken").mkdir(parents=True)
-    cluster = LocalCluster(tmp_path, workers=0)
+    ray_cluster = LocalCluster(tmp_path, workers=0)
     try:
         env, ray_tmp = case_env(tmp_path)
-        env = {**env, **cluster.client_env("cli")}
-        argv = ["run", str(config), "--storage", str(storage), "--address", cluster.address, "--name", "taken"]
-        elsewhere = run_cli(argv, tmp_path, env, prelude="import search.preflight as p; "
-                                                          "p.this_machine_addresses = lambda: frozenset()")
+        env = {**env, **ray_cluster.client_env("cli")}
+        argv = ["run", str(config), "--storage", str(storage), "--address", ray_cluster.address, "--name", "taken"]
+        elsewhere = run_cli(argv, tmp_path, env, prelude="import search.cluster as c; "
+                                                          "c.this_machine_addresses = lambda: frozenset()")
         here = run_cli(argv, tmp_path, env)
     finally:
-        survivors = cluster.stop()
-    assert survivors == [] and marked(cluster.tag) == []
+        survivors = ray_cluster.stop()
+    assert survivors == [] and marked(ray_cluster.tag) == []
     assert elsewhere.code == 2 and len(elsewhere.lines) == 1, elsewhere
     assert elsewhere.lines[0].startswith(f"{PREFIX}--storage: '{storage}' is on this machine's own disk (")
-    assert f"but the Ray cluster at {cluster.address} has nodes on other machines (" in elsewhere.lines[0]
+    assert f"but the Ray cluster at {ray_cluster.address} has nodes on other machines (" in elsewhere.lines[0]
     assert elsewhere.ray_children == [] and not any(ray_tmp.iterdir())
     assert "torch" not in elsewhere.imported                     # refused before the config's model
     beyond = elsewhere.wall_s - elsewhere.imported.get("ray", 0.0)
@@ -304,10 +304,10 @@ def test_filesystem_type_reads_the_longest_mount_point():
         server:/export /mnt/shared nfs4 rw 0 0
         server:/export/x /mnt/shared/x\\040y cifs rw 0 0
         """)
-    assert preflight.filesystem_type(Path("/home/me/runs"), mounts) == "ext4"
-    assert preflight.filesystem_type(Path("/mnt/shared/runs"), mounts) == "nfs4"
-    assert preflight.filesystem_type(Path("/mnt/shared/x y/runs"), mounts) == "cifs"
-    assert preflight.filesystem_type(Path("/mnt/sharedness"), mounts) == "ext4"
+    assert cluster.filesystem_type(Path("/home/me/runs"), mounts) == "ext4"
+    assert cluster.filesystem_type(Path("/mnt/shared/runs"), mounts) == "nfs4"
+    assert cluster.filesystem_type(Path("/mnt/shared/x y/runs"), mounts) == "cifs"
+    assert cluster.filesystem_type(Path("/mnt/sharedness"), mounts) == "ext4"
 
 
 @pytest.mark.parametrize("nodes, fstype, refused", [
@@ -318,7 +318,7 @@ def test_filesystem_type_reads_the_longest_mount_point():
     (["10.0.0.6"], None, False),                     # the filesystem cannot be told: left to Ray's own check
 ])
 def test_shared_storage_rule(nodes, fstype, refused):
-    check = lambda: preflight.check_shared_storage(Path("/data/runs"), "10.0.0.5:6379", nodes,  # noqa: E731
+    check = lambda: cluster.check_shared_storage(Path("/data/runs"), "10.0.0.5:6379", nodes,  # noqa: E731
                                                    frozenset({"127.0.0.1", "10.0.0.5"}), fstype)
     if refused:
         with pytest.raises(preflight.ConfigError, match=r"has nodes on other machines \(10\.0\.0\.6\)"):

@@ -3,6 +3,7 @@ checks behind it (storage, run name, cluster address, modules to ship); the end-
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from search import preflight
+from search import cluster, preflight
 from search.cli import main
 
 HPSEARCH = Path(sys.executable).with_name("hpsearch")
@@ -72,7 +73,9 @@ BAD_INPUT = [
     ("cuda without gpu resource", bad(device="cuda"), [], "device: got 'cuda' with resources.gpu 0"),
     ("address not answering", bad(), ["--address", f"127.0.0.1:{dead_port()}"], "--address: nothing answers at"),
     ("address malformed", bad(), ["--address", "head-node"], "--address: got 'head-node', expected 'auto'"),
-    ("ray client address", bad(), ["--address", "ray://head:10001"], "--address: got 'ray://head:10001'; Ray Client"),
+    ("ray client address not answering", bad(), ["--address", f"ray://127.0.0.1:{dead_port()}"],
+     "--address: nothing answers at 127.0.0.1:"),
+    ("ray client address malformed", bad(), ["--address", "ray://head"], "--address: got 'ray://head', expected 'auto'"),
     ("name with a path", bad(), ["--name", "../elsewhere"], "--name: got '../elsewhere'"),
     ("nothing to search", bad(space={}), [], "space: empty; expected at least one parameter to search"),
 ]
@@ -131,11 +134,29 @@ def test_address_auto_without_a_cluster_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     with pytest.raises(preflight.ConfigError, match="--address: got 'auto', but no Ray cluster was found"):
-        preflight.check_address("auto")
+        cluster.check_address("auto")
     (tmp_path / "ray").mkdir()
     (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{dead_port()}\n", encoding="utf-8")
     with pytest.raises(preflight.ConfigError, match="--address auto: nothing answers at 127.0.0.1"):
-        preflight.check_address("auto")
+        cluster.check_address("auto")
+
+
+def test_ray_client_storage_is_an_absolute_path_on_the_cluster():
+    """Under Ray Client the head writes the run dir: a path relative to this machine means nothing there."""
+    assert cluster.client_storage("/shared/runs") == Path("/shared/runs")
+    assert cluster.client_storage("file:///shared/runs") == Path("/shared/runs")
+    for given in (None, "runs", "s3://bucket/runs"):
+        with pytest.raises(preflight.ConfigError, match=rf"^--storage: got {re.escape(repr(given))}; with a ray:// "
+                                                        "address .* expected an absolute directory every node mounts"):
+            cluster.client_storage(given)
+
+
+def test_ray_client_address_without_grpcio_says_what_to_install(monkeypatch):
+    real = cluster.importlib.util.find_spec
+    monkeypatch.setattr(cluster.importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
+    with pytest.raises(preflight.ConfigError, match=r"^--address: got 'ray://127\.0\.0\.1:10001', a Ray Client "
+                                                    r"address, but grpcio is not installed here; install it with"):
+        cluster.check_address("ray://127.0.0.1:10001")
 
 
 def test_an_address_that_answers_but_is_not_a_ray_head_is_refused(capsys):
@@ -149,13 +170,13 @@ def test_an_address_that_answers_but_is_not_a_ray_head_is_refused(capsys):
     try:
         started = time.perf_counter()
         with pytest.raises(preflight.ConfigError) as err:
-            preflight.check_address(f"127.0.0.1:{server.server_port}")
+            cluster.check_address(f"127.0.0.1:{server.server_port}")
         elapsed = time.perf_counter() - started
     finally:
         server.shutdown()
         server.server_close()
     assert str(err.value).startswith(f"--address: 127.0.0.1:{server.server_port} answers but not as a Ray head")
-    assert "\n" not in str(err.value) and elapsed < preflight.PROBE_TIMEOUT_S + 3
+    assert "\n" not in str(err.value) and elapsed < cluster.PROBE_TIMEOUT_S + 3
 
 
 def test_a_user_module_outside_site_packages_is_shipped_to_workers(tmp_path, monkeypatch):
@@ -163,10 +184,10 @@ def test_a_user_module_outside_site_packages_is_shipped_to_workers(tmp_path, mon
     (tmp_path / "userpkg").mkdir()
     (tmp_path / "userpkg" / "__init__.py").write_text("", encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert preflight.model_modules("my_user_model:Model") == [str(tmp_path / "my_user_model.py")]
-    assert preflight.model_modules("userpkg.models:Net") == [str(tmp_path / "userpkg")]
-    assert preflight.model_modules("triplet") == []
-    assert preflight.model_modules("optuna.samplers:TPESampler") == []     # installed: nothing to ship
+    assert cluster.model_modules("my_user_model:Model") == [str(tmp_path / "my_user_model.py")]
+    assert cluster.model_modules("userpkg.models:Net") == [str(tmp_path / "userpkg")]
+    assert cluster.model_modules("triplet") == []
+    assert cluster.model_modules("optuna.samplers:TPESampler") == []     # installed: nothing to ship
 
 
 def test_the_cli_refuses_bad_input_in_a_fresh_process_quickly(tmp_path):
