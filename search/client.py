@@ -67,7 +67,7 @@ class RelayStream(io.TextIOBase):
         super().__init__()
         self.relay, self.name = relay, name
         self._pending: list[str] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # the search's signal handler may print mid-write
 
     def writable(self) -> bool:
         return True
@@ -85,8 +85,8 @@ class RelayStream(io.TextIOBase):
 
     def _send(self) -> None:
         if self._pending:
-            self.relay.write.remote(self.name, "".join(self._pending))
-            self._pending.clear()
+            text, self._pending = "".join(self._pending), []
+            self.relay.write.remote(self.name, text)
 
 
 def forward_signals(relay: Any, done: threading.Event) -> None:
@@ -130,6 +130,11 @@ def drive(verb: str, target: Any, relay: Any, address: str) -> tuple[int, str]:
             return runner.run(dataclasses.replace(target, storage=storage), stream=out), ""
     except ConfigError as error:
         return 2, str(error)
+    except KeyboardInterrupt:   # a second signal: stopped at once, the last saved state stands
+        return 130, ""
+    except Exception as error:   # shown as one line here; the head's worker log has the traceback
+        logging.getLogger(__name__).exception("hpsearch %s on the head failed", verb)
+        return 1, f"the search on the head failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
     finally:
         done.set()
         out.flush()
@@ -145,7 +150,8 @@ def connect(address: str, runtime_env: dict[str, Any]) -> None:
     except (ConnectionError, RuntimeError, ValueError) as error:
         last = [line for line in str(error).splitlines() if line.strip()]
         raise ConfigError(f"--address: could not connect to the Ray Client server at {address}: "
-                          f"{last[-1] if last else type(error).__name__}") from None
+                          f"{last[-1] if last else type(error).__name__} (a cluster with token authentication "
+                          "also wants RAY_AUTH_MODE=token and RAY_AUTH_TOKEN here, as on the head)") from None
 
 
 def head_node_id() -> str:
@@ -195,20 +201,29 @@ def remote(verb: str, target: Any, address: str, runtime_env: dict[str, Any]) ->
             verb, target, relay, address)
         with signals_kept() as got:
             sent = 0
-            while True:
-                ready, _ = ray.wait([task], timeout=POLL_S)
-                for signum in got[sent:]:
-                    relay.send_signal.remote(signum)
-                sent = len(got)
+            try:
+                while True:
+                    ready, _ = ray.wait([task], timeout=POLL_S)
+                    while sent < len(got):   # one at a time: a signal may land while one is sent
+                        relay.send_signal.remote(got[sent])
+                        sent += 1
+                    show(ray.get(relay.take.remote()))
+                    if ready:
+                        break
+                code, error = ray.get(task)
                 show(ray.get(relay.take.remote()))
-                if ready:
-                    break
-            code, error = ray.get(task)
-            show(ray.get(relay.take.remote()))
+            except (ray.exceptions.RayError, ConnectionError) as lost:
+                first = (str(lost).strip().splitlines() or [type(lost).__name__])[0][:200]
+                print(f"hpsearch: lost the search on the cluster ({type(lost).__name__}: {first}); its state "
+                      f"is saved as of its last snapshot: `hpsearch resume RUN_DIR --address {address}`",
+                      file=sys.stderr, flush=True)
+                return 1
     finally:
         ray.shutdown()
-    if error:
+    if code == 2 and error:
         raise ConfigError(error)
+    if error:
+        print(f"hpsearch: {error}", file=sys.stderr, flush=True)
     return code
 
 

@@ -18,7 +18,7 @@ Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``
 Rows are sorted by ``objective_best`` through :mod:`search.objective` (NaN always last), trials
 whose objective can be trusted (completed, ASHA-pruned, running) before health-pruned ones, errors last. Only the
 text files of the run are read (search.yaml, run.json, outcomes.jsonl, params.json, result.json,
-error.txt) plus the SQLite study for importances; no pickle in a run dir is ever loaded.
+error.txt) plus the Optuna journal (JSON lines) for importances; no pickle in a run dir is ever loaded.
 """
 
 from __future__ import annotations

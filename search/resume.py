@@ -7,9 +7,9 @@ While a search runs, every fact is on disk the moment it is decided, in the run 
   /tmp that reaches the run dir only with Ray's next state sync);
 - every stop and rung record of the scheduler (``scheduler/state.json``, atomic, before the stop
   takes effect) and every outcome (``outcomes.jsonl``);
-- the Optuna study (``optuna.db``);
+- the Optuna study (``optuna.journal``);
 - Ray's snapshot (``experiment_state-*.json`` and the searcher state), taken every Tune step
-  (TUNE_GLOBAL_CHECKPOINT_S=0, set by search.runner; Ray's default is every 10 s or more), and a
+  while that is cheap (search.snapshot.pace_snapshots; Ray's default is every 10 s or more), and a
   whole, consistent copy of it in ``snapshot/`` (search.snapshot): Ray rewrites its own files in
   place in a background thread, so a SIGKILL often leaves them truncated (seen on the first try).
 
@@ -28,6 +28,7 @@ running search from one whose driver was killed.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from typing import IO, Any
 
 from models.config import ConfigError
 from search.config import RunConfig, load_config
-from search.rundir import RUN_JSON, RUN_LOCK, RUN_STATES, SCHEDULER_STATE, SEARCH_YAML, STUDY_DB
+from search.rundir import RUN_JSON, RUN_LOCK, RUN_STATES, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE
 from search.snapshot import RayTrial, place_snapshot, read_json, read_snapshot, refusal
 
 ENDED = ("TERMINATED", "ERROR")
@@ -114,10 +115,45 @@ def check_resumable(run_dir: str | Path) -> Snapshot:
     if info["state"] == "finished":
         raise ConfigError(f"resume: {str(run_dir)!r} finished (run.json state 'finished'); nothing to resume")
     files, kept, trials = read_snapshot(run_dir)
-    if not (run_dir / STUDY_DB).is_file():
-        raise refusal(run_dir / STUDY_DB, "the Optuna study is missing")
+    check_journal(run_dir)
     scheduler_state(run_dir)
     return Snapshot(run_dir, config, info, tuple(files), kept, trials)
+
+
+def check_journal(run_dir: Path) -> None:
+    """The Optuna journal: present, and every complete line an Optuna journal entry (a last line
+    without its newline is what a killed write leaves; ``repair_journal`` drops it)."""
+    path = run_dir / STUDY_FILE
+    if not path.is_file():
+        if (run_dir / "optuna.db").is_file():
+            raise refusal(run_dir / "optuna.db", "the Optuna study is in SQLite, as an older hpsearch kept it; "
+                          "resume this run with that version")
+        raise refusal(path, "the Optuna study is missing")
+    lines = path.read_bytes().split(b"\n")[:-1]     # complete lines only
+    if not lines:
+        raise refusal(path, "the Optuna study is empty")
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict) or not isinstance(entry.get("op_code"), int):
+            raise refusal(path, f"line {number} is not an Optuna journal entry")
+
+
+def repair_journal(run_dir: Path) -> None:
+    """Cut a torn last line (a write the kill interrupted: Optuna would join the next write to it
+    and then fail to read the file) and remove a lock the killed writer left (Optuna would wait
+    30 s for it). Only while holding run.lock, so no other hpsearch process writes here."""
+    path = run_dir / STUDY_FILE
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+            fh.flush()
+            os.fsync(fh.fileno())
+    for stale in run_dir.glob(f"{STUDY_FILE}.lock*"):
+        stale.unlink(missing_ok=True)
 
 
 def scheduler_state(run_dir: Path) -> dict[str, Any] | None:
@@ -269,6 +305,7 @@ def prepare(snapshot: Snapshot) -> Resumption:
 
     if snapshot.kept:
         place_snapshot(snapshot.run_dir, snapshot.files)
+    repair_journal(snapshot.run_dir)
     run = read_run(snapshot.run_dir)
     rows = {t.trial_id: t.rows for t in run.trials if t.rows}
     state = scheduler_state(snapshot.run_dir)

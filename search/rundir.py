@@ -5,7 +5,8 @@
       run.json           name, storage, address, versions, state (running|finished|interrupted)
       outcomes.jsonl     one JSON line per trial decision: trial_id, outcome, reason, epoch, time;
                          the last line for a trial wins
-      optuna.db          the Optuna study (SQLite; optuna.load_study / optuna-dashboard open it)
+      optuna.journal     the Optuna study, an append-only journal of JSON lines (``study_storage``;
+                         optuna.load_study and optuna-dashboard open it)
       scheduler/state.json  the scheduler's rung records and stop decisions, rewritten atomically on
                          every decision (a subfolder: Ray re-uploads top-level *.json on resume)
       run.lock           locked (flock) by the hpsearch process that runs or resumes the search
@@ -29,7 +30,7 @@ from typing import Any
 SEARCH_YAML = "search.yaml"
 RUN_JSON = "run.json"
 OUTCOMES = "outcomes.jsonl"
-STUDY_DB = "optuna.db"
+STUDY_FILE = "optuna.journal"
 STUDY_NAME = "hpsearch"
 SCHEDULER_STATE = "scheduler/state.json"
 SNAPSHOT_DIR = "snapshot"
@@ -44,8 +45,14 @@ HEALTH_OUTCOMES = ("pruned_flatline", "pruned_exploding", "pruned_collapsed", "p
 RANKED = ("completed", "pruned_asha", "running")
 
 
-def study_url(run_dir: str | Path) -> str:
-    return f"sqlite:///{Path(run_dir).resolve() / STUDY_DB}"
+def study_storage(run_dir: str | Path) -> Any:
+    """The run's Optuna storage: ``JournalStorage`` over ``RUN_DIR/optuna.journal``. Each change is
+    one appended line (under a lock file, so other processes may read it at once), which costs a
+    few milliseconds where SQLite took tens per trial; a line torn by a crash is left out on read."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(Path(run_dir).resolve() / STUDY_FILE)))
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

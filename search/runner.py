@@ -49,9 +49,10 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # with verbose=0: Ray prints 
 # Result files come from ResultLog (search.progress); the TensorBoard logger Ray would add on its
 # own only prints warnings about NaN values into the live output.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-# Ray's experiment snapshot at every Tune step instead of every 10 s or more: after a SIGKILL,
-# resume redoes at most about a step of work. Raise it for searches of thousands of trials.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+# Ray's experiment snapshot paced by its cost (search.snapshot.pace_snapshots): every Tune step
+# while it is cheap, instead of Ray's every 10 s or more, so after a SIGKILL resume redoes at most
+# about a step of work. A number of seconds here is used as Ray uses it.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
 # SIGINT is handled here (GracefulStop), like SIGTERM; Tune's own handler would take SIGINT only.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
@@ -73,10 +74,11 @@ class GracefulStop:
         self._relayed: list[int] = []
 
     def __call__(self, signum: int, frame: Any) -> None:
-        if self._relayed:
-            signum = self._relayed.pop(0)
-        first = self.signum is None
-        if first:
+        relayed, self._relayed = self._relayed, []   # two relayed kills may arrive as one call
+        if relayed:
+            signum = relayed[0]
+        first = self.signum is None and len(relayed) < 2
+        if self.signum is None:
             self.signum = signum
         tune_stop = signal.getsignal(signal.SIGUSR1)   # installed by Tune for the run in progress
         if first and self._in_fit and callable(tune_stop) and tune_stop is not self._tune_before:
@@ -160,8 +162,10 @@ def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: l
     from ray import tune
     from ray.tune import ResumeConfig
 
+    from search.snapshot import pace_snapshots
     from search.trainable import trainable, trial_name
 
+    pace_snapshots()
     config = plan.config
     resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu}
     # Tuner.restore would bring back the searcher, scheduler and callbacks pickled when the search

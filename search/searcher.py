@@ -38,7 +38,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from models.config import ConfigError
 from search.objective import score
-from search.rundir import HEALTH_OUTCOMES, STUDY_NAME, read_outcomes, study_url
+from search.rundir import HEALTH_OUTCOMES, STUDY_NAME, read_outcomes, study_storage
 
 if TYPE_CHECKING:
     from search.config import RunConfig
@@ -58,16 +58,15 @@ class HealthOptunaSearch(OptunaSearch):
     marked infeasible.
     """
 
-    def __init__(self, space: Mapping[str, Any], metric: str, mode: str, *, storage: str, seed: int,
-                 outcomes: "OutcomeLog | None" = None, study_name: str = STUDY_NAME,
+    def __init__(self, space: Mapping[str, Any], metric: str, mode: str, *, storage: optuna.storages.BaseStorage,
+                 seed: int, outcomes: "OutcomeLog | None" = None, study_name: str = STUDY_NAME,
                  warm_start: Sequence[Mapping[str, Any]] = ()):
         if not space:
             raise ConfigError("space: empty; expected at least one parameter to search "
                               "(a single configuration is `hpsearch train`)")
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
-        rdb = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 30}})
         super().__init__(space=dict(space), metric=metric, mode=mode, sampler=sampler,
-                         study_name=study_name, storage=rdb)
+                         study_name=study_name, storage=storage)
         self.outcomes = outcomes
         self._reported_steps: dict[str, set[int]] = {}
         if not self._ot_study.trials:  # a fresh study: a resumed one has its points already
@@ -205,13 +204,13 @@ def warm_start_points(config: "RunConfig") -> list[dict[str, Any]]:
 def make_searcher(config: "RunConfig", run_dir: pathlib.Path, outcomes: "OutcomeLog",
                   max_concurrent: int | None = None) -> Searcher:
     """TPE (seeded with ``config.seed``, multivariate) over ``config.space``, its study stored at
-    ``study_url(run_dir)`` as ``STUDY_NAME``; wrapped in a ConcurrencyLimiter of ``max_concurrent``
+    ``study_storage(run_dir)`` as ``STUDY_NAME``; wrapped in a ConcurrencyLimiter of ``max_concurrent``
     (default ``budget.max_concurrent``; 0 means no limiter)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # hpsearch prints its own trial lines
     pathlib.Path(run_dir).mkdir(parents=True, exist_ok=True)
     searcher = HealthOptunaSearch(
         {name: spec.to_optuna() for name, spec in config.space.items()},
-        metric=config.objective.metric, mode=config.objective.mode, storage=study_url(run_dir),
+        metric=config.objective.metric, mode=config.objective.mode, storage=study_storage(run_dir),
         seed=config.seed, outcomes=outcomes, warm_start=warm_start_points(config))
     limit = config.budget.max_concurrent if max_concurrent is None else max_concurrent
     if limit > 0:

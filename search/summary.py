@@ -9,7 +9,7 @@ from typing import Any
 
 from search.diagnose import diagnose
 from search.report import FINISHED, OUTCOMES_ALL, Run
-from search.rundir import RANKED, STUDY_DB, STUDY_NAME, study_url
+from search.rundir import RANKED, STUDY_FILE, STUDY_NAME, study_storage
 
 COMPACT_METRICS = ("train_loss",)
 REASON_WIDTH = 60
@@ -27,24 +27,23 @@ def importance(run: Run, table) -> tuple[dict[str, float], str]:
     trials of the stored study; over the report's finished trials (objective_best) when the study is
     missing, unreadable or holds fewer than two complete trials."""
     import optuna
-    import sqlalchemy.exc
 
     if not run.space:
         return {}, "no parameter was searched"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    note = f"{STUDY_DB} is missing"
-    if (run.path / STUDY_DB).is_file():
+    note = f"{STUDY_FILE} is missing"
+    if (run.path / STUDY_FILE).is_file():
         try:
-            study = optuna.load_study(study_name=STUDY_NAME, storage=study_url(run.path))
+            study = optuna.load_study(study_name=STUDY_NAME, storage=study_storage(run.path))
             complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                         if t.value is not None and _finite(t.value)]
             params = [p for p in run.space if all(p in t.params for t in complete)]
             if len(complete) >= 2 and params:
                 values = optuna.importance.get_param_importances(study, params=params)
-                return dict(values), f"{len(complete)} complete trials of the study in {STUDY_DB}"
-            note = f"{STUDY_DB} holds {len(complete)} complete trials"
-        except (KeyError, ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as err:
-            note = f"{STUDY_DB} could not be read ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+                return dict(values), f"{len(complete)} complete trials of the study in {STUDY_FILE}"
+            note = f"{STUDY_FILE} holds {len(complete)} complete trials"
+        except Exception as err:   # a damaged or foreign journal: the report's rows still serve
+            note = f"{STUDY_FILE} could not be read ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
     return _importance_from_table(run, table, note)
 
 

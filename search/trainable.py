@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 from ray import tune
 
 import models
@@ -110,6 +109,8 @@ def check_objective(row: Mapping[str, Any], metric: str, model: str) -> None:
 
 def save_checkpoint(directory: str | Path, model: Any, history: list[dict[str, Any]], seed: int,
                     params: Mapping[str, Any]) -> Path:
+    import torch
+
     path = Path(directory) / CHECKPOINT_FILE
     torch.save({"model": model.state_dict(), "history": [dict(r) for r in history], "seed": int(seed),
                 "epoch": len(history), "params": dict(params)}, path)
@@ -128,7 +129,10 @@ def trainable(params: dict[str, Any], run: RunConfig, workdir: str | None = None
     """Ray Tune function trainable: ``params`` are the searched values, ``run`` the search config.
     ``workdir``: the driver's working directory; a trial runs there when this node has it, so
     relative paths in params (data_dir) mean what they meant to the user, whatever Ray's own
-    RAY_CHDIR_TO_TRIAL_DIR setting on this worker."""
+    RAY_CHDIR_TO_TRIAL_DIR setting on this worker. torch is imported here, in the trial, so the
+    driver that only hands this function to Tune never loads it."""
+    import torch
+
     if workdir is not None and os.path.isdir(workdir):
         os.chdir(workdir)
     context = tune.get_context()

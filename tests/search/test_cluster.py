@@ -49,6 +49,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s")
+
+
 def marked(prefix: str) -> list[psutil.Process]:
     """Live processes whose environment holds ``HPSEARCH_TEST_RAY`` starting with ``prefix``."""
     found = []
@@ -134,6 +144,8 @@ class LocalCluster:
                                        "--include-dashboard=false",
                                        *([f"--ray-client-server-port={self.client_port}"] if client else [])])
             head.wait_started()
+            if client:   # `ray start` reports the head up before its Ray Client server listens
+                wait_listening(self.client_port)
             for i in range(workers):
                 self._node(f"node{i + 1}", [f"--address=127.0.0.1:{self.port}", "--num-cpus=1",
                                             "--node-ip-address=127.0.0.1"]).wait_started()

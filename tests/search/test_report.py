@@ -128,7 +128,7 @@ def test_summary_counts_budget_best_and_importance(tmp_path):
     assert summary["best"] == {"trial_id": "b0000001_00000", "outcome": "completed", "value": 0.9, "epoch": 3,
                                "config": {"lr": 1e-3, "margin": 0.2}}
     assert set(summary["importance"]) == {"lr", "margin"}
-    assert summary["importance_source"] == "the report's 2 finished trials (objective_best); optuna.db is missing"
+    assert summary["importance_source"] == "the report's 2 finished trials (objective_best); optuna.journal is missing"
 
 
 def _finished_trials(n=6):
@@ -147,18 +147,18 @@ def test_importance_from_the_report_rows_when_there_is_no_study(tmp_path):
 
     values, source = importance(run, build_table(run))
     assert set(values) == {"lr", "margin"} and values["lr"] > values["margin"]
-    assert source.startswith("the report's 6 finished trials") and "optuna.db is missing" in source
+    assert source.startswith("the report's 6 finished trials") and "optuna.journal is missing" in source
 
 
 def test_importance_from_the_stored_study_when_it_has_complete_trials(tmp_path):
     import optuna
 
     from search.report import build_table
-    from search.rundir import STUDY_NAME, study_url
+    from search.rundir import STUDY_NAME, study_storage
     from search.summary import importance
 
     path = make_run(tmp_path, _finished_trials(), space=TRIPLET_SPACE)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=study_url(path), direction="maximize")
+    study = optuna.create_study(study_name=STUDY_NAME, storage=study_storage(path), direction="maximize")
     dists = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
              "margin": optuna.distributions.FloatDistribution(0.05, 1.0)}
     for i in range(8):   # the stored study: here margin drives the value
@@ -166,7 +166,7 @@ def test_importance_from_the_stored_study_when_it_has_complete_trials(tmp_path):
                                                   distributions=dists, value=float(i)))
     run = read_run(path)
     values, source = importance(run, build_table(run))
-    assert source == "8 complete trials of the study in optuna.db"
+    assert source == "8 complete trials of the study in optuna.journal"
     assert values["margin"] > values["lr"]
 
 
@@ -275,8 +275,8 @@ def test_an_unreadable_study_falls_back_to_the_report_rows_and_says_so(tmp_path)
     from search.summary import importance
 
     path = make_run(tmp_path, _finished_trials(), space=TRIPLET_SPACE)
-    (path / "optuna.db").write_bytes(b"not a database" * 100)
+    (path / "optuna.journal").write_bytes(b"not a journal line\n" * 100)
     run = read_run(path)
     values, source = importance(run, build_table(run))
     assert set(values) == {"lr", "margin"}
-    assert source.startswith("the report's 6 finished trials (objective_best); optuna.db could not be read (")
+    assert source.startswith("the report's 6 finished trials (objective_best); optuna.journal could not be read (")

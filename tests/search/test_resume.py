@@ -32,7 +32,7 @@ from models.config import ConfigError
 from search.config import build_config, dump_config
 from search.report import load_report, read_run
 from search.resume import check_resumable, hold_lock, lock_held
-from search.rundir import SCHEDULER_STATE, read_outcomes, read_trial_results, study_url
+from search.rundir import SCHEDULER_STATE, read_outcomes, read_trial_results, study_storage
 from search.snapshot import keep_snapshot
 
 HPSEARCH = Path(sys.executable).with_name("hpsearch")
@@ -67,7 +67,7 @@ def fake_run(tmp_path: Path, trials: dict[str, str] | None = None, kept: bool = 
     run_dir.mkdir(parents=True)
     dump_config(build_config(TOY), run_dir / "search.yaml")
     (run_dir / "run.json").write_text(json.dumps({"name": "toy", "state": state}), encoding="utf-8")
-    (run_dir / "optuna.db").write_bytes(b"SQLite format 3\x00")
+    optuna.create_study(study_name="hpsearch", storage=study_storage(run_dir), direction="maximize")
     files = ray_files(trials or {"aaa": "TERMINATED", "bbb": "RUNNING"})
     for name, data in files.items():   # Ray's own copies in the run dir
         (run_dir / name).write_bytes(data)
@@ -119,8 +119,32 @@ REFUSED = [
     ("no kept copy, Ray's searcher state truncated",
      lambda d: truncate(d / f"searcher-state-{SESSION}.pkl", 10) or d / f"searcher-state-{SESSION}.pkl", False),
     ("scheduler state truncated", lambda d: torn_scheduler_state(d), True),
-    ("Optuna study missing", lambda d: (d / "optuna.db").unlink() or d / "optuna.db", True),
+    ("Optuna study missing", lambda d: (d / "optuna.journal").unlink() or d / "optuna.journal", True),
+    ("Optuna study with a line that is no journal entry",
+     lambda d: (d / "optuna.journal").open("ab").write(b"[]\n{}\n") and d / "optuna.journal", True),
+    ("Optuna study in SQLite, from an older hpsearch",
+     lambda d: (d / "optuna.journal").rename(d / "optuna.db") or d / "optuna.db", True),
 ]
+
+
+def test_a_journal_line_torn_by_a_kill_is_cut_and_the_study_reads_on(tmp_path):
+    """A SIGKILL during Optuna's append leaves half a line (and the writer's lock): resume accepts
+    the run dir, cuts the half line and removes the lock before the study is opened again, so the
+    next write starts a line of its own."""
+    from search.resume import repair_journal
+
+    run_dir = fake_run(tmp_path)
+    journal = run_dir / "optuna.journal"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code": 4, "worker_id": "x", "study_id"')
+    (run_dir / "optuna.journal.lock").symlink_to(journal)
+    check_resumable(run_dir)                                        # a torn last line is no refusal
+    repair_journal(run_dir)
+    assert journal.read_bytes() == whole and not (run_dir / "optuna.journal.lock").is_symlink()
+    study = optuna.load_study(study_name="hpsearch", storage=study_storage(run_dir))
+    study.ask()
+    study.ask()
+    assert len(optuna.load_study(study_name="hpsearch", storage=study_storage(run_dir)).trials) == 2
 
 
 @pytest.mark.parametrize("damage, kept", [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
@@ -337,7 +361,7 @@ def test_a_search_interrupted_at_half_resumes_to_the_same_end(tmp_path, sig, cod
         {t for t, e in outcomes.items() if e["outcome"] == "pruned_asha"}
 
     # the Optuna study continued: no trial left RUNNING, each Ray trial told its end
-    study = optuna.load_study(study_name="hpsearch", storage=study_url(run_dir))
+    study = optuna.load_study(study_name="hpsearch", storage=study_storage(run_dir))
     assert optuna.trial.TrialState.RUNNING not in {t.state for t in study.trials}
     told = {t.user_attrs.get("trial_id"): t.state.name for t in study.trials if t.state.name != "FAIL"}
     assert told == {t: ("COMPLETE" if e["outcome"] == "completed" else "PRUNED") for t, e in outcomes.items()}

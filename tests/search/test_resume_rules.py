@@ -199,7 +199,11 @@ def test_keep_snapshot_writes_the_free_slot_then_publishes_it(tmp_path):
 def check_resumable_trials(run_dir: Path) -> set[str]:
     dump_config(build_config(TOY), run_dir / "search.yaml")
     (run_dir / "run.json").write_text('{"state": "running"}', encoding="utf-8")
-    (run_dir / "optuna.db").write_bytes(b"")
+    import optuna
+
+    from search.rundir import study_storage
+
+    optuna.create_study(study_name="hpsearch", storage=study_storage(run_dir), direction="maximize", load_if_exists=True)
     return set(check_resumable(run_dir).trials)
 
 
@@ -207,6 +211,7 @@ def test_optuna_trials_ray_never_saved_are_closed_and_an_unstarted_point_is_aske
     import optuna
 
     from search.resume import close_orphans
+    from search.rundir import study_storage
     from search.searcher import inner_searcher, make_searcher
 
     config = build_config(TOY)
@@ -219,10 +224,32 @@ def test_optuna_trials_ray_never_saved_are_closed_and_an_unstarted_point_is_aske
 
     fresh = inner_searcher(make_searcher(config, tmp_path, OutcomeLog(tmp_path)))   # as `hpsearch resume` builds it
     close_orphans(fresh, {"known"}, rows_of, outcomes.all())
-    study = optuna.load_study(study_name="hpsearch", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.load_study(study_name="hpsearch", storage=study_storage(tmp_path))
     state = {t.user_attrs.get("trial_id"): t for t in study.trials if t.user_attrs.get("trial_id")}
     assert state["known"].state.name == "RUNNING"                 # Ray resumes it and tells its end
     assert (state["done"].state.name, state["done"].value) == ("COMPLETE", 0.5)
     for lost in ("unstarted", "half"):
         assert state[lost].state.name == "FAIL" and state[lost].user_attrs["reason"] == ORPHAN_REASON
     assert fresh.suggest("next") == points["unstarted"]          # asked again ("half" ran, so it is not)
+
+
+def test_ray_snapshots_are_paced_by_their_cost_when_auto(monkeypatch):
+    """Every step while a snapshot is cheap, at most 5% of the driver's time on them, never more
+    than 5 s apart; a fixed TUNE_GLOBAL_CHECKPOINT_S is left as the user set it."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    from search.snapshot import pace_snapshots
+
+    # the pacing replaces a method of Ray's class; put Ray's own back after this test
+    monkeypatch.setattr(_ExperimentCheckpointManager, "_update_auto_checkpoint_time",
+                        _ExperimentCheckpointManager._update_auto_checkpoint_time)
+    pace_snapshots()
+    manager = object.__new__(_ExperimentCheckpointManager)
+    manager._auto_checkpoint_enabled, manager._checkpoint_period = True, 10.0
+    manager._update_auto_checkpoint_time(time_taken=0.002)
+    assert abs(manager._checkpoint_period - 0.038) < 1e-9         # 2 ms snapshot: the next 38 ms on
+    manager._update_auto_checkpoint_time(time_taken=1.0)
+    assert manager._checkpoint_period == 5.0
+    manager._auto_checkpoint_enabled, manager._checkpoint_period = False, 30.0
+    manager._update_auto_checkpoint_time(time_taken=0.002)
+    assert manager._checkpoint_period == 30.0

@@ -27,7 +27,7 @@ import yaml
 
 from search import preflight
 from search.config import load_config
-from search.rundir import read_outcomes, read_run_info, read_trial_results, study_url
+from search.rundir import read_outcomes, read_run_info, read_trial_results, study_storage
 from search.trainable import CHECKPOINT_FILE, index_from_name, trial_seed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,7 +186,7 @@ def test_toy_search_prunes_each_failure_for_its_reason_and_records_everything(ra
     assert [r["epoch"] for r in state["history"]] == [1, 2, 3, 4, 5, 6]
 
     # the Optuna study: health-pruned trials PRUNED or FAIL, never a value; none RUNNING
-    study = optuna.load_study(study_name="hpsearch", storage=study_url(run_dir))
+    study = optuna.load_study(study_name="hpsearch", storage=study_storage(run_dir))
     states = {t.user_attrs.get("trial_id"): t.state for t in study.trials}
     assert set(states) == set(found)
     assert optuna.trial.TrialState.RUNNING not in states.values()
@@ -237,7 +237,7 @@ def test_a_user_model_that_does_not_report_the_objective_fails_naming_it(ray_ses
     (entry,) = read_outcomes(run_dir).values()
     assert entry["outcome"] == "error"
     assert "'val_f1' was not reported" in entry["reason"] and "val_acc" in entry["reason"]
-    study = optuna.load_study(study_name="hpsearch", storage=study_url(run_dir))
+    study = optuna.load_study(study_name="hpsearch", storage=study_storage(run_dir))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
 
 

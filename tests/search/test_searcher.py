@@ -14,7 +14,7 @@ from ray.tune.search import ConcurrencyLimiter
 from models.config import ConfigError
 from search.config import Budget, Objective, RunConfig, SchedulerConfig
 from search.health import HealthConfig, assess
-from search.rundir import STUDY_NAME, OutcomeLog, study_url
+from search.rundir import STUDY_NAME, OutcomeLog, study_storage
 from search.scheduler import make_scheduler
 from search.searcher import (CONSTRAINT, HealthOptunaSearch, close_open_trials, inner_searcher, make_searcher,
                              warm_start_points)
@@ -32,7 +32,7 @@ def make_config(seed=0, warm_start=(), params=None, max_concurrent=0):
 
 
 def study(run_dir):
-    return optuna.load_study(study_name=STUDY_NAME, storage=study_url(run_dir))
+    return optuna.load_study(study_name=STUDY_NAME, storage=study_storage(run_dir))
 
 
 def by_ray_id(run_dir):
@@ -227,7 +227,7 @@ def test_study_opens_from_the_run_dir_with_the_documented_name(search):
     searcher, scheduler, run_dir = search
     run_trial(searcher, scheduler, "good", rows([0.5] * 9))
     run_trial(searcher, scheduler, "flat", rows([0.99] * 9, [0.1] * 9))
-    assert (run_dir / "optuna.db").is_file()
+    assert (run_dir / "optuna.journal").is_file()
     loaded = study(run_dir)
     assert loaded.direction == optuna.study.StudyDirection.MAXIMIZE
     assert [(t.user_attrs["trial_id"], t.state) for t in loaded.trials] == [
