@@ -31,7 +31,7 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m "not slow"
 
-# The benchmarks behind BENCHMARKS.md (each rewrites its own section; about an hour on 2 cores,
+# The benchmarks behind BENCHMARKS.md (each rewrites its own section; about 40 min on 2 cores,
 # best on an otherwise idle machine). They replay the curves shipped in benchmarks/data;
 # `make bench-curves` records those again (about 25 minutes).
 bench: install

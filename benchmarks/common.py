@@ -152,7 +152,7 @@ def verdict(measured: float, target: float, better: str = "lower") -> str:
     if math.isinf(measured):
         return "missed (never reached)"
     by = (measured / target - 1) if better == "lower" else (1 - measured / target)
-    return f"missed by {by:.0%}"
+    return f"missed by {by:.1%}" if by < 0.1 else f"missed by {by:.0%}"
 
 
 _MARK = "<!-- bench:{name} -->"

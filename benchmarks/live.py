@@ -137,6 +137,7 @@ def optuna_live(run: Any, seed: int, budget: int) -> tuple[Trace, dict, float]:
     trace, rows = Trace(TITLES["optuna"], seed, budget), {}
     metric, mode = run.objective.metric, run.objective.mode
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize",
+                                study_name=f"optuna-alone-{seed}",   # as the replay names it (simulate.py)
                                 sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
                                 pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=run.max_epochs))
 

@@ -258,16 +258,18 @@ def _group(filename: str, name: str) -> str:
     if "site-packages/" in filename:
         package = filename.split("site-packages/", 1)[1].split("/", 1)[0]
         if package in ("sqlalchemy", "alembic"):
-            return "Optuna study in SQLite (SQLAlchemy)"
+            return "SQLAlchemy"
         if package == "optuna":
-            return "Optuna (TPE, trials)" if "/samplers/" in filename else "Optuna (study, storage cache)"
+            if "/samplers/" in filename:
+                return "Optuna (TPE, trials)"
+            return "Optuna journal storage" if "/storages/" in filename else "Optuna (study)"
         if package == "ray":
             return "Ray Tune" if "/tune/" in filename or "/train/" in filename else "Ray core"
         return package
     if "/search/" in filename or "/models/" in filename or "/benchmarks/" in filename:
         return "hpsearch (search/, models/)"
     if "sqlite3" in filename:
-        return "Optuna study in SQLite (SQLAlchemy)"
+        return "SQLAlchemy"
     return "Python standard library"
 
 

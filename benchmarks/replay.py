@@ -88,8 +88,21 @@ def same_decisions(a: Any, b: Any) -> bool:
     return key == [(t.index, t.epochs, t.outcome) for t in b.trials] and a.incumbents == b.incumbents
 
 
+DEFAULT_RUNS = 64
+
+
+def search_runs(curves: Any, floor: float) -> float:
+    """Full runs per search: ``floor``, or the runs random search needs on average to land within 1%
+    of the grid's best (1 / the share of configs there) where that is more: a grid whose best is
+    nearly alone gets a budget in which every strategy can find it, so the medians compare."""
+    mode = curves.mode
+    target = target_value(curves.best_final()[1], mode)
+    p_hit = curves.mass([i for i in range(len(curves)) if score(curves.final(i), mode) >= score(target, mode)])
+    return max(floor, float(math.ceil(1 / p_hit))) if p_hit > 0 else floor
+
+
 def model_section(path: str, results: list[tuple], sweep: list[tuple], budget: int, seeds: int,
-                  sqlite: list[tuple]) -> tuple[str, dict]:
+                  shipped: list[tuple]) -> tuple[str, dict]:
     curves = _curves(path)
     mode, E = curves.mode, curves.epochs
     best_i, best = curves.best_final()
@@ -176,15 +189,15 @@ def model_section(path: str, results: list[tuple], sweep: list[tuple], budget: i
         "",
         table(["target", "measured", "target", ""], targets),
     ]
-    if sqlite:
+    if shipped:
         by_seed = {seed: trace for (_, _, seed, _, _, _), trace, _ in results if trace.strategy == "hpsearch"}
-        same = sum(1 for (_, _, seed, _, _, _), trace, _ in sqlite if same_decisions(trace, by_seed[seed]))
-        ms_sqlite = sum(secs / len(trace.trials) for _, trace, secs in sqlite) / len(sqlite) * 1000
+        same = sum(1 for (_, _, seed, _, _, _), trace, _ in shipped if same_decisions(trace, by_seed[seed]))
+        ms_shipped = sum(secs / len(trace.trials) for _, trace, secs in shipped) / len(shipped) * 1000
         lines += ["", f"The hpsearch searches above keep the Optuna study in memory "
                   f"(benchmarks.simulate.study_in_memory); the storage decides nothing. The first "
-                  f"{len(sqlite)} seeds were also run with the study in SQLite as shipped: {same} of "
-                  f"{len(sqlite)} made exactly the same decisions; there the searcher and scheduler took "
-                  f"{ms_sqlite:.0f} ms of driver CPU per trial against {seconds['hpsearch'] / figures['hpsearch']['seeds'] / max(figures['hpsearch']['trials'], 1) * 1000:.0f} ms in memory."]
+                  f"{len(shipped)} seeds were also run with the study in the journal file as shipped: {same} of "
+                  f"{len(shipped)} made exactly the same decisions; there the searcher and scheduler took "
+                  f"{ms_shipped:.0f} ms of driver CPU per trial against {seconds['hpsearch'] / figures['hpsearch']['seeds'] / max(figures['hpsearch']['trials'], 1) * 1000:.0f} ms in memory."]
     if sweep:
         sweep_by: dict[str, list] = {}
         for _, trace, _ in sweep:
@@ -206,12 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--curves", nargs="*", help="curve files (default: benchmarks/data/curves_*.json.gz)")
     parser.add_argument("--seeds", type=int, default=50)
-    parser.add_argument("--budget-runs", type=float, default=64, dest="budget_runs",
-                        help="epoch budget per search, in full runs (x the recorded epochs)")
+    parser.add_argument("--budget-runs", type=float, default=None, dest="budget_runs",
+                        help="epoch budget per search, in full runs (x the recorded epochs); default 64, or "
+                             "what random search needs on average to land within 1%% of the best where more")
     parser.add_argument("--sweep-seeds", type=int, default=30, dest="sweep_seeds",
                         help="seeds per ASHA setting in the rung sweep (0: no sweep)")
-    parser.add_argument("--sqlite-seeds", type=int, default=3, dest="sqlite_seeds",
-                        help="seeds also run with the study in SQLite, as shipped, to check the decisions match")
+    parser.add_argument("--shipped-seeds", type=int, default=3, dest="shipped_seeds",
+                        help="seeds also run with the study in its journal file, as shipped, to check the decisions match")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", help="markdown file for the section (default BENCHMARKS.md)")
     args = parser.parse_args(argv)
@@ -222,15 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     sections, verdicts = [], {}
     for path in paths:
         curves = _curves(path)
-        budget = int(round(args.budget_runs * curves.epochs))
+        runs = args.budget_runs if args.budget_runs is not None else search_runs(curves, DEFAULT_RUNS)
+        budget = int(round(runs * curves.epochs))
         jobs = [(path, s, seed, budget, None, "memory") for s in ORDER for seed in range(args.seeds)]
-        sqlite_jobs = [(path, "hpsearch", seed, budget, None, "sqlite") for seed in range(min(args.sqlite_seeds, args.seeds))]
+        shipped_jobs = [(path, "hpsearch", seed, budget, None, "journal") for seed in range(min(args.shipped_seeds, args.seeds))]
         sweep_jobs = [(path, "hpsearch", seed, budget, rungs, "memory") for rungs in SWEEP if rungs[0] <= curves.epochs
                       for seed in range(args.sweep_seeds)]
         began = time.perf_counter()
-        done = run_jobs(jobs + sqlite_jobs + sweep_jobs, args.workers)
+        done = run_jobs(jobs + shipped_jobs + sweep_jobs, args.workers)
         print(f"{curves.model}: {len(done)} searches in {time.perf_counter() - began:.0f} s", flush=True)
-        n, m = len(jobs), len(jobs) + len(sqlite_jobs)
+        n, m = len(jobs), len(jobs) + len(shipped_jobs)
         text, verdicts[curves.model] = model_section(path, done[:n], done[m:], budget, args.seeds, done[n:m])
         sections.append(text)
     intro = (

@@ -198,22 +198,21 @@ def _ray_space(curves: CurveSet) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def study_in_memory():
-    """make_searcher with its Optuna study in memory instead of SQLite. The storage holds the trials
-    and decides nothing, so TPE suggests the same; the SQLite round trips are most of the replay's
-    time (tests/benchmarks checks both give the same trace)."""
+    """make_searcher with its Optuna study in memory instead of the run dir's journal file. The
+    storage holds the trials and decides nothing, so TPE suggests the same (tests/benchmarks checks
+    both give the same trace); the replay then times the searcher and scheduler alone."""
+    import optuna
+
     import search.searcher as module
 
-    real = module.optuna
-    storages = types.SimpleNamespace(RDBStorage=lambda *args, **kwargs: real.storages.InMemoryStorage())
-    proxy = types.SimpleNamespace(storages=storages, samplers=real.samplers, logging=real.logging, Study=real.Study)
-    with mock.patch.object(module, "optuna", proxy):
+    with mock.patch.object(module, "study_storage", lambda run_dir: optuna.storages.InMemoryStorage()):
         yield
 
 
 def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, grace: int | None = None,
-             reduction: float | None = None, name: str = "hpsearch", storage: str = "sqlite",
+             reduction: float | None = None, name: str = "hpsearch", storage: str = "journal",
              max_trials: int | None = None) -> Trace:
-    """The product: make_searcher (HealthOptunaSearch, TPE, study in SQLite, or in memory with
+    """The product: make_searcher (HealthOptunaSearch, TPE, study in the journal file, or in memory with
     ``storage="memory"``) + make_scheduler (HealthASHA) + the trainable's health verdicts. No
     warm-start points (they are a demo's)."""
     from search.config import SchedulerConfig
@@ -269,7 +268,10 @@ def optuna_alone(curves: CurveSet, seed: int, budget: int) -> Trace:
     time; a NaN objective makes Optuna fail the trial. Best: ``study.best_trial``."""
     trace = Trace("Optuna alone (TPE + HyperbandPruner)", seed, budget)
     space = curves.run.space
+    # named: HyperbandPruner puts a trial in a bracket by a hash of the study's name, and an
+    # unnamed study gets a random one, which made the same seed prune differently run to run
     study = optuna.create_study(direction="maximize" if curves.mode == "max" else "minimize",
+                                study_name=f"optuna-alone-{seed}",
                                 sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
                                 pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=curves.epochs))
 

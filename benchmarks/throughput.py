@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from benchmarks import harness
+from models.config import ConfigError
 from benchmarks.common import Stamp, command_line, log, out_path, table, write_section
 
 SIZES = {"full": {"epochs": 3, "threads": (1, 2), "batches": (16, 32, 64, 128), "symmetric": {"num_stories": 300}},
@@ -104,11 +105,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([name, scale, batch, threads, f"{rate:,.0f}", f"{seconds:.3f}",
                          f"{rate / per_thread[1]:.2f}x"])
             log(f"{name} {threads} thread(s): {rate:.0f} samples/s")
-        scan = []
+        scan, refused = [], []
         for b in size["batches"]:
+            try:
+                models.validate_params(name, {**params, "batch_size": b})
+            except ConfigError as err:   # e.g. more classes per batch than the data has
+                refused.append(f"{b} ({str(err).partition(': ')[2]})")
+                continue
             rate, _ = measure(name, {**params, "batch_size": b}, 1, size["epochs"])
             scan.append(f"{b}: {rate:,.0f}")
-        scans.append(f"- {name}, 1 thread, samples/s by batch size: " + ", ".join(scan))
+        scans.append(f"- {name}, 1 thread, samples/s by batch size: " + ", ".join(scan)
+                     + (f"; refused by the model's settings: {'; '.join(refused)}" if refused else ""))
         profiles.append(f"- {name}: " + top_ops(name, params))
     body = ["CPU only: no GPU was lent to this run.", "",
             table(["model", "scale", "batch size", "torch threads", "train samples/s", "s per epoch",

@@ -3,12 +3,14 @@
 Each run writes its section into a temporary markdown file (never BENCHMARKS.md). The figures at
 these sizes mean nothing; what is checked is that each script runs, writes its section with its
 tables, and that the shortcuts the full runs rely on hold: the in-process replay makes the decisions
-a real Tuner makes, and an Optuna study in memory gives the searcher the same trials as SQLite.
+a real Tuner makes, and an Optuna study in memory gives the searcher the same trials as the
+journal file a search keeps.
 The tests that start Ray share one local session and are marked slow.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -61,11 +63,11 @@ def test_recorded_grid_replays_each_point_as_itself(tiny_curves: str) -> None:
 
 @pytest.mark.parametrize("path", default_paths(), ids=lambda p: p.name)
 def test_shipped_curves_are_what_the_model_trains_today(path: Path) -> None:
-    """The replay is only as true as its recording: one grid point, retrained now, gives the
-    recorded epochs (if not: `make bench-curves`)."""
+    """The replay is only as true as its recording: one grid point (the quickest to train), retrained
+    now, gives the recorded epochs (if not: `make bench-curves`)."""
     torch.set_num_threads(1)
     curves = CurveSet.load(path)
-    index = len(curves) // 3
+    index = min(range(len(curves)), key=lambda i: sum(curves.epoch_s[i]))
     _, rows, _, _ = record_curves.record_one((index, curves.model, {**curves.run.params, **curves.configs[index]},
                                               curves.epochs))
     for fresh, recorded in zip(rows, curves.rows(index)):
@@ -76,7 +78,7 @@ def test_shipped_curves_are_what_the_model_trains_today(path: Path) -> None:
 def test_replay_writes_every_strategy_and_the_targets(tiny_curves: str, tmp_path: Path) -> None:
     out = tmp_path / "B.md"
     replay.main(["--curves", tiny_curves, "--seeds", "2", "--budget-runs", "4", "--sweep-seeds", "1",
-                 "--sqlite-seeds", "1", "--workers", "1", "--out", str(out)])
+                 "--shipped-seeds", "1", "--workers", "1", "--out", str(out)])
     body = section(out, "replay")
     for title in ("hpsearch", "random search, no pruning", "ASHA + OptunaSearch, no health rules",
                   "Optuna alone (TPE + HyperbandPruner)", "exact expectation", "broken config returned as best by hpsearch",
@@ -85,10 +87,10 @@ def test_replay_writes_every_strategy_and_the_targets(tiny_curves: str, tmp_path
     assert "1 of 1 made exactly the same decisions" in body
 
 
-def test_study_in_memory_gives_the_same_search_as_sqlite(tiny_curves: str) -> None:
+def test_study_in_memory_gives_the_same_search_as_the_journal(tiny_curves: str) -> None:
     curves = CurveSet.load(tiny_curves)
     a = simulate.hpsearch(curves, seed=3, budget=24, storage="memory")
-    b = simulate.hpsearch(curves, seed=3, budget=24, storage="sqlite")
+    b = simulate.hpsearch(curves, seed=3, budget=24, storage="journal")
     assert replay.same_decisions(a, b)
     assert a.spent == 24 and len(a.trials) > 2
 
@@ -148,3 +150,22 @@ def test_live_writes_live_and_replay_side_by_side(tmp_path: Path, ray_session: N
     body = section(out, "live")
     for title in live.TITLES.values():
         assert f"| {title} |" in body
+
+
+def test_a_grid_whose_best_is_rare_gets_the_budget_random_search_needs_to_find_it(tiny_curves: str) -> None:
+    curves = CurveSet.load(tiny_curves)
+    best = replay.target_value(curves.best_final()[1], curves.mode)
+    sign = 1 if curves.mode == "max" else -1
+    share = curves.mass([i for i in range(len(curves)) if sign * curves.final(i) >= sign * best])
+    assert 0 < share < 1
+    assert replay.search_runs(curves, floor=1) == math.ceil(1 / share)   # on average random finds it once
+    assert replay.search_runs(curves, floor=1000) == 1000
+
+
+def test_each_baseline_replays_the_same_search_for_the_same_seed(tiny_curves: str) -> None:
+    """A figure that moves from run to run of the same seeds compares nothing (an unnamed Optuna
+    study once put trials in HyperbandPruner brackets at random)."""
+    curves = CurveSet.load(tiny_curves)
+    for name, strategy in simulate.STRATEGIES.items():
+        first, again = strategy(curves, 5, 24), strategy(curves, 5, 24)
+        assert replay.same_decisions(first, again), name
