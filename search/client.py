@@ -134,7 +134,8 @@ def drive(verb: str, target: Any, relay: Any, address: str) -> tuple[int, str]:
         return 130, ""
     except Exception as error:   # shown as one line here; the head's worker log has the traceback
         logging.getLogger(__name__).exception("hpsearch %s on the head failed", verb)
-        return 1, f"the search on the head failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        return 1, f"the search on the head failed: {type(error).__name__}: {first}"
     finally:
         done.set()
         out.flush()
