@@ -17,7 +17,6 @@ import math
 import multiprocessing
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Stamp, command_line, fmt, out_path, table, verdict, write_section

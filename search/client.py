@@ -25,13 +25,13 @@ import contextlib
 import dataclasses
 import io
 import logging
-import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from models.config import ConfigError
 
@@ -143,16 +143,29 @@ def drive(verb: str, target: Any, relay: Any, address: str) -> tuple[int, str]:
         ray.get(relay.signals.remote(0))   # the Relay runs this caller's calls in order: every line is in
 
 
+CONNECT_TRIES = 3   # the head's proxy now and then fails to start the per-client server; it may retry
+
+
 def connect(address: str, runtime_env: dict[str, Any]) -> None:
     import ray
 
-    try:
-        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.ERROR, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        last = [line for line in str(error).splitlines() if line.strip()]
-        raise ConfigError(f"--address: could not connect to the Ray Client server at {address}: "
-                          f"{last[-1] if last else type(error).__name__} (a cluster with token authentication "
-                          "also wants RAY_AUTH_MODE=token and RAY_AUTH_TOKEN here, as on the head)") from None
+    for attempt in range(1, CONNECT_TRIES + 1):
+        try:
+            ray.init(address=address, runtime_env=runtime_env, logging_level=logging.ERROR, log_to_driver=False)
+            return
+        except RuntimeError as error:
+            if attempt == CONNECT_TRIES or "Starting Ray client server failed" not in str(error):
+                refuse_connection(address, error)
+            time.sleep(attempt)
+        except (ConnectionError, ValueError) as error:
+            refuse_connection(address, error)
+
+
+def refuse_connection(address: str, error: BaseException) -> NoReturn:
+    last = [line for line in str(error).splitlines() if line.strip()]
+    raise ConfigError(f"--address: could not connect to the Ray Client server at {address}: "
+                      f"{last[-1] if last else type(error).__name__} (a cluster with token authentication "
+                      "also wants RAY_AUTH_MODE=token and RAY_AUTH_TOKEN here, as on the head)") from None
 
 
 def head_node_id() -> str:

@@ -17,6 +17,13 @@ from search.rundir import read_outcomes
 from tests.search.test_cluster import HPSEARCH, LocalCluster, marked, trial_rows, write_config
 
 
+def server_logs(cluster: LocalCluster) -> str:
+    """The head's Ray Client server logs, for a failure message."""
+    logs = cluster.nodes[0].temp_dir / "session_latest" / "logs"
+    return "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                   for p in sorted(logs.glob("ray_client_server*.err")))
+
+
 def curve(trial_dir: Path) -> str | None:
     params = trial_dir / "params.json"
     return json.loads(params.read_text())["curve"] if params.is_file() else None
@@ -55,7 +62,7 @@ def test_a_ray_client_search_runs_on_the_head_stops_on_sigint_and_resumes(tmp_pa
             if any(curve(run_dir / name) == "healthy" and len(trial) >= 3 for name, trial in rows.items()):
                 break
             time.sleep(0.1)
-        assert first.poll() is None, first.communicate()[0]
+        assert first.poll() is None, first.communicate()[0] + server_logs(cluster)
         first.send_signal(signal.SIGINT)
         text, _ = first.communicate(timeout=120)
         assert first.returncode == 130, text
