@@ -345,18 +345,19 @@ def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 
            shown_address: str | None = None) -> int:
     """Continue an interrupted search in ``run_dir`` (``hpsearch resume``): every check first, then
     the run dir's records reconciled with Ray's last snapshot, then the search to its end.
+    ``address`` as search.cluster.check_address returned it (``resume_command`` checks it once);
     ``shown_address``: the address the user gave, where it differs (Ray Client: search.client)."""
     from search import resume as restoring
 
     stream = stream or sys.stdout
     snapshot = restoring.check_resumable(run_dir)
-    address = check_address(address)
     check_cluster_storage(snapshot.run_dir.parent, address)
     preflight.check_cpu(snapshot.config, address)
     preflight.check_gpu(snapshot.config, address)
     runtime_env: dict[str, Any] = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
-    if address is not None and model_modules(snapshot.config.model):
-        runtime_env["py_modules"] = model_modules(snapshot.config.model)
+    modules = model_modules(snapshot.config.model) if address is not None else []
+    if modules:
+        runtime_env["py_modules"] = modules
     plan = preflight.Plan(config=snapshot.config, config_path=snapshot.run_dir / SEARCH_YAML,
                           name=snapshot.run_dir.name, storage=snapshot.run_dir.parent,
                           address=shown_address or address,

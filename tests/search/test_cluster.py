@@ -75,14 +75,19 @@ def kill_all(prefix: str, timeout: float = 10.0) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
     alive = marked(prefix)
     while alive and time.monotonic() < deadline:
-        for process in alive:
-            try:
-                process.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=2)
+        kill_now(alive, timeout=2)
         alive = marked(prefix)
     return alive
+
+
+def kill_now(processes: list[psutil.Process], timeout: float) -> None:
+    """SIGKILL each process (one already gone is fine) and wait up to ``timeout`` for them."""
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(processes, timeout=timeout)
 
 
 def base_env(**extra: str) -> dict[str, str]:

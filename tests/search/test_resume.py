@@ -34,6 +34,7 @@ from search.report import load_report, read_run
 from search.resume import check_resumable, hold_lock, lock_held
 from search.rundir import SCHEDULER_STATE, read_outcomes, read_trial_results, study_storage
 from search.snapshot import keep_snapshot
+from tests.search.test_cluster import kill_now
 
 HPSEARCH = Path(sys.executable).with_name("hpsearch")
 REPO = Path(__file__).resolve().parents[2]
@@ -269,12 +270,7 @@ class Driver:
 
     def stop_leftovers(self) -> list[psutil.Process]:
         left = self.alive()
-        for process in left:
-            try:
-                process.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(left, timeout=15)
+        kill_now(left, timeout=15)
         return left
 
 
