@@ -53,7 +53,7 @@ def memory_gib() -> float | None:
 
 def versions() -> dict[str, str]:
     """The package versions a figure was measured with (the same helper exports use)."""
-    from search.training import versions as package_versions
+    from hpsearch.core.training import versions as package_versions
 
     return package_versions()
 

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import DATA
-from search.config import RunConfig, build_config
-from search.objective import score
+from hpsearch.core.config import RunConfig, build_config
+from hpsearch.core.objective import score
 
 FORMAT = 1
 LABELS = ("healthy", "other", "flat", "collapsed", "diverged", "nonfinite")
@@ -66,7 +66,7 @@ class CurveSet:
         self.epoch_s: list[list[float]] = data.get("epoch_s") or [[] for _ in self.configs]
         self.build_s: list[float] = data.get("build_s") or [0.0 for _ in self.configs]
         self.epochs = min(len(c) for c in self._curves)
-        import models
+        from hpsearch import models
 
         self.collapse = models.declared(self.model, "collapse") or {}
         self.health = self.run.health

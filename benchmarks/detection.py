@@ -4,8 +4,8 @@
 
 Part 1 feeds planted curves (a constant loss, a loss clamped at a floor, NaN at epoch k, x3 growth,
 a one-epoch spike, slow improvers, ...) through what a search does every epoch: the trainable's
-verdict (``search.health.assess`` on the history so far, default thresholds) and the real
-scheduler (``search.scheduler.HealthASHA``), and records the epoch the trial is stopped.
+verdict (``hpsearch.core.health.assess`` on the history so far, default thresholds) and the real
+scheduler (``hpsearch.tune.scheduler.HealthASHA``), and records the epoch the trial is stopped.
 
 Part 2 runs the same per-epoch verdicts over every recorded curve (benchmarks/data, see
 record_curves.py). Each curve is labelled by fixed criteria that do not use the health rules
@@ -26,8 +26,8 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks.common import Stamp, command_line, fmt, out_path, table, write_section
-from search.health import HealthConfig, Verdict, assess
+from benchmarks.common import Stamp, command_line, out_path, table, write_section
+from hpsearch.core.health import HealthConfig, Verdict, assess
 
 EPOCHS = 12
 OBJECTIVE = "val_objective"
@@ -126,7 +126,7 @@ def first_verdict(rows: list[dict], config: HealthConfig | None = None,
 def scheduler_stop(rows: list[dict], config: HealthConfig | None = None,
                    collapse: dict[str, float] | None = None, objective: str = OBJECTIVE) -> int | None:
     """The epoch at which the real scheduler stops the trial (None: it runs to the end)."""
-    from search.scheduler import HealthASHA
+    from hpsearch.tune.scheduler import HealthASHA
 
     scheduler = HealthASHA(metric=objective, mode="max", max_t=len(rows) + 1, grace_period=1)
     trial = types.SimpleNamespace(trial_id="planted")
@@ -176,7 +176,7 @@ def _spread(values: list[int]) -> str:
 
 def recorded_table(paths: list) -> tuple[str, dict]:
     """Per-epoch verdicts over every recorded curve, against the fixed labels."""
-    from benchmarks.curves import CurveSet, LABELS
+    from benchmarks.curves import LABELS, CurveSet
 
     lines, totals = [], {"false_prunes": 0, "healthy": 0}
     for path in paths:
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     recorded_md, totals = recorded_table(paths) if paths else ("(no recorded curves found)", {})
     missed = [r["case"].name for r in results if not r["met"]]
     body = [
-        "Default health thresholds (`search.health.HealthConfig()`); a verdict is computed after every "
+        "Default health thresholds (`hpsearch.core.health.HealthConfig()`); a verdict is computed after every "
         "epoch on the history so far, as the trainable does, and fed to `HealthASHA`.",
         "",
         planted_md,

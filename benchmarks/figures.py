@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.common import fmt, quantiles
-from search.objective import score
+from hpsearch.core.objective import score
 
 TOLERANCE = 0.01
 

@@ -1,5 +1,5 @@
 """Running real searches from a benchmark: one local Ray session, configs written on the fly, the
-Tuner assembled by ``search.runner.make_tuner`` (the same assembly ``hpsearch run`` uses), and an
+Tuner assembled by ``hpsearch.driver.runner.make_tuner`` (the same assembly ``hpsearch run`` uses), and an
 event log of every result in the order Tune processed it.
 """
 
@@ -24,11 +24,11 @@ RUNTIME_ENV = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
 
 
 def start_ray() -> float:
-    """Start the local Ray hpsearch would start (search.runner.start_ray); seconds it took (0 when a
+    """Start the local Ray hpsearch would start (hpsearch.driver.runner.start_ray); seconds it took (0 when a
     session was already up)."""
     import ray
 
-    from search import runner
+    from hpsearch.driver import runner
 
     if ray.is_initialized():
         return 0.0
@@ -55,8 +55,8 @@ def quickstart(**changes: Any) -> dict[str, Any]:
 
 def plan_for(config: Path, storage: Path, name: str, sets: Sequence[str] = ()) -> Any:
     """The checked plan ``hpsearch run CONFIG --name NAME --storage STORAGE --set ...`` would run."""
-    from search import preflight
-    from search.cli import _parser
+    from hpsearch.cli import _parser
+    from hpsearch.driver import preflight
 
     argv = ["run", str(config), "--name", name, "--storage", str(storage)]
     for s in sets:
@@ -80,10 +80,10 @@ def actor_reuse(enabled: bool) -> Iterator[None]:
 
 
 def run_search(plan: Any, reuse: bool = True) -> tuple[float, int]:
-    """``hpsearch run`` on a started Ray (search.runner.run); (wall seconds, exit code). A trial that
+    """``hpsearch run`` on a started Ray (hpsearch.driver.runner.run); (wall seconds, exit code). A trial that
     ended in an error makes the measurement meaningless: that raises, with the trial's reason."""
-    from search import runner
-    from search.rundir import read_outcomes
+    from hpsearch.core.rundir import read_outcomes
+    from hpsearch.driver import runner
 
     began = time.perf_counter()
     with actor_reuse(reuse):
@@ -161,3 +161,11 @@ def pss_tree(pid: int) -> tuple[int, dict[str, int]]:
 def cwd_root() -> None:
     """Trials run in the driver's working directory: the repository root (benchmarks.toy imports)."""
     os.chdir(ROOT)
+
+
+def trivial_config(trials: int, reports: int) -> dict:
+    return {"model": "benchmarks.toy:Trivial", "seed": 0, "epochs": reports, "params": {},
+            "space": {"x": {"uniform": [0.0, 1.0]}},
+            "budget": {"num_samples": trials, "max_epochs": reports, "max_failures": 0},
+            "scheduler": {"grace_period": reports, "reduction_factor": 2},
+            "resources": {"cpu": 1, "gpu": 0}, "checkpoint": {"interval": 1}}

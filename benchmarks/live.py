@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.live                 # writes its section of BENCHMARKS.md
 
 The quickstart search (configs/quickstart.yaml without its warm-start points), a few seeds, one
-epoch budget. The Ray strategies run on one local Ray through ``search.runner.make_tuner`` (the
+epoch budget. The Ray strategies run on one local Ray through ``hpsearch.driver.runner.make_tuner`` (the
 assembly ``hpsearch run`` uses: the real trainable, actor reuse, checkpoints), each with its own
 searcher and scheduler; a search asks for no new trial once the budget is spent (running trials
 finish; epochs past the budget are not counted). Optuna alone trains in this process, one trial at
@@ -42,8 +42,8 @@ def searcher_and_scheduler(strategy: str, plan: Any, outcomes: Any, seed: int, s
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.scheduler import make_scheduler
-    from search.searcher import make_searcher
+    from hpsearch.tune.scheduler import make_scheduler
+    from hpsearch.tune.searcher import make_searcher
 
     run = plan.config
     space = {name: spec.to_optuna() for name, spec in run.space.items()}
@@ -64,12 +64,12 @@ def searcher_and_scheduler(strategy: str, plan: Any, outcomes: Any, seed: int, s
 
 def ray_search(strategy: str, config: Path, work: Path, seed: int, budget: int) -> tuple[Trace, dict, float]:
     """One live search through Ray; (trace, trial_id -> rows, wall seconds)."""
-    from search.rundir import OutcomeLog
+    from hpsearch.core.rundir import OutcomeLog
 
     plan = harness.plan_for(config, work / "runs", f"live-{strategy}-{seed}",
                             [f"seed={seed}", "budget.num_samples=100000"])
-    from search import runner
-    from search.searcher import inner_searcher
+    from hpsearch.driver import runner
+    from hpsearch.tune.searcher import inner_searcher
 
     runner.claim_run_dir(plan)  # as `hpsearch run` does, before the searcher puts its study there
     outcomes = OutcomeLog(plan.run_dir)
@@ -86,9 +86,9 @@ def ray_search(strategy: str, config: Path, work: Path, seed: int, budget: int) 
 
 
 def run_logged(plan: Any, searcher: Any, scheduler: Any, outcomes: Any, events: Any) -> tuple[list, float]:
-    from search import runner
-    from search.progress import OutcomeRecorder
-    from search.searcher import close_open_trials
+    from hpsearch.driver import runner
+    from hpsearch.tune.progress import OutcomeRecorder
+    from hpsearch.tune.searcher import close_open_trials
 
     tuner = runner.make_tuner(plan, searcher, scheduler, [OutcomeRecorder(outcomes), events])
     began = time.perf_counter()
@@ -130,8 +130,8 @@ def optuna_live(run: Any, seed: int, budget: int) -> tuple[Trace, dict, float]:
     import optuna
     import torch
 
-    import models
-    from search.trainable import trial_seed
+    from hpsearch import models
+    from hpsearch.tune.trainable import trial_seed
 
     torch.set_num_threads(1)
     trace, rows = Trace(TITLES["optuna"], seed, budget), {}
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a quickstart setting (the smoke test shrinks the data)")
     parser.add_argument("--out", help="markdown file for the section (default BENCHMARKS.md)")
     args = parser.parse_args(argv)
-    from search.config import apply_overrides, build_config
+    from hpsearch.core.config import apply_overrides, build_config
 
     stamp = Stamp(command_line("benchmarks.live", argv))
     harness.cwd_root()

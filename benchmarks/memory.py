@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmarks import harness
 from benchmarks.common import table, verdict
+from benchmarks.harness import trivial_config
 
 INTERVAL_S = 0.25
 
@@ -41,14 +42,12 @@ def peak_memory(work: Path, smoke: bool) -> tuple[str, list[list[Any]]]:
     """The quickstart search (2 trials) against ``hpsearch train`` of the quickstart config; the
     smoke run uses benchmarks.toy.Trivial for both instead."""
     if smoke:
-        from benchmarks.overhead import trivial_config
-
         raw = trivial_config(2, 2)
     else:
         raw = harness.quickstart(warm_start=[])
         raw["budget"] = {**raw["budget"], "num_samples": 2}
     config = harness.write_config(work / "memory.yaml", raw)
-    cli = [sys.executable, "-m", "search.cli"]
+    cli = [sys.executable, "-m", "hpsearch.cli"]
     plain, plain_names, plain_s, _ = sample_peak([*cli, "train", str(config), "--out", str(work / "plain")], harness.ROOT)
     search, search_names, search_s, _ = sample_peak(
         [*cli, "run", str(config), "--name", "memory", "--storage", str(work / "runs")], harness.ROOT)

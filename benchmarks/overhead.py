@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.overhead --only wall # one part (each part has its own section)
 
 1. Epoch time under the trainable vs a plain loop, per model: the same params trained by
-   ``models.fit.fit`` in this process and as a one-trial ``hpsearch run`` (Ray's
+   ``hpsearch.models.fit.fit`` in this process and as a one-trial ``hpsearch run`` (Ray's
    ``time_this_iter_s``: train, evaluate, health verdict, report, checkpoint), alternated 3 times;
    first epochs (model build) left out. Checkpoints every epoch (the default, and
    configs/triplet.yaml, symmetric.yaml), every 2 (configs/quickstart.yaml) and at the end only.
@@ -30,6 +30,8 @@ from typing import Any
 
 from benchmarks import harness
 from benchmarks.common import Stamp, command_line, fmt, log, out_path, table, verdict, write_section
+from benchmarks.harness import trivial_config
+from benchmarks.memory import peak_memory
 
 SIZES = {
     # wall: (trial compute goal s, trials, CPUs per trial)
@@ -43,7 +45,7 @@ SIZES = {
 
 def model_cases(smoke: bool) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, model, params) of each built-in model at the benchmark's scale."""
-    from models import BUILTIN
+    from hpsearch.models import BUILTIN
 
     quick = harness.quickstart()["params"]
     if smoke:
@@ -56,7 +58,7 @@ def model_cases(smoke: bool) -> list[tuple[str, str, dict[str, Any]]]:
 
 def _model_config(model: str, params: dict[str, Any], epochs: int, interval: int, cpu: float = 1.0) -> dict:
     """A search config with a one-point space (lr fixed to a hair): every trial trains the same."""
-    import models
+    from hpsearch import models
 
     full = models.validate_params(model, params)
     lr = float(full["lr"])
@@ -68,12 +70,12 @@ def _model_config(model: str, params: dict[str, Any], epochs: int, interval: int
 
 
 def plain_epochs(model: str, params: dict[str, Any], epochs: int, threads: int = 1) -> tuple[float, list[float]]:
-    """(build seconds, per-epoch seconds) of ``models.fit.fit`` in this process."""
+    """(build seconds, per-epoch seconds) of ``hpsearch.models.fit.fit`` in this process."""
     import torch
 
-    import models
-    from models.fit import fit
-    from search.trainable import trial_seed
+    from hpsearch import models
+    from hpsearch.models.fit import fit
+    from hpsearch.tune.trainable import trial_seed
 
     torch.set_num_threads(threads)
     began = time.perf_counter()
@@ -86,7 +88,7 @@ def plain_epochs(model: str, params: dict[str, Any], epochs: int, threads: int =
 
 def trainable_epochs(work: Path, tag: str, raw: dict) -> tuple[list[float], list[float], float]:
     """(time_this_iter_s, the epoch_s the trial measured itself, search wall) of a one-trial search."""
-    from search.report import read_run
+    from hpsearch.results.report import read_run
 
     config = harness.write_config(work / f"{tag}.yaml", raw)
     plan = harness.plan_for(config, work / "runs", tag)
@@ -99,7 +101,7 @@ def trainable_epochs(work: Path, tag: str, raw: dict) -> tuple[list[float], list
 
 
 def epoch_ratio(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
-    from search.config import CheckpointConfig, load_config
+    from hpsearch.core.config import CheckpointConfig, load_config
 
     default = CheckpointConfig().interval
     quick = load_config(harness.ROOT / "configs" / "quickstart.yaml").checkpoint.interval
@@ -185,14 +187,6 @@ def wall_vs_ideal(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
     text += (f"\n\nFixed cost of a search (`hpsearch run` of one trivial trial, 1 epoch, Ray already up): "
              f"{fixed_s:.1f} s; it is part of every search wall above.")
     return text, checks
-
-
-def trivial_config(trials: int, reports: int) -> dict:
-    return {"model": "benchmarks.toy:Trivial", "seed": 0, "epochs": reports, "params": {},
-            "space": {"x": {"uniform": [0.0, 1.0]}},
-            "budget": {"num_samples": trials, "max_epochs": reports, "max_failures": 0},
-            "scheduler": {"grace_period": reports, "reduction_factor": 2},
-            "resources": {"cpu": 1, "gpu": 0}, "checkpoint": {"interval": 1}}
 
 
 def optuna_alone(trials: int, reports: int) -> float:
@@ -327,8 +321,6 @@ def main(argv: list[str] | None = None) -> int:
         for part in parts:  # memory first when asked: its own processes, before this one holds Ray
             stamp = Stamp(command_line("benchmarks.overhead", [*(["--smoke"] if args.smoke else []), "--only", part]))
             if part == "memory":
-                from benchmarks.memory import peak_memory
-
                 text, checks = peak_memory(work, args.smoke)
             else:
                 if not ray_started:

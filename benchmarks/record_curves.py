@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.record_curves triplet      # -> benchmarks/data/curves_triplet.json.gz
     .venv/bin/python -m benchmarks.record_curves symmetric
 
-Each grid point is trained the way a trial is (``models.build`` + ``models.fit.fit``: train_epoch,
+Each grid point is trained the way a trial is (``models.build`` + ``hpsearch.models.fit.fit``: train_epoch,
 then evaluate, every epoch) at the scale of the recipe below, with one torch thread per process
 and ``--workers`` processes. Everything a health rule or the report reads is kept: the objective,
 train_loss, every loss component and diagnostic, every validation metric, and the epoch's seconds.
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DATA, ROOT, Stamp, command_line, machine, versions
-import models
 from benchmarks.curves import dump
-from models.config import ConfigError
-from search.config import apply_overrides, build_config, read_yaml
-from search.space import Spec
+from hpsearch import models
+from hpsearch.core.config import apply_overrides, build_config, read_yaml
+from hpsearch.core.space import Spec
+from hpsearch.models.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,8 @@ def record_one(job: tuple[int, str, dict[str, Any], int]) -> tuple[int, list[dic
     """Train one grid point; returns (index, rows, epoch seconds, build seconds)."""
     import torch
 
-    import models
-    from models.fit import fit
+    from hpsearch import models
+    from hpsearch.models.fit import fit
 
     index, model_name, params, epochs = job
     seed = grid_seed(index)

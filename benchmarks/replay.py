@@ -21,8 +21,8 @@ from typing import Any
 
 from benchmarks.common import Stamp, command_line, fmt, out_path, table, verdict, write_section
 from benchmarks.curves import CurveSet, default_paths
-from search.objective import score
 from benchmarks.figures import iqr_text, median_value, random_expectation, ratio, summarise, target_value
+from hpsearch.core.objective import score
 
 ORDER = ("hpsearch", "hpsearch_serial", "random", "asha", "optuna")
 SWEEP = ((1, 2.0), (1, 3.0), (2, 2.0), (2, 3.0), (3, 2.0), (3, 3.0), (1, 4.0))
@@ -67,8 +67,8 @@ def _warm() -> None:
     import ray.tune.schedulers  # noqa: F401
     import ray.tune.search.optuna  # noqa: F401
 
-    import search.scheduler  # noqa: F401
-    import search.searcher  # noqa: F401
+    import hpsearch.tune.scheduler  # noqa: F401
+    import hpsearch.tune.searcher  # noqa: F401
 
     logging.getLogger("ray").setLevel(logging.ERROR)
 
@@ -192,11 +192,12 @@ def model_section(path: str, results: list[tuple], sweep: list[tuple], budget: i
         by_seed = {seed: trace for (_, _, seed, _, _, _), trace, _ in results if trace.strategy == "hpsearch"}
         same = sum(1 for (_, _, seed, _, _, _), trace, _ in shipped if same_decisions(trace, by_seed[seed]))
         ms_shipped = sum(secs / len(trace.trials) for _, trace, secs in shipped) / len(shipped) * 1000
+        ms_memory = seconds["hpsearch"] / figures["hpsearch"]["seeds"] / max(figures["hpsearch"]["trials"], 1) * 1000
         lines += ["", f"The hpsearch searches above keep the Optuna study in memory "
                   f"(benchmarks.simulate.study_in_memory); the storage decides nothing. The first "
                   f"{len(shipped)} seeds were also run with the study in the journal file as shipped: {same} of "
                   f"{len(shipped)} made exactly the same decisions; there the searcher and scheduler took "
-                  f"{ms_shipped:.0f} ms of driver CPU per trial against {seconds['hpsearch'] / figures['hpsearch']['seeds'] / max(figures['hpsearch']['trials'], 1) * 1000:.0f} ms in memory."]
+                  f"{ms_shipped:.0f} ms of driver CPU per trial against {ms_memory:.0f} ms in memory."]
     if sweep:
         sweep_by: dict[str, list] = {}
         for _, trace, _ in sweep:
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "Each search replays recorded epochs instead of training: a suggested config gets the curve of "
         "the nearest grid point. hpsearch runs the real `make_searcher` (HealthOptunaSearch, TPE "
         "multivariate), `make_scheduler` (HealthASHA) and the trainable's verdict "
-        "(`search.health.assess`), driven in-process in Tune's call order (benchmarks/simulate.py; "
+        "(`hpsearch.core.health.assess`), driven in-process in Tune's call order (benchmarks/simulate.py; "
         "benchmarks/replay_tune.py checks the same decisions come out of a real `Tuner`). Ray's "
         "per-trial cost would make these hundreds of searches take hours. Baselines: random search "
         "(every trial to the end), stock Ray ASHA + OptunaSearch (same TPE settings, no health rules), "

@@ -28,10 +28,10 @@ _CACHE: dict[str, CurveSet] = {}
 
 def replay_trainable(config: dict[str, Any], path: str) -> None:
     """Ray Tune function trainable: the recorded epochs of the nearest grid point, with the verdict
-    search.trainable computes after each epoch."""
+    hpsearch.tune.trainable computes after each epoch."""
     from ray import tune
 
-    from search.health import assess
+    from hpsearch.core.health import assess
 
     if path not in _CACHE:
         _CACHE[path] = CurveSet.load(path)
@@ -47,10 +47,10 @@ def through_tune(path: str, seed: int, trials: int, work: Path) -> list[tuple[in
     """(grid index, epochs, outcome) of each trial of a real Tuner run, in creation order."""
     from ray import tune
 
-    from search.progress import OutcomeRecorder
-    from search.rundir import OutcomeLog
-    from search.scheduler import make_scheduler
-    from search.searcher import close_open_trials, make_searcher
+    from hpsearch.core.rundir import OutcomeLog
+    from hpsearch.tune.progress import OutcomeRecorder
+    from hpsearch.tune.scheduler import make_scheduler
+    from hpsearch.tune.searcher import close_open_trials, make_searcher
 
     curves = CurveSet.load(path)
     run = dataclasses.replace(curves.run, seed=seed, warm_start=(),

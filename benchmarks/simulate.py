@@ -13,7 +13,7 @@ hours, so ``tune_like`` calls the methods Tune's controller calls, in Tune's ord
 
 A trial's result is the recorded epoch of the grid point nearest to its config
 (``CurveSet.lookup``) plus ``training_iteration`` and, for hpsearch, the verdict the trainable
-computes (``search.health.assess`` on the history so far). Epochs are the clock: every running
+computes (``hpsearch.core.health.assess`` on the history so far). Epochs are the clock: every running
 trial advances one epoch per tick, ``concurrency`` trials at a time, and a freed slot is filled at
 once. benchmarks/replay_tune.py runs the same replay through a real ``Tuner`` and checks that both
 make the same decisions.
@@ -42,11 +42,11 @@ import numpy as np
 import optuna
 
 from benchmarks.curves import CurveSet
-from search.health import assess
-from search.objective import score
-from search.rundir import OutcomeLog
+from hpsearch.core.health import assess
+from hpsearch.core.objective import score
+from hpsearch.core.rundir import OutcomeLog
 
-FINISHED = ("completed", "pruned_asha")  # search.report.FINISHED: the trials export picks from
+FINISHED = ("completed", "pruned_asha")  # hpsearch.results.report.FINISHED: the trials export picks from
 
 
 @dataclass
@@ -203,7 +203,7 @@ def study_in_memory():
     both give the same trace); the replay then times the searcher and scheduler alone."""
     import optuna
 
-    import search.searcher as module
+    import hpsearch.tune.searcher as module
 
     with mock.patch.object(module, "study_storage", lambda run_dir: optuna.storages.InMemoryStorage()):
         yield
@@ -215,9 +215,9 @@ def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, gra
     """The product: make_searcher (HealthOptunaSearch, TPE, study in the journal file, or in memory with
     ``storage="memory"``) + make_scheduler (HealthASHA) + the trainable's health verdicts. No
     warm-start points (they are a demo's)."""
-    from search.config import SchedulerConfig
-    from search.scheduler import make_scheduler
-    from search.searcher import make_searcher
+    from hpsearch.core.config import SchedulerConfig
+    from hpsearch.tune.scheduler import make_scheduler
+    from hpsearch.tune.searcher import make_searcher
 
     run = curves.run
     sched = SchedulerConfig(grace_period=grace or run.scheduler.grace_period,

@@ -18,15 +18,15 @@ import time
 from typing import Any
 
 from benchmarks import harness
-from models.config import ConfigError
 from benchmarks.common import Stamp, command_line, log, out_path, table, write_section
+from hpsearch.models.config import ConfigError
 
 SIZES = {"full": {"epochs": 3, "threads": (1, 2), "batches": (16, 32, 64, 128), "symmetric": {"num_stories": 300}},
          "smoke": {"epochs": 1, "threads": (1,), "batches": (16,), "symmetric": {"num_stories": 20}}}
 
 
 def cases(smoke: bool) -> list[tuple[str, str, dict[str, Any]]]:
-    from models import BUILTIN
+    from hpsearch.models import BUILTIN
 
     quick = harness.quickstart()["params"]
     if smoke:
@@ -50,7 +50,7 @@ def measure(name: str, params: dict[str, Any], threads: int, epochs: int) -> tup
     """(samples/s, seconds per epoch) of train_epoch, median over ``epochs`` after a warm-up."""
     import torch
 
-    import models
+    from hpsearch import models
 
     torch.set_num_threads(threads)
     model = models.build(name, params, device="cpu", seed=0)
@@ -69,7 +69,7 @@ def top_ops(name: str, params: dict[str, Any], limit: int = 6) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import models
+    from hpsearch import models
 
     torch.set_num_threads(1)
     model = models.build(name, params, device="cpu", seed=0)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = Stamp(command_line("benchmarks.throughput", argv))
     rows, scans, profiles = [], [], []
     for name, scale, params in cases(args.smoke):
-        import models
+        from hpsearch import models
 
         batch = models.validate_params(name, params)["batch_size"]
         per_thread = {}

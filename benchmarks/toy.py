@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import bounds
+from hpsearch.models.config import bounds
 
 
 @dataclass(frozen=True)

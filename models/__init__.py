@@ -10,17 +10,17 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from models.config import ConfigError, as_dict, did_you_mean, parse
+from hpsearch.models.config import ConfigError, as_dict, did_you_mean, parse
 
 BUILTIN = {
-    "triplet": "models.triplet.model:TripletModel",
-    "symmetric": "models.symmetric.model:SymmetricModel",
+    "triplet": "hpsearch.models.triplet.model:TripletModel",
+    "symmetric": "hpsearch.models.symmetric.model:SymmetricModel",
 }
 # A built-in model's settings and declarations (Config, objective, reported, collapse) live in a
 # module that imports neither torch nor numpy, so a config is checked in a fraction of a second.
 SPECS = {
-    "triplet": "models.triplet.config",
-    "symmetric": "models.symmetric.config",
+    "triplet": "hpsearch.models.triplet.config",
+    "symmetric": "hpsearch.models.symmetric.config",
 }
 
 

@@ -19,7 +19,7 @@ A model offers:
 
 A factory may also declare, as class attributes (built-in models do; all are optional):
 
-- ``Config``: a dataclass parsed by :func:`models.config.parse`, so bad params fail before any
+- ``Config``: a dataclass parsed by :func:`hpsearch.models.config.parse`, so bad params fail before any
   training or Ray process starts;
 - ``objective``: the default ``(metric, mode)``;
 - ``reported``: every metric name ``train_epoch``/``evaluate`` report, so an objective the model

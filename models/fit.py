@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from models.api import Model
+from hpsearch.models.api import Model
 
 
 def format_metrics(metrics: dict[str, float], keys: Iterable[str] | None = None) -> str:

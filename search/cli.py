@@ -9,17 +9,17 @@ import os
 import sys
 from typing import NoReturn
 
-from models.config import ConfigError
+from hpsearch.models.config import ConfigError
 
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
-    "train": "search.training:train_command",
-    "evaluate": "search.training:evaluate_command",
-    "run": "search.runner:run_command",
-    "resume": "search.runner:resume_command",
-    "report": "search.report:report_command",
-    "plot": "search.plots:plot_command",
-    "export": "search.export:export_command",
+    "train": "hpsearch.core.training:train_command",
+    "evaluate": "hpsearch.core.training:evaluate_command",
+    "run": "hpsearch.driver.commands:run_command",
+    "resume": "hpsearch.driver.commands:resume_command",
+    "report": "hpsearch.results.summary:report_command",
+    "plot": "hpsearch.results.plots:plot_command",
+    "export": "hpsearch.results.export:export_command",
 }
 
 

@@ -1,7 +1,7 @@
 """The symmetric model's settings and declarations, importable without torch, so a bad config is
 refused in a fraction of a second, before anything heavy is loaded.
 
-``Config`` is parsed by :func:`models.config.parse`; ``objective``, ``reported`` and ``collapse``
+``Config`` is parsed by :func:`hpsearch.models.config.parse`; ``objective``, ``reported`` and ``collapse``
 are the declarations of models/api.py, read by the registry without importing the model.
 """
 
@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.config import ConfigError, bounds
+from hpsearch.models.config import ConfigError, bounds
 
 COMPONENTS = ("parse", "generate", "cycle_forward", "cycle_backward")   # the loss's named parts
 
@@ -51,7 +51,7 @@ def _stamp(path: str) -> tuple[int, int]:
 @functools.lru_cache(maxsize=8)
 def _check_data_dir(path: str, mtime_ns: int, size: int, where: str) -> int:
     """Read and validate once per file version (configs are parsed many times)."""
-    from models.symmetric.data import read_data_dir  # the data module brings torch
+    from hpsearch.models.symmetric.data import read_data_dir  # the data module brings torch
 
     return len(read_data_dir(path, where))
 

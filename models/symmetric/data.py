@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from models.config import ConfigError
-from models.symmetric.stories import Story
+from hpsearch.models.config import ConfigError
+from hpsearch.models.symmetric.stories import Story
 
 PAD = 0          # padding, and the token a generated sentence ends with
 PAD_WORD = "<pad>"

@@ -19,10 +19,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from models.symmetric.config import COMPONENTS
-from models.symmetric.data import Split
-from models.symmetric.net import Pick, SymmetricNet, Text, align
-
+from hpsearch.models.symmetric.data import Split
+from hpsearch.models.symmetric.net import Pick, SymmetricNet, Text, align
 
 
 def pointer_ce(pointer_logits: torch.Tensor, spans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

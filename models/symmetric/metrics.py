@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from models.symmetric.data import PAD
+from hpsearch.models.symmetric.data import PAD
 
 
 def _mean(flags: torch.Tensor) -> float:

@@ -15,14 +15,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.config import ConfigError, parse
-from models.symmetric import config as spec
-from models.symmetric.config import EVAL_KEYS, PARSE_KEYS, TRAIN_KEYS, SymmetricConfig  # noqa: F401
-from models.symmetric import loss as losses
-from models.symmetric import metrics
-from models.symmetric.data import Split, Vocab, encode, read_data_dir, shape_of
-from models.symmetric.net import SymmetricNet, Text, align, argmax_pick, straight_through
-from models.symmetric.stories import Story, generate_stories, split_stories
+from hpsearch.models.config import ConfigError, parse
+from hpsearch.models.symmetric import config as spec
+from hpsearch.models.symmetric import loss as losses
+from hpsearch.models.symmetric import metrics
+from hpsearch.models.symmetric.config import EVAL_KEYS, PARSE_KEYS, TRAIN_KEYS, SymmetricConfig  # noqa: F401
+from hpsearch.models.symmetric.data import Split, Vocab, encode, read_data_dir, shape_of
+from hpsearch.models.symmetric.net import SymmetricNet, Text, align, argmax_pick, straight_through
+from hpsearch.models.symmetric.stories import Story, generate_stories, split_stories
 
 EVAL_BATCH = 256
 
@@ -107,13 +107,13 @@ class SymmetricModel:
             norms.append(torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip))  # norm before
             self.optimizer.step()
             totals.append(loss.detach())
-            parts.append(torch.stack([components[c].detach() for c in losses.COMPONENTS]))
+            parts.append(torch.stack([components[c].detach() for c in spec.COMPONENTS]))
             self.net.generator.count(batch.relation, components["rules_read"])
         self.epoch += 1
         batch_losses = torch.stack(totals)
         out = {"train_loss": float(batch_losses.mean())}
         means = torch.stack(parts).mean(0)
-        out.update({f"train_loss_{c}": float(v) for c, v in zip(losses.COMPONENTS, means)})
+        out.update({f"train_loss_{c}": float(v) for c, v in zip(spec.COMPONENTS, means)})
         out["train_grad_norm"] = float(torch.stack(norms).mean())
         out["train_batch_loss_std"] = float(batch_losses.std(correction=0))
         return out

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.symmetric.data import PAD
+from hpsearch.models.symmetric.data import PAD
 
 Pick = Callable[[torch.Tensor], torch.Tensor]  # logits (..., C) -> one-hot (..., C)
 

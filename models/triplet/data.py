@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.config import ConfigError
-from models.triplet.config import check_class_counts, split_counts  # noqa: F401 (re-exported)
+from hpsearch.models.config import ConfigError
+from hpsearch.models.triplet.splits import check_class_counts, split_counts  # noqa: F401 (re-exported)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

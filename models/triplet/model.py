@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.config import ConfigError, parse
-from models.triplet import config as spec
-from models.triplet.config import TripletConfig
-from models.triplet.data import load_data
-from models.triplet.loss import triplet_loss
-from models.triplet.metrics import retrieval_metrics
-from models.triplet.net import EmbeddingNet
-from models.triplet.samplers import InterleavedSampler, PKSampler
+from hpsearch.models.config import ConfigError, parse
+from hpsearch.models.triplet import config as spec
+from hpsearch.models.triplet.config import TripletConfig
+from hpsearch.models.triplet.data import load_data
+from hpsearch.models.triplet.loss import triplet_loss
+from hpsearch.models.triplet.metrics import retrieval_metrics
+from hpsearch.models.triplet.net import EmbeddingNet
+from hpsearch.models.triplet.samplers import InterleavedSampler, PKSampler
 
 
 def _seeds(seed: int, data_seed: int | None) -> tuple[int, int, int]:

@@ -49,7 +49,7 @@ def section(path: Path, name: str) -> str:
     found = re.search(rf"<!-- bench:{name} -->(.*?)<!-- /bench:{name} -->", text, re.DOTALL)
     assert found, f"no {name} section in {path}"
     body = found.group(1)
-    assert "- machine: " in body and "- versions: " in body and f"-m benchmarks." in body
+    assert "- machine: " in body and "- versions: " in body and "-m benchmarks." in body
     return body
 
 
@@ -64,15 +64,20 @@ def test_recorded_grid_replays_each_point_as_itself(tiny_curves: str) -> None:
 @pytest.mark.parametrize("path", default_paths(), ids=lambda p: p.name)
 def test_shipped_curves_are_what_the_model_trains_today(path: Path) -> None:
     """The replay is only as true as its recording: one grid point (the quickest to train), retrained
-    now, gives the recorded epochs (if not: `make bench-curves`)."""
+    now, gives the recorded epochs (if not: `make bench-curves`).
+
+    Within what another CPU allows, not bit for bit: the curves are stored at 5 significant digits,
+    and float32 sums in another order (another CPU's kernels, another thread count) drift by a few
+    units in the last place per step, compounding over epochs. 1% on the loss and 0.02 on the
+    objective is far above that drift and far below what a change to the model or its data does."""
     torch.set_num_threads(1)
     curves = CurveSet.load(path)
     index = min(range(len(curves)), key=lambda i: sum(curves.epoch_s[i]))
     _, rows, _, _ = record_curves.record_one((index, curves.model, {**curves.run.params, **curves.configs[index]},
                                               curves.epochs))
     for fresh, recorded in zip(rows, curves.rows(index)):
-        for key in ("train_loss", curves.metric):
-            assert fresh[key] == pytest.approx(recorded[key], rel=1e-5, abs=1e-6), (key, fresh["epoch"])
+        assert fresh["train_loss"] == pytest.approx(recorded["train_loss"], rel=1e-2), ("train_loss", fresh["epoch"])
+        assert fresh[curves.metric] == pytest.approx(recorded[curves.metric], abs=0.02), (curves.metric, fresh["epoch"])
 
 
 def test_replay_writes_every_strategy_and_the_targets(tiny_curves: str, tmp_path: Path) -> None:

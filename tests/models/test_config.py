@@ -1,12 +1,12 @@
-"""models.config: the strict parser every user-facing setting goes through."""
+"""hpsearch.models.config: the strict parser every user-facing setting goes through."""
 
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
 
-import models
-from models.config import ConfigError, as_dict, bounds, parse
+from hpsearch import models
+from hpsearch.models.config import ConfigError, as_dict, bounds, parse
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,14 @@ def test_not_a_mapping():
 
 
 def test_registry_resolves_import_paths_and_refuses_unknown_names():
-    assert models.resolve("models.config:parse") is parse
+    assert models.resolve("hpsearch.models.config:parse") is parse
     with pytest.raises(ConfigError, match="did you mean 'triplet'"):
         models.resolve("triplett")
     with pytest.raises(ConfigError, match="cannot import 'no_such_pkg.mod'"):
         models.resolve("no_such_pkg.mod:Factory")
     with pytest.raises(ConfigError, match="has no attribute 'Nope'"):
-        models.resolve("models.config:Nope")
+        models.resolve("hpsearch.models.config:Nope")
 
 
 def test_user_factory_without_config_passes_params_through():
-    assert models.validate_params("models.config:parse", {"anything": 1}) == {"anything": 1}
+    assert models.validate_params("hpsearch.models.config:parse", {"anything": 1}) == {"anything": 1}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import models
-from models.config import ConfigError, parse
-from models.symmetric.model import SymmetricConfig, SymmetricModel
-from search.config import load_config
+from hpsearch import models
+from hpsearch.core.config import load_config
+from hpsearch.models.config import ConfigError, parse
+from hpsearch.models.symmetric.model import SymmetricConfig, SymmetricModel
 
 
 def _error(params) -> str:

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from models.config import ConfigError, parse
-from models.symmetric.data import PAD, Vocab, encode, load_jsonl, read_data_dir, shape_of, write_jsonl
-from models.symmetric.model import SymmetricConfig
-from models.symmetric.stories import Story, generate_stories
+from hpsearch.models.config import ConfigError, parse
+from hpsearch.models.symmetric.data import PAD, Vocab, encode, load_jsonl, read_data_dir, shape_of, write_jsonl
+from hpsearch.models.symmetric.model import SymmetricConfig
+from hpsearch.models.symmetric.stories import Story, generate_stories
 
 GOOD = {"sentences": ["alice is in the living room", "the red ball was taken by alice"],
         "facts": [["alice", "location", "living room"], ["alice", "holding", "red ball"]]}

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
-from models.symmetric import loss as losses
-from models.symmetric.model import SymmetricModel
-from models.symmetric.net import straight_through
+from hpsearch.models.symmetric import loss as losses
+from hpsearch.models.symmetric.config import COMPONENTS
+from hpsearch.models.symmetric.model import SymmetricModel
+from hpsearch.models.symmetric.net import straight_through
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_every_component_starts_on_the_cross_entropy_scale(seed):
     batch = model.splits["train"].take(torch.arange(64))
     with torch.no_grad():
         parts = {k: float(v) for k, v in losses.components(model.net, batch, straight_through).items()
-                 if k in losses.COMPONENTS}
+                 if k in COMPONENTS}
     positions = batch.tokens.shape[1]                   # a pointer chooses among L positions
     relations = len(model.vocab.relations)
     choices = len(model.vocab.frame) + 2 * model.net.span  # a generated word: write W or copy 2K

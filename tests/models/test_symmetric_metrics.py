@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.symmetric import metrics
+from hpsearch.models.symmetric import metrics
 
 P = 0  # PAD, the end token
 

@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from models.api import Model
-from models.config import ConfigError
-from models.symmetric.model import SymmetricModel
-from search.cli import main
+from hpsearch.cli import main
+from hpsearch.models.api import Model
+from hpsearch.models.config import ConfigError
+from hpsearch.models.symmetric.model import SymmetricModel
 
 TINY = {"num_stories": 60, "hidden_dim": 16, "num_rules": 4, "batch_size": 16}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.symmetric.data import locate
-from models.symmetric.stories import RELATIONS, generate_stories, split_stories
+from hpsearch.models.symmetric.data import locate
+from hpsearch.models.symmetric.stories import RELATIONS, generate_stories, split_stories
 
 
 def _facts(stories):

@@ -1,5 +1,5 @@
 """Bad triplet input fails early with a one-line ConfigError naming the problem: through
-models.build, through search.config.build_config (before anything trains) and through the CLI."""
+models.build, through hpsearch.core.config.build_config (before anything trains) and through the CLI."""
 
 from pathlib import Path
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-import models
-from models.config import ConfigError
-from search.cli import main
-from search.config import build_config, load_config
+from hpsearch import models
+from hpsearch.cli import main
+from hpsearch.core.config import build_config, load_config
+from hpsearch.models.config import ConfigError
 
 
 def npz(path, **arrays):

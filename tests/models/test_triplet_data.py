@@ -1,13 +1,13 @@
-"""models.triplet.data and .samplers: synthetic data, splits, the two samplers, and both data_dir
+"""hpsearch.models.triplet.data and .samplers: synthetic data, splits, the two samplers, and both data_dir
 formats."""
 
 import numpy as np
 import torch
 
-from models.triplet.data import split_indices, synthetic
-from models.triplet.metrics import retrieval_metrics
-from models.triplet.model import TripletModel
-from models.triplet.samplers import InterleavedSampler, PKSampler
+from hpsearch.models.triplet.data import split_indices, synthetic
+from hpsearch.models.triplet.metrics import retrieval_metrics
+from hpsearch.models.triplet.model import TripletModel
+from hpsearch.models.triplet.samplers import InterleavedSampler, PKSampler
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

@@ -1,4 +1,4 @@
-"""models.triplet.loss: every miner against a brute-force enumeration of all triplets, and the
+"""hpsearch.models.triplet.loss: every miner against a brute-force enumeration of all triplets, and the
 no-valid-triplet case (a zero on the graph, zero gradients, a count of 0)."""
 
 import itertools
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.triplet.loss import MINERS, pairwise_distances, triplet_loss
+from hpsearch.models.triplet.loss import MINERS, pairwise_distances, triplet_loss
 
 MARGIN = 0.3
 # 10 points, 4 classes; class 3 has a single member, so it serves only as a negative.

@@ -1,4 +1,4 @@
-"""models.triplet.metrics: recall@k and MAP@R against hand-computed examples and a plain-loop
+"""hpsearch.models.triplet.metrics: recall@k and MAP@R against hand-computed examples and a plain-loop
 reference."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from models.triplet.metrics import retrieval_metrics
+from hpsearch.models.triplet.metrics import retrieval_metrics
 
 
 def on_circle(degrees: list[float]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""models.triplet.model: it learns, it diagnoses the users' old loader, it is deterministic, and a
+"""hpsearch.models.triplet.model: it learns, it diagnoses the users' old loader, it is deterministic, and a
 checkpoint continues exactly."""
 
 import io
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-import models
-from models.api import Model
-from models.triplet.model import TripletModel
+from hpsearch import models
+from hpsearch.models.api import Model
+from hpsearch.models.triplet.model import TripletModel
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

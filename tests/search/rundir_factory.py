@@ -52,7 +52,7 @@ def history(n: int, objective: str = "val_recall_at_1", obj=(0.1, 0.5), loss=(2.
 
 
 def checkpoint_file() -> str:
-    from search.trainable import CHECKPOINT_FILE
+    from hpsearch.core.rundir import CHECKPOINT_FILE
 
     return CHECKPOINT_FILE
 

@@ -32,8 +32,8 @@ import psutil
 import pytest
 import yaml
 
-from search import cluster, preflight
-from search.config import load_config
+from hpsearch.core.config import load_config
+from hpsearch.driver import cluster, preflight
 
 PYTHON = Path(sys.executable)
 HPSEARCH = PYTHON.with_name("hpsearch")
@@ -156,7 +156,7 @@ def run_cli(argv: list[str], cwd: Path, env: dict[str, str], prelude: str = "") 
     """``hpsearch ARGV`` under ``python -X importtime``, watching the processes it starts."""
     if prelude:   # a line of Python run first (only for the multi-node storage case)
         command = [str(PYTHON), "-X", "importtime", "-c",
-                   f"import sys; {prelude}; from search.cli import main; sys.exit(main(sys.argv[1:]))", *argv]
+                   f"import sys; {prelude}; from hpsearch.cli import main; sys.exit(main(sys.argv[1:]))", *argv]
     else:
         command = [str(PYTHON), "-X", "importtime", str(HPSEARCH), *argv]
     seen: set[str] = set()
@@ -281,7 +281,7 @@ def test_a_local_storage_path_is_refused_for_a_cluster_with_nodes_on_other_machi
         env, ray_tmp = case_env(tmp_path)
         env = {**env, **ray_cluster.client_env("cli")}
         argv = ["run", str(config), "--storage", str(storage), "--address", ray_cluster.address, "--name", "taken"]
-        elsewhere = run_cli(argv, tmp_path, env, prelude="import search.cluster as c; "
+        elsewhere = run_cli(argv, tmp_path, env, prelude="import hpsearch.driver.cluster as c; "
                                                           "c.this_machine_addresses = lambda: frozenset()")
         here = run_cli(argv, tmp_path, env)
     finally:

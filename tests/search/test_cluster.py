@@ -31,8 +31,8 @@ import psutil
 import pytest
 import yaml
 
-from search.report import load_report, read_run
-from search.rundir import read_outcomes, read_trial_results
+from hpsearch.core.rundir import read_outcomes, read_trial_results
+from hpsearch.results.report import load_report, read_run
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = Path(sys.executable)

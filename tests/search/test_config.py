@@ -1,4 +1,4 @@
-"""search.config: one YAML file -> a validated RunConfig, or one line naming what is wrong."""
+"""hpsearch.core.config: one YAML file -> a validated RunConfig, or one line naming what is wrong."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from models.config import ConfigError
-from search.config import build_config, dump_config, load_config
+from hpsearch.core.config import build_config, dump_config, load_config
+from hpsearch.models.config import ConfigError
 
 SCRIPTED = "tests.fixtures.toy_models:Scripted"
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 import yaml
 
-import models
-from models.fit import fit
-from search.cli import main
-from search.config import load_config
-from search.trainable import as_metrics, cpu_threads, save_checkpoint, trial_seed
+from hpsearch import models
+from hpsearch.cli import main
+from hpsearch.core.config import load_config
+from hpsearch.models.fit import fit
+from hpsearch.tune.trainable import as_metrics, cpu_threads, save_checkpoint, trial_seed
 from tests.search.rundir_factory import FakeTrial, checkpoint_file, make_run
 
 # Tiny versions of the built-in models: (fixed params, searched values, space).
@@ -36,8 +36,8 @@ EPOCHS = 3
 
 def trained_checkpoints(name: str, fixed: dict, searched: dict, seed: int,
                         scratch: Path) -> tuple[list[dict], dict[int, bytes]]:
-    """A trial trained as search.trainable does it (trial seed, CPU share of 1 thread, models.build,
-    models.fit.fit, save_checkpoint after every epoch), without Ray. Returns (history, epoch -> bytes)."""
+    """A trial trained as hpsearch.tune.trainable does it (trial seed, CPU share of 1 thread, models.build,
+    hpsearch.models.fit.fit, save_checkpoint after every epoch), without Ray. Returns (history, epoch -> bytes)."""
     torch.set_num_threads(cpu_threads(1.0))
     full = {**fixed, **searched}
     torch.manual_seed(seed)

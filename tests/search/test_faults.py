@@ -26,18 +26,19 @@ import pytest
 import torch
 import yaml
 
-from search import preflight
-from search.cli import main
-from search.report import load_report, read_run
-from search.rundir import read_trial_results
+from hpsearch.cli import main
+from hpsearch.core.rundir import read_trial_results
+from hpsearch.driver import preflight
+from hpsearch.results.report import load_report, read_run
 
 SCRIPTED = "tests.fixtures.toy_models:Scripted"
 
 
 @pytest.fixture(scope="module")
 def ray_session():
-    import search.runner  # noqa: F401  (sets Ray's environment before Ray starts)
     import ray
+
+    import hpsearch.driver.runner  # noqa: F401  (sets Ray's environment before Ray starts)
 
     torch.set_num_threads(1)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -48,7 +49,7 @@ def ray_session():
 def run_search(tmp_path: Path, raw: dict, name: str, during=None) -> tuple[int, str, Path]:
     """``hpsearch run`` in this process (the module's Ray session); ``during(run_dir)`` runs in a
     thread while the search does."""
-    import search.runner as runner
+    import hpsearch.driver.runner as runner
 
     config = tmp_path / f"{name}.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")

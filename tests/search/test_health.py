@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from models.config import ConfigError, parse
-from search.health import (CollapsedRule, ExplodingRule, FlatlineRule, HealthConfig, Verdict, assess)
+from hpsearch.core.health import CollapsedRule, ExplodingRule, FlatlineRule, HealthConfig, Verdict, assess
+from hpsearch.models.config import ConfigError, parse
 
 NAN, INF = math.nan, math.inf
 
@@ -194,7 +194,7 @@ def test_bad_collapse_declaration_names_it():
 
 
 def test_defaults_round_trip_through_yaml_settings():
-    from models.config import as_dict
+    from hpsearch.models.config import as_dict
 
     config = HealthConfig()
     assert parse(HealthConfig, as_dict(config), where="health.") == config

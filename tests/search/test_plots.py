@@ -7,9 +7,9 @@ import math
 import pytest
 from PIL import Image
 
-from search.cli import main
-from search.plots import build_figures, save_figures
-from search.report import read_run
+from hpsearch.cli import main
+from hpsearch.results.plots import build_figures, save_figures
+from hpsearch.results.report import read_run
 from tests.search.rundir_factory import FakeTrial, history, make_run
 
 SPACE = {"lr": {"loguniform": [1e-5, 1e-1]}, "w_parse": {"uniform": [0.0, 2.0]},

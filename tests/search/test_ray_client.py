@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from search.report import read_run
-from search.rundir import read_outcomes
+from hpsearch.core.rundir import read_outcomes
+from hpsearch.results.report import read_run
 from tests.search.test_cluster import HPSEARCH, LocalCluster, marked, trial_rows, write_config
 
 

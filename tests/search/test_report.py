@@ -8,10 +8,10 @@ import math
 import pandas as pd
 import pytest
 
-from search.cli import main
-from search.diagnose import diagnose
-from search.report import load_report, read_run
-from search.summary import render, summarize
+from hpsearch.cli import main
+from hpsearch.results.diagnose import diagnose
+from hpsearch.results.report import load_report, read_run
+from hpsearch.results.summary import render, summarize
 from tests.search.rundir_factory import FakeTrial, history, make_run
 
 TRIPLET_SPACE = {"lr": {"loguniform": [1e-5, 1e-1]}, "margin": {"uniform": [0.05, 1.0]}}
@@ -99,7 +99,7 @@ def test_a_health_pruned_trial_never_ranks_above_a_trusted_one(tmp_path):
 
 def test_interrupted_run_keeps_unfinished_trials_as_running_and_says_so(tmp_path):
     run = read_run(known_run(tmp_path, state="interrupted"))
-    from search.report import build_table
+    from hpsearch.results.report import build_table
 
     table = build_table(run)
     live = table.set_index("trial_id").loc["b0000001_00003"]
@@ -119,7 +119,7 @@ def test_error_txt_marks_a_trial_without_outcome_line_as_error(tmp_path):
 
 def test_summary_counts_budget_best_and_importance(tmp_path):
     run = read_run(known_run(tmp_path))
-    from search.report import build_table
+    from hpsearch.results.report import build_table
 
     summary = summarize(run, build_table(run))
     assert summary["outcomes"] == {"completed": 1, "pruned_asha": 1, "pruned_exploding": 1, "running": 1}
@@ -142,8 +142,8 @@ def _finished_trials(n=6):
 
 def test_importance_from_the_report_rows_when_there_is_no_study(tmp_path):
     run = read_run(make_run(tmp_path, _finished_trials(), space=TRIPLET_SPACE))
-    from search.summary import importance
-    from search.report import build_table
+    from hpsearch.results.report import build_table
+    from hpsearch.results.summary import importance
 
     values, source = importance(run, build_table(run))
     assert set(values) == {"lr", "margin"} and values["lr"] > values["margin"]
@@ -153,9 +153,9 @@ def test_importance_from_the_report_rows_when_there_is_no_study(tmp_path):
 def test_importance_from_the_stored_study_when_it_has_complete_trials(tmp_path):
     import optuna
 
-    from search.report import build_table
-    from search.rundir import STUDY_NAME, study_storage
-    from search.summary import importance
+    from hpsearch.core.rundir import STUDY_NAME, study_storage
+    from hpsearch.results.report import build_table
+    from hpsearch.results.summary import importance
 
     path = make_run(tmp_path, _finished_trials(), space=TRIPLET_SPACE)
     study = optuna.create_study(study_name=STUDY_NAME, storage=study_storage(path), direction="maximize")
@@ -271,8 +271,8 @@ def test_constant_objective_is_diagnosed(tmp_path):
 
 
 def test_an_unreadable_study_falls_back_to_the_report_rows_and_says_so(tmp_path):
-    from search.report import build_table
-    from search.summary import importance
+    from hpsearch.results.report import build_table
+    from hpsearch.results.summary import importance
 
     path = make_run(tmp_path, _finished_trials(), space=TRIPLET_SPACE)
     (path / "optuna.journal").write_bytes(b"not a journal line\n" * 100)

@@ -28,12 +28,12 @@ import psutil
 import pytest
 import yaml
 
-from models.config import ConfigError
-from search.config import build_config, dump_config
-from search.report import load_report, read_run
-from search.resume import check_resumable, hold_lock, lock_held
-from search.rundir import SCHEDULER_STATE, read_outcomes, read_trial_results, study_storage
-from search.snapshot import keep_snapshot
+from hpsearch.core.config import build_config, dump_config
+from hpsearch.core.rundir import SCHEDULER_STATE, hold_lock, lock_held, read_outcomes, read_trial_results, study_storage
+from hpsearch.driver.resume import check_resumable
+from hpsearch.models.config import ConfigError
+from hpsearch.results.report import load_report, read_run
+from hpsearch.tune.snapshot import keep_snapshot
 from tests.search.test_cluster import kill_now
 
 HPSEARCH = Path(sys.executable).with_name("hpsearch")
@@ -132,7 +132,7 @@ def test_a_journal_line_torn_by_a_kill_is_cut_and_the_study_reads_on(tmp_path):
     """A SIGKILL during Optuna's append leaves half a line (and the writer's lock): resume accepts
     the run dir, cuts the half line and removes the lock before the study is opened again, so the
     next write starts a line of its own."""
-    from search.resume import repair_journal
+    from hpsearch.driver.resume import repair_journal
 
     run_dir = fake_run(tmp_path)
     journal = run_dir / "optuna.journal"

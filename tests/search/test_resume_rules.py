@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from search.config import build_config, dump_config
-from search.resume import ORPHAN_REASON, check_resumable, reconcile
-from search.rundir import SCHEDULER_STATE, OutcomeLog, read_trial_results
-from search.snapshot import RayTrial, keep_snapshot, placed_name
+from hpsearch.core.config import build_config, dump_config
+from hpsearch.core.rundir import SCHEDULER_STATE, OutcomeLog, read_trial_results
+from hpsearch.driver.resume import ORPHAN_REASON, check_resumable, reconcile
+from hpsearch.tune.snapshot import RayTrial, keep_snapshot, placed_name
 from tests.search.test_resume import SESSION, TOY, ray_files
 
 # ----------------------------------------------------------------------------------------------
@@ -75,7 +75,7 @@ def test_trials_ray_never_saved_are_orphans_and_an_unfinished_one_is_an_error():
 # The scheduler's persisted decisions.
 
 def asha(tmp_path: Path, outcomes: OutcomeLog):
-    from search.scheduler import HealthASHA
+    from hpsearch.tune.scheduler import HealthASHA
 
     return HealthASHA("val_acc", "max", max_t=8, grace_period=2, reduction_factor=2, outcomes=outcomes,
                       state_path=tmp_path / SCHEDULER_STATE)
@@ -135,7 +135,7 @@ def test_retired_trials_are_closed_at_the_first_step_and_only_those(tmp_path):
 # Signals and the result log.
 
 def test_a_signal_inside_fit_asks_tune_to_stop_and_a_second_one_stops_at_once():
-    from search.runner import GracefulStop
+    from hpsearch.driver.runner import GracefulStop
 
     asked = []
     stop = GracefulStop()
@@ -159,7 +159,7 @@ def test_a_signal_inside_fit_asks_tune_to_stop_and_a_second_one_stops_at_once():
 
 
 def test_result_log_writes_each_row_to_the_run_dir_and_closes_a_torn_line(tmp_path):
-    from search.progress import ResultLog
+    from hpsearch.tune.progress import ResultLog
 
     trial_dir = tmp_path / "trial_0001_x"
     trial_dir.mkdir()
@@ -201,7 +201,7 @@ def check_resumable_trials(run_dir: Path) -> set[str]:
     (run_dir / "run.json").write_text('{"state": "running"}', encoding="utf-8")
     import optuna
 
-    from search.rundir import study_storage
+    from hpsearch.core.rundir import study_storage
 
     optuna.create_study(study_name="hpsearch", storage=study_storage(run_dir), direction="maximize", load_if_exists=True)
     return set(check_resumable(run_dir).trials)
@@ -210,9 +210,9 @@ def check_resumable_trials(run_dir: Path) -> set[str]:
 def test_optuna_trials_ray_never_saved_are_closed_and_an_unstarted_point_is_asked_again(tmp_path):
     import optuna
 
-    from search.resume import close_orphans
-    from search.rundir import study_storage
-    from search.searcher import inner_searcher, make_searcher
+    from hpsearch.core.rundir import study_storage
+    from hpsearch.driver.resume import close_orphans
+    from hpsearch.tune.searcher import inner_searcher, make_searcher
 
     config = build_config(TOY)
     first = inner_searcher(make_searcher(config, tmp_path, OutcomeLog(tmp_path)))
@@ -238,7 +238,7 @@ def test_ray_snapshots_are_paced_by_their_cost_when_auto(monkeypatch):
     than 5 s apart; a fixed TUNE_GLOBAL_CHECKPOINT_S is left as the user set it."""
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
-    from search.snapshot import pace_snapshots
+    from hpsearch.tune.snapshot import pace_snapshots
 
     # the pacing replaces a method of Ray's class; put Ray's own back after this test
     monkeypatch.setattr(_ExperimentCheckpointManager, "_update_auto_checkpoint_time",

@@ -16,8 +16,8 @@ import pytest
 import torch
 import yaml
 
-from search import cluster, preflight
-from search.cli import main
+from hpsearch.cli import main
+from hpsearch.driver import cluster, preflight
 
 HPSEARCH = Path(sys.executable).with_name("hpsearch")
 RAY_DAEMONS = ("raylet", "gcs_server")
@@ -84,7 +84,7 @@ BAD_INPUT = [
 @pytest.fixture(scope="module")
 def warm_imports():
     """Import what a config check needs once, so each case times the check itself."""
-    import models
+    from hpsearch import models
 
     models.resolve("triplet")
 
@@ -204,7 +204,7 @@ def test_the_cli_refuses_bad_input_in_a_fresh_process_quickly(tmp_path):
 
 
 def test_the_summary_never_ranks_a_health_pruned_trial_and_gives_a_reason_per_kind():
-    from search.progress import TrialRow, summary
+    from hpsearch.tune.progress import TrialRow, summary
 
     rows = {
         "a": TrialRow("a", "#1", values=[0.99, 0.99], epoch=2, config={"lr": 0.1}),      # flatlined, "best"

@@ -25,10 +25,10 @@ import pytest
 import torch
 import yaml
 
-from search import preflight
-from search.config import load_config
-from search.rundir import read_outcomes, read_run_info, read_trial_results, study_storage
-from search.trainable import CHECKPOINT_FILE, index_from_name, trial_seed
+from hpsearch.core.config import load_config
+from hpsearch.core.rundir import CHECKPOINT_FILE, read_outcomes, read_run_info, read_trial_results, study_storage
+from hpsearch.driver import preflight
+from hpsearch.tune.trainable import index_from_name, trial_seed
 
 REPO = Path(__file__).resolve().parents[2]
 HPSEARCH = Path(sys.executable).with_name("hpsearch")
@@ -82,8 +82,9 @@ def write_yaml(path: Path, data) -> Path:
 def ray_session():
     """One local Ray for the in-process searches of this module (hpsearch uses a session that
     already exists and leaves it running)."""
-    import search.runner  # noqa: F401  (sets Ray's environment before Ray starts)
     import ray
+
+    import hpsearch.driver.runner  # noqa: F401  (sets Ray's environment before Ray starts)
 
     torch.set_num_threads(1)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -97,7 +98,7 @@ def run_search(tmp_path: Path, raw: dict, name: str, *extra: str) -> tuple[int, 
     storage = tmp_path / "runs"
     out = tmp_path / f"{name}.out"
     with out.open("w", encoding="utf-8") as stream:
-        import search.runner as runner
+        import hpsearch.driver.runner as runner
 
         args = types.SimpleNamespace(config=str(config), name=name, storage=str(storage), address=None,
                                      num_samples=None, max_epochs=None, set=list(extra))

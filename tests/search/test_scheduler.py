@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from models.config import ConfigError
-from search.config import Budget, Objective, RunConfig, SchedulerConfig
-from search.health import HealthConfig, assess
-from search.rundir import OutcomeLog, read_outcomes
-from search.scheduler import HealthASHA, make_scheduler, percentile, rung_milestones
+from hpsearch.core.config import Budget, Objective, RunConfig, SchedulerConfig
+from hpsearch.core.health import HealthConfig, assess
+from hpsearch.core.rundir import OutcomeLog, read_outcomes
+from hpsearch.models.config import ConfigError
+from hpsearch.tune.scheduler import HealthASHA, make_scheduler, percentile, rung_milestones
 
 STOP, CONTINUE = "STOP", "CONTINUE"
 NAN = math.nan

@@ -11,14 +11,20 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search import ConcurrencyLimiter
 
-from models.config import ConfigError
-from search.config import Budget, Objective, RunConfig, SchedulerConfig
-from search.health import HealthConfig, assess
-from search.rundir import STUDY_NAME, OutcomeLog, study_storage
-from search.scheduler import make_scheduler
-from search.searcher import (CONSTRAINT, HealthOptunaSearch, close_open_trials, inner_searcher, make_searcher,
-                             warm_start_points)
-from search.space import parse_space
+from hpsearch.core.config import Budget, Objective, RunConfig, SchedulerConfig
+from hpsearch.core.health import HealthConfig, assess
+from hpsearch.core.rundir import STUDY_NAME, OutcomeLog, study_storage
+from hpsearch.core.space import parse_space
+from hpsearch.models.config import ConfigError
+from hpsearch.tune.scheduler import make_scheduler
+from hpsearch.tune.searcher import (
+    CONSTRAINT,
+    HealthOptunaSearch,
+    close_open_trials,
+    inner_searcher,
+    make_searcher,
+    warm_start_points,
+)
 
 SPACE = parse_space({"lr": {"loguniform": [1e-5, 1e-1]}, "hidden_dim": {"int": [16, 256], "log": True},
                      "mining": {"choice": ["batch_all", "batch_hard"]}})
@@ -40,7 +46,7 @@ def by_ray_id(run_dir):
 
 
 def rows(objective, losses=None):
-    """Per-epoch results as the trainable reports them (health from search.health)."""
+    """Per-epoch results as the trainable reports them (health from hpsearch.core.health)."""
     losses = losses if losses is not None else [0.8 ** e for e in range(len(objective))]
     out, history = [], []
     for epoch, (value, loss) in enumerate(zip(objective, losses), 1):
@@ -271,7 +277,7 @@ def test_with_real_ray_tune(tmp_path):
     ray = pytest.importorskip("ray")
     from ray import tune
 
-    from search.space import Spec
+    from hpsearch.core.space import Spec
 
     def trainable(config):
         objective, losses = KIND_CURVES[config["kind"]]

@@ -1,12 +1,12 @@
-"""search.space: YAML space specs -> Optuna distributions, and the one-line errors for bad specs."""
+"""hpsearch.core.space: YAML space specs -> Optuna distributions, and the one-line errors for bad specs."""
 
 from __future__ import annotations
 
 import optuna.distributions as d
 import pytest
 
-from models.config import ConfigError
-from search.space import parse_space, parse_spec
+from hpsearch.core.space import parse_space, parse_spec
+from hpsearch.models.config import ConfigError
 
 SCRIPTED_PARAMS = {"curve", "quality", "onset", "lr", "epoch_sleep"}
 

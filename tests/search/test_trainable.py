@@ -1,4 +1,4 @@
-"""search.trainable without a Ray cluster: Ray's session calls are replaced by a recorder, so the
+"""hpsearch.tune.trainable without a Ray cluster: Ray's session calls are replaced by a recorder, so the
 adapter's own behaviour (seed, device, reports, checkpoint cadence, restore, objective check) is
 checked in milliseconds. The same code under real Ray is covered by test_run_e2e.py."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-import search.trainable as tr
-from search.config import build_config
+import hpsearch.tune.trainable as tr
+from hpsearch.core.config import build_config
 
 SCRIPTED = "tests.fixtures.toy_models:Scripted"
 MINIMAL = "tests.fixtures.toy_models:Minimal"

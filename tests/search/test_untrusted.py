@@ -13,22 +13,21 @@ the user already has is overwritten without --force.
 from __future__ import annotations
 
 import ast
-import pickle
 from pathlib import Path
 
 import pytest
-
-from models.config import ConfigError
 import torch
 import yaml
 
-from search.cli import main
+from hpsearch.cli import main
+from hpsearch.models.config import ConfigError
 from tests.search.rundir_factory import FakeTrial, make_run
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*REPO.joinpath("models").rglob("*.py"), *REPO.joinpath("search").rglob("*.py")])
-READERS = ("search/report.py", "search/plots.py", "search/export.py", "search/summary.py", "search/diagnose.py",
-           "search/rundir.py")
+READERS = ("search/results/report.py", "search/results/plots.py", "search/results/export.py", "search/results/summary.py",
+           "search/results/diagnose.py",
+           "search/core/rundir.py")
 
 
 class Payload:
@@ -62,9 +61,9 @@ def test_every_torch_load_reads_weights_only():
                 flag = next((k.value for k in call.keywords if k.arg == "weights_only"), None)
                 loads[f"{path.relative_to(REPO)}:{call.lineno}"] = isinstance(flag, ast.Constant) and flag.value is True
     # one place loads torch files, with weights_only=True; trainable, export and evaluate go through it
-    assert {k.split(":")[0] for k in loads} == {"search/training.py"}
+    assert {k.split(":")[0] for k in loads} == {"search/core/training.py"}
     assert [where for where, safe in loads.items() if not safe] == []
-    for user in ("search/trainable.py", "search/export.py", "search/training.py"):
+    for user in ("search/tune/trainable.py", "search/results/export.py", "search/core/training.py"):
         assert any(dotted(c.func).endswith("load_trusted_tensors") for c in calls(REPO / user)), user
 
 
@@ -109,7 +108,8 @@ def test_the_planted_payload_runs_when_unpickled(tmp_path):
 
 
 def test_a_trial_restoring_a_planted_checkpoint_refuses_it(tmp_path):
-    from search.trainable import CHECKPOINT_FILE, load_checkpoint
+    from hpsearch.core.rundir import CHECKPOINT_FILE
+    from hpsearch.tune.trainable import load_checkpoint
 
     marker = tmp_path / "PWNED"
     planted(tmp_path / CHECKPOINT_FILE, marker)
@@ -119,8 +119,8 @@ def test_a_trial_restoring_a_planted_checkpoint_refuses_it(tmp_path):
 
 
 def test_evaluate_refuses_planted_weights(tmp_path):
-    from search.training import evaluate
-    from search.config import load_config
+    from hpsearch.core.config import load_config
+    from hpsearch.core.training import evaluate
 
     marker = tmp_path / "PWNED"
     folder = tmp_path / "exported"

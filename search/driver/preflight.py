@@ -2,7 +2,7 @@
 
 Each check raises a one-line ConfigError naming the option, the value and what is allowed: the
 run name, the storage directory, a cluster address where no Ray head answers, a storage directory
-that the cluster's other machines cannot reach, the config itself (search.config), an empty space,
+that the cluster's other machines cannot reach, the config itself (hpsearch.core.config), an empty space,
 more CPUs or GPUs than this machine has, an existing run of the same name. The cheap checks come
 first and import neither torch nor ray; only the model's own checks import the model (and torch),
 and only an address that answers imports Ray's GCS client (which starts no process).
@@ -21,9 +21,9 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlparse
 
-from models.config import ConfigError
-from search.cluster import check_address, check_cluster_storage, client_storage, is_client, model_modules
-from search.config import RunConfig, build_config, check_sections, read_config
+from hpsearch.core.config import RunConfig, build_config, check_sections, read_config
+from hpsearch.driver.cluster import check_address, check_cluster_storage, client_storage, is_client, model_modules
+from hpsearch.models.config import ConfigError
 
 DEFAULT_STORAGE = "runs"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
@@ -151,7 +151,7 @@ def plan(args: Any) -> Plan:
     cheapest first: the run name, the storage path, the address, the config's own sections, the
     resources, and only then the model's settings (which import the model, and with it torch).
     Under Ray Client (``ray://``) the storage is a directory on the cluster: the head checks it and
-    refuses an existing run there (search.client)."""
+    refuses an existing run there (hpsearch.driver.client)."""
     config_path = Path(args.config)
     name = check_name(args.name) if args.name is not None else default_name(config_path)
     address = check_address(args.address)

@@ -3,13 +3,16 @@ and diagnoses; and the readable table ``hpsearch report`` prints."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from search.diagnose import diagnose
-from search.report import FINISHED, OUTCOMES_ALL, Run
-from search.rundir import RANKED, STUDY_FILE, STUDY_NAME, study_storage
+from hpsearch.core.outcomes import FINISHED, OUTCOMES_ALL, RANKED
+from hpsearch.core.rundir import STUDY_FILE, STUDY_NAME, study_storage
+from hpsearch.results.diagnose import diagnose
+from hpsearch.results.report import Run, build_table, read_run
 
 COMPACT_METRICS = ("train_loss",)
 REASON_WIDTH = 60
@@ -50,7 +53,7 @@ def importance(run: Run, table) -> tuple[dict[str, float], str]:
 def _importance_from_table(run: Run, table, note: str) -> tuple[dict[str, float], str]:
     import optuna
 
-    from search.space import parse_spec
+    from hpsearch.core.space import parse_spec
 
     specs = {name: parse_spec(name, run.raw["space"][name]) for name in run.space}
     distributions = {name: spec.to_optuna() for name, spec in specs.items()}
@@ -162,3 +165,21 @@ def format_table(table, all_columns: bool = False) -> str:
     with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 200,
                            "display.float_format", lambda v: f"{v:.4g}"):
         return f"objective = {metric} ({table.attrs.get('mode', '')})\n" + shown.to_string(index=False)
+
+
+def report_command(args) -> int:
+    run = read_run(args.run_dir)
+    table = build_table(run)
+    summary = summarize(run, table)
+    print(format_table(table, all_columns=args.all_columns))
+    print()
+    print(render(summary))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    if args.json:
+        records = json.loads(table.to_json(orient="records"))
+        Path(args.json).write_text(json.dumps({"summary": summary, "trials": records}, indent=2,
+                                              default=str), encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0

@@ -8,8 +8,8 @@ in through ``tune.with_parameters``. For each trial the adapter
 2. builds the model on the trial's device (CUDA when Ray gave the trial a GPU) with torch limited
    to the trial's CPU share;
 3. restores from Ray's checkpoint if there is one and continues at the next epoch;
-4. runs the same epoch loop as ``hpsearch train`` (models.fit.fit) and, after every epoch, asks
-   search.health for a verdict and reports every ``train_*`` / ``val_*`` value (Python floats),
+4. runs the same epoch loop as ``hpsearch train`` (hpsearch.models.fit.fit) and, after every epoch, asks
+   hpsearch.core.health for a verdict and reports every ``train_*`` / ``val_*`` value (Python floats),
    ``epoch``, ``epoch_s``, ``seed``, ``health``, ``health_reason`` and ``node_id`` (the Ray node
    the epoch ran on; Ray adds ``hostname``, ``node_ip`` and ``pid`` itself);
 5. checkpoints every ``checkpoint.interval`` epochs, on the last epoch and when the verdict is not
@@ -20,7 +20,6 @@ in through ``tune.with_parameters``. For each trial the adapter
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -30,13 +29,12 @@ from typing import Any
 import ray
 from ray import tune
 
-import models
-from models.fit import fit
-from search import health
-from search.config import RunConfig
-from search.training import load_trusted_tensors
-
-CHECKPOINT_FILE = "state.pt"
+from hpsearch import models
+from hpsearch.core import health
+from hpsearch.core.config import RunConfig
+from hpsearch.core.rundir import CHECKPOINT_FILE
+from hpsearch.core.training import cpu_threads, load_trusted_tensors
+from hpsearch.models.fit import fit
 
 
 def trial_seed(search_seed: int, index: int) -> int:
@@ -66,11 +64,6 @@ def index_from_name(name: str) -> int:
     if len(parts) < 3 or parts[0] != "trial" or not parts[1].isdigit():
         raise ValueError(f"trial name {name!r} is not trial_<index>_<id>")
     return int(parts[1])
-
-
-def cpu_threads(cpu: float) -> int:
-    """Torch threads for a trial holding ``cpu`` CPUs (fractions round down, at least 1)."""
-    return max(1, int(math.floor(cpu)))
 
 
 def trial_device(requested: str, gpu_ids: list) -> str:

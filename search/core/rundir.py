@@ -10,9 +10,10 @@
       scheduler/state.json  the scheduler's rung records and stop decisions, rewritten atomically on
                          every decision (a subfolder: Ray re-uploads top-level *.json on resume)
       run.lock           locked (flock) by the hpsearch process that runs or resumes the search
-      snapshot/          a whole, consistent copy of Ray's last experiment snapshot (search.snapshot)
+                         (``hold_lock``); ``lock_held`` tells a running search from a killed one
+      snapshot/          a whole, consistent copy of Ray's last experiment snapshot (hpsearch.tune.snapshot)
       <trial dirs>/      params.json, result.json (a JSON line per epoch, written as it is reported:
-                         search.progress.ResultLog), Ray's checkpoint_*/
+                         hpsearch.tune.progress.ResultLog), Ray's checkpoint_*/
 
 Only JSON, JSONL and YAML that hpsearch or Ray wrote as text are read back; nothing here is
 ever unpickled.
@@ -20,12 +21,19 @@ ever unpickled.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import optuna
+from optuna.storages.journal import JournalFileBackend
+
+from hpsearch.core.outcomes import OUTCOMES_ALL
+from hpsearch.models.config import ConfigError
 
 SEARCH_YAML = "search.yaml"
 RUN_JSON = "run.json"
@@ -36,22 +44,13 @@ SCHEDULER_STATE = "scheduler/state.json"
 SNAPSHOT_DIR = "snapshot"
 RUN_LOCK = "run.lock"
 
-OUTCOMES_ALL = ("completed", "pruned_asha", "pruned_flatline", "pruned_exploding", "pruned_nonfinite",
-                "pruned_collapsed", "error", "running")
-RUN_STATES = ("running", "finished", "interrupted")
-HEALTH_OUTCOMES = ("pruned_flatline", "pruned_exploding", "pruned_collapsed", "pruned_nonfinite")
-# Outcomes whose objective can be trusted to rank trials: a health-pruned trial's objective (a
-# flatline that ranked first, a NaN) never makes it "best", and an errored trial's never does.
-RANKED = ("completed", "pruned_asha", "running")
+CHECKPOINT_FILE = "state.pt"      # in each of Ray's checkpoint_*/ folders: weights, history, seed
 
 
 def study_storage(run_dir: str | Path) -> Any:
     """The run's Optuna storage: ``JournalStorage`` over ``RUN_DIR/optuna.journal``. Each change is
     one appended line (under a lock file, so other processes may read it at once), which costs a
     few milliseconds where SQLite took tens per trial; a line torn by a crash is left out on read."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
     return optuna.storages.JournalStorage(JournalFileBackend(str(Path(run_dir).resolve() / STUDY_FILE)))
 
 
@@ -138,3 +137,35 @@ def read_trial_results(trial_dir: str | Path) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def hold_lock(run_dir: str | Path) -> IO[str]:
+    """Lock the run dir for this process (released when it exits, however it exits); a
+    ConfigError when another process holds it."""
+    handle = (Path(run_dir) / RUN_LOCK).open("a", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"run_dir: {str(run_dir)!r} is in use: another hpsearch process is running this "
+                          f"search ({RUN_LOCK} is locked); wait for it, or stop it first") from None
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def lock_held(run_dir: str | Path) -> bool | None:
+    """True while a process runs the search, False when none does, None when unknown (no lock
+    file, or a filesystem without flock)."""
+    path = Path(run_dir) / RUN_LOCK
+    if not path.is_file():
+        return None
+    try:
+        with path.open("r", encoding="utf-8") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None

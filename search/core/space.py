@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from models.config import ConfigError, did_you_mean
+from hpsearch.models.config import ConfigError, did_you_mean
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import ConfigError, bounds, check_bounds, coerce
+from hpsearch.models.config import ConfigError, bounds, check_bounds, coerce
 
 STATUSES = ("ok", "nonfinite", "exploding", "flatline", "collapsed")
 

@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-import models
-from models.config import ConfigError
-from models.fit import epoch_line, fit, format_metrics
-from search.config import RunConfig, dump_config, load_config
-from search.objective import is_better
+from hpsearch import models
+from hpsearch.core.config import RunConfig, dump_config, load_config
+from hpsearch.core.objective import is_better
+from hpsearch.models.config import ConfigError
+from hpsearch.models.fit import epoch_line, fit, format_metrics
 
 WEIGHTS = "model.pt"
 CONFIG = "config.yaml"
@@ -40,6 +39,11 @@ def prepare_out_dir(out: str | Path, force: bool) -> Path:
         raise ConfigError(f"--out: {str(out)!r} already holds files; choose another path or pass --force")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def cpu_threads(cpu: float) -> int:
+    """Torch threads for a trial holding ``cpu`` CPUs (fractions round down, at least 1)."""
+    return max(1, int(math.floor(cpu)))
 
 
 def versions() -> dict[str, str]:

@@ -22,24 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.config import ConfigError, parse
-from search.config import Resources, build_config, dump_config
-from search.objective import is_better, score
-from search.report import FINISHED, Run, Trial, build_table, read_run
-from search.training import CONFIG, WEIGHTS, load_trusted_tensors, prepare_out_dir, versions
-
-
-def checkpoint_file() -> str:
-    """The file name the trainable gives its checkpoint inside a Ray checkpoint_* directory."""
-    from search.trainable import CHECKPOINT_FILE
-
-    return CHECKPOINT_FILE
+from hpsearch.core.config import Resources, build_config, dump_config
+from hpsearch.core.objective import is_better, score
+from hpsearch.core.outcomes import FINISHED
+from hpsearch.core.rundir import CHECKPOINT_FILE
+from hpsearch.core.training import CONFIG, WEIGHTS, cpu_threads, load_trusted_tensors, prepare_out_dir, versions
+from hpsearch.models.config import ConfigError, parse
+from hpsearch.results.report import Run, Trial, build_table, read_run
 
 
 def trial_threads(run: Run) -> int:
     """The torch thread count the run's trials trained with (the trainable's CPU share)."""
-    from search.trainable import cpu_threads
-
     return cpu_threads(parse(Resources, run.raw.get("resources") or {}, where="resources.").cpu)
 
 
@@ -74,7 +67,7 @@ def choose_checkpoint(run: Run, trial: Trial) -> Choice | None:
     """The trial's checkpoint on disk whose epoch has the best objective (the earliest on a tie)."""
     if trial.path is None:
         return None
-    name = checkpoint_file()
+    name = CHECKPOINT_FILE
     by_dir = {r.get("checkpoint_dir_name"): r for r in trial.rows if r.get("checkpoint_dir_name")}
     by_epoch = {r.get("epoch"): r for r in trial.rows}
     chosen: Choice | None = None

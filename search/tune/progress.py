@@ -30,8 +30,9 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from search.objective import best, score
-from search.rundir import RANKED
+from hpsearch.core.objective import best, score
+from hpsearch.core.outcomes import RANKED
+from hpsearch.core.rundir import OutcomeLog
 
 MAX_ROWS = 24          # a longer table shows the running trials and the latest that ended
 
@@ -80,7 +81,7 @@ def _number(value: Any) -> float | None:
 
 
 class LiveTable(Callback):
-    """Tune callback: the live table. ``outcomes`` (search.rundir.OutcomeLog) names why a trial ended."""
+    """Tune callback: the live table. ``outcomes`` (hpsearch.core.rundir.OutcomeLog) names why a trial ended."""
 
     def __init__(self, metric: str, outcomes: Any, interval_s: float = 5.0, stream: TextIO | None = None):
         self.metric, self.outcomes = metric, outcomes
@@ -223,7 +224,7 @@ class ResultLog(Callback):
 
 
 class SnapshotKeeper(Callback):
-    """Keeps a whole copy of each snapshot Ray takes in RUN_DIR/snapshot/ (search.snapshot).
+    """Keeps a whole copy of each snapshot Ray takes in RUN_DIR/snapshot/ (hpsearch.tune.snapshot).
     Tune asks callbacks for their state right after it wrote the snapshot to its staging folder;
     that is when the copy is taken (the state returned is None: nothing else to save)."""
 
@@ -237,7 +238,7 @@ class SnapshotKeeper(Callback):
             self._staging = trials[0].local_experiment_path
 
     def get_state(self) -> None:
-        from search.snapshot import keep_snapshot
+        from hpsearch.tune.snapshot import keep_snapshot
 
         if self._staging is not None:
             self._manifest = keep_snapshot(Path(self._staging), self.run_dir, self._manifest)

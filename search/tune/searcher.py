@@ -33,16 +33,17 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 from ray.air.constants import TRAINING_ITERATION
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from models.config import ConfigError
-from search.objective import score
-from search.rundir import HEALTH_OUTCOMES, STUDY_NAME, read_outcomes, study_storage
+from hpsearch.core.objective import score
+from hpsearch.core.outcomes import HEALTH_OUTCOMES
+from hpsearch.core.rundir import STUDY_NAME, read_outcomes, study_storage
+from hpsearch.models.config import ConfigError
 
 if TYPE_CHECKING:
-    from search.config import RunConfig
-    from search.rundir import OutcomeLog
+    from hpsearch.core.config import RunConfig
+    from hpsearch.core.rundir import OutcomeLog
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from models.config import ConfigError
+from hpsearch.models.config import ConfigError
 
 PROBE_TIMEOUT_S = 3.0
 CLIENT_SCHEME = "ray://"
@@ -28,7 +28,7 @@ CLIENT_PORT = "the Ray Client port of the head (`ray start --head --ray-client-s
 
 
 def is_client(address: str | None) -> bool:
-    """A Ray Client address (``ray://HOST:PORT``): the search then runs on the cluster (search.client)."""
+    """A Ray Client address (``ray://HOST:PORT``): the search then runs on the cluster (hpsearch.driver.client)."""
     return address is not None and address.startswith(CLIENT_SCHEME)
 
 
@@ -209,7 +209,7 @@ def check_address(address: str | None) -> str | None:
     ``ray://HOST:PORT`` (Ray Client) is returned as given once something speaks gRPC there and
     grpcio is installed: under Ray Client, Tune would build its loop as an actor on the head, apart
     from this process's scheduler, searcher and run dir, so hpsearch runs the whole search on the
-    head instead (search.client) and only relays its output and signals here."""
+    head instead (hpsearch.driver.client) and only relays its output and signals here."""
     if address is None or address == "local":
         return None
     option, given = ("--address auto", auto_address()) if address == "auto" else ("--address", address)

@@ -6,7 +6,7 @@ Plain ASHA (Ray's AsyncHyperBandScheduler) has three gaps this scheduler closes:
   here a non-finite (or missing) objective is the worst value a rung can hold;
 - a trial stuck at a constant loss whose objective happens to rank well survives every rung; here
   the trial's health verdict (``result["health"]``, computed by the trainable with
-  ``search.health.assess``) stops it at the epoch the verdict fires, whatever its rank;
+  ``hpsearch.core.health.assess``) stops it at the epoch the verdict fires, whatever its rank;
 - nothing records why a trial stopped; here every stop is written to the run's OutcomeLog with a
   one-line reason.
 
@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from models.config import ConfigError
-from search.health import STATUSES
-from search.objective import MODES, score, sign
-from search.rundir import write_json_atomic
+from hpsearch.core.health import STATUSES
+from hpsearch.core.objective import MODES, score, sign
+from hpsearch.core.rundir import write_json_atomic
+from hpsearch.models.config import ConfigError
 
 if TYPE_CHECKING:
-    from search.config import RunConfig
-    from search.rundir import OutcomeLog
+    from hpsearch.core.config import RunConfig
+    from hpsearch.core.rundir import OutcomeLog
 
 STATE_VERSION = 2          # 2 added "decided"; a version 1 state restores with no decisions
 
@@ -96,7 +96,7 @@ class HealthASHA(FIFOScheduler):
        recorded there before it) -> STOP, ``pruned_asha`` with value, cutoff, epoch, rung and count.
     7. CONTINUE.
 
-    NaN policy: a NaN, +-inf or missing objective scores -inf (``search.objective.score``): it is
+    NaN policy: a NaN, +-inf or missing objective scores -inf (``hpsearch.core.objective.score``): it is
     recorded at its rung as the worst value, it never survives a rung that holds another trial, and
     it lowers no one else's bar beyond "better than nothing". A result without ``health`` counts as
     healthy (the trainable reports a verdict every epoch; a bare result has nothing to judge).

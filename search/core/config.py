@@ -29,11 +29,11 @@ from typing import Any, Literal
 
 import yaml
 
-import models
-from models.config import ConfigError, as_dict, bounds, field_types, parse, unknown_key_error
-from search.health import HealthConfig
-from search.objective import MODES
-from search.space import Spec, parse_space
+from hpsearch import models
+from hpsearch.core.health import HealthConfig
+from hpsearch.core.objective import MODES
+from hpsearch.core.space import Spec, parse_space
+from hpsearch.models.config import ConfigError, as_dict, bounds, field_types, parse, unknown_key_error
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def build_config(raw: Any, source: str = "config") -> RunConfig:
     objective = parse(Objective, objective_raw, where="objective.")
     reported = models.declared(model, "reported")
     if reported is not None and objective.metric not in reported:
-        from models.config import did_you_mean
+        from hpsearch.models.config import did_you_mean
 
         raise ConfigError(f"objective.metric: {objective.metric!r} is not reported by model {model!r}"
                           f"{did_you_mean(objective.metric, reported)}; it reports: "

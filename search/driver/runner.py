@@ -1,4 +1,4 @@
-"""``hpsearch run`` and ``hpsearch resume``: check everything (search.preflight, search.resume),
+"""``hpsearch run`` and ``hpsearch resume``: check everything (hpsearch.driver.preflight, hpsearch.driver.resume),
 start or join Ray, run the Tuner, stop gracefully on a signal, say what happened.
 
     Tuner(with_resources(with_parameters(trainable, run=config), {cpu, gpu}),
@@ -14,7 +14,7 @@ bad config fails fast.
 A resumed search is the same Tuner built afresh with Ray's ``ResumeConfig`` (unfinished trials
 continue from their checkpoints, ended ones are kept as they are): Tune restores its trials and
 the searcher from its last snapshot, the scheduler gets its own saved state back, and the trials
-that ended after that snapshot are retired (search.resume.reconcile).
+that ended after that snapshot are retired (hpsearch.driver.resume.reconcile).
 
 Signals: SIGINT and SIGTERM stop a search gracefully (``GracefulStop``): Tune saves its state and
 stops the trials, run.json says ``interrupted``, the exit code is 130 / 143 and the last line says
@@ -23,33 +23,30 @@ how to resume. A second signal stops at once (the state saved at the last step s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from models.config import ConfigError
-from search import preflight
-from search.cluster import check_address, check_cluster_storage, is_client, model_modules
-from search.config import dump_config
-from search.rundir import SCHEDULER_STATE, SEARCH_YAML, OutcomeLog, update_run_info
+from hpsearch.core.config import dump_config
+from hpsearch.core.rundir import SCHEDULER_STATE, SEARCH_YAML, OutcomeLog, hold_lock, update_run_info
+from hpsearch.driver import preflight
+from hpsearch.driver.cluster import check_cluster_storage, model_modules
+from hpsearch.driver.signals import GracefulStop
+from hpsearch.models.config import ConfigError
 
 # Set before Ray is imported (run_command imports it only after the checks): no usage-stats
 # banner, and trials keep the working directory, so relative data paths keep working.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # with verbose=0: Ray prints no table of its own
-# Result files come from ResultLog (search.progress); the TensorBoard logger Ray would add on its
+# Result files come from ResultLog (hpsearch.tune.progress); the TensorBoard logger Ray would add on its
 # own only prints warnings about NaN values into the live output.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-# Ray's experiment snapshot paced by its cost (search.snapshot.pace_snapshots): every Tune step
+# Ray's experiment snapshot paced by its cost (hpsearch.tune.snapshot.pace_snapshots): every Tune step
 # while it is cheap, instead of Ray's every 10 s or more, so after a SIGKILL resume redoes at most
 # about a step of work. A number of seconds here is used as Ray uses it.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
@@ -57,80 +54,6 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 KEEP_CHECKPOINTS = 2       # the best two by the objective, plus always the latest
-
-
-class GracefulStop:
-    """The SIGINT / SIGTERM handler while hpsearch runs a search.
-
-    Inside ``Tuner.fit()`` the first signal asks Tune to stop, as Tune's own Ctrl-C handler does:
-    Tune saves its experiment state, stops the trials and returns. Outside fit(), and on a second
-    signal, it raises KeyboardInterrupt at once. ``signum`` keeps the first signal (exit code
-    128 + signum)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._in_fit = False
-        self._tune_before: Any = None
-        self._relayed: list[int] = []
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        relayed, self._relayed = self._relayed, []   # two relayed kills may arrive as one call
-        if relayed:
-            signum = relayed[0]
-        first = self.signum is None and len(relayed) < 2
-        if self.signum is None:
-            self.signum = signum
-        tune_stop = signal.getsignal(signal.SIGUSR1)   # installed by Tune for the run in progress
-        if first and self._in_fit and callable(tune_stop) and tune_stop is not self._tune_before:
-            print(f"hpsearch: {signal.Signals(signum).name}: saving the search state and stopping the trials "
-                  "(send the signal again to stop at once)", file=sys.stderr, flush=True)
-            tune_stop(signum, frame)
-            return
-        raise KeyboardInterrupt
-
-    def relay(self, signum: int) -> None:
-        """Deliver ``signum`` from another thread (search.client relays the client's signals): raised
-        here as SIGTERM, handled as ``signum``. In a Ray worker SIGINT never reaches Python (Ray
-        keeps it for task cancellation); SIGTERM does, once this handler holds it."""
-        self._relayed.append(signum)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[GracefulStop]:
-        """The handler for SIGINT and SIGTERM in this block (main thread only), the previous ones
-        after it."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        self.arm()
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-
-    def arm(self) -> None:
-        """(Re)install the handler: ray.init installs its own SIGTERM handler, which aborts."""
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self)
-
-    @contextlib.contextmanager
-    def tune_running(self) -> Iterator[None]:
-        self._tune_before, self._in_fit = signal.getsignal(signal.SIGUSR1), True
-        try:
-            yield
-        finally:
-            self._in_fit = False
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + int(self.signum or signal.SIGINT)
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
 
 
 def start_ray(plan: preflight.Plan) -> bool:
@@ -162,8 +85,8 @@ def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: l
     from ray import tune
     from ray.tune import ResumeConfig
 
-    from search.snapshot import pace_snapshots
-    from search.trainable import trainable, trial_name
+    from hpsearch.tune.snapshot import pace_snapshots
+    from hpsearch.tune.trainable import trainable, trial_name
 
     pace_snapshots()
     config = plan.config
@@ -211,7 +134,7 @@ def header(plan: preflight.Plan, verb: str = "run") -> str:
 def claim_run_dir(plan: preflight.Plan) -> None:
     """Create the run dir (refusing one that exists: never overwrite a run) and write search.yaml
     and run.json."""
-    from search.training import versions
+    from hpsearch.core.training import versions
 
     try:
         plan.run_dir.mkdir(parents=True, exist_ok=False)
@@ -253,13 +176,13 @@ def trial_slots(config: Any) -> int:
 
 def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, interval_s: float, stream: Any,
            resumption: Any = None) -> int:
-    """Run the Tuner to the end of the search or to a signal; ``resumption`` (search.resume) for a
+    """Run the Tuner to the end of the search or to a signal; ``resumption`` (hpsearch.driver.resume) for a
     resumed search. Returns the exit code."""
     import ray
 
-    from search.progress import LiveTable, OutcomeRecorder, ResultLog, SnapshotKeeper, summary
-    from search.scheduler import make_scheduler
-    from search.searcher import close_open_trials, make_searcher
+    from hpsearch.tune.progress import LiveTable, OutcomeRecorder, ResultLog, SnapshotKeeper, summary
+    from hpsearch.tune.scheduler import make_scheduler
+    from hpsearch.tune.searcher import close_open_trials, make_searcher
 
     config, run_dir = plan.config, plan.run_dir
     metric, mode = config.objective.metric, config.objective.mode
@@ -310,8 +233,6 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
 def run(plan: preflight.Plan, interval_s: float = 5.0, stream: Any = None) -> int:
     """Run a checked search to the end. 0 when the search ran to the end and some trial got
     further than an error, 1 when every trial failed, 130 / 143 when SIGINT / SIGTERM stopped it."""
-    from search.resume import hold_lock
-
     stream = stream or sys.stdout
     for note in plan.warnings:
         print(f"hpsearch run: note: {note}", file=sys.stderr)
@@ -332,22 +253,13 @@ def run(plan: preflight.Plan, interval_s: float = 5.0, stream: Any = None) -> in
             lock.close()
 
 
-def run_command(args: Any) -> int:
-    plan = preflight.plan(args)
-    if is_client(plan.address):
-        from search import client
-
-        return client.run(plan)
-    return run(plan)
-
-
 def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 5.0, stream: Any = None,
            shown_address: str | None = None) -> int:
     """Continue an interrupted search in ``run_dir`` (``hpsearch resume``): every check first, then
     the run dir's records reconciled with Ray's last snapshot, then the search to its end.
-    ``address`` as search.cluster.check_address returned it (``resume_command`` checks it once);
-    ``shown_address``: the address the user gave, where it differs (Ray Client: search.client)."""
-    from search import resume as restoring
+    ``address`` as hpsearch.driver.cluster.check_address returned it (``resume_command`` checks it once);
+    ``shown_address``: the address the user gave, where it differs (Ray Client: hpsearch.driver.client)."""
+    from hpsearch.driver import resume as restoring
 
     stream = stream or sys.stdout
     snapshot = restoring.check_resumable(run_dir)
@@ -364,7 +276,7 @@ def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 
                           runtime_env=runtime_env)
     stop = GracefulStop()
     with stop.installed():
-        lock = restoring.hold_lock(snapshot.run_dir)
+        lock = hold_lock(snapshot.run_dir)
         try:
             resumption = restoring.prepare(snapshot)
             update_run_info(snapshot.run_dir, state="running", address=shown_address or address or "local",
@@ -374,12 +286,3 @@ def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 
             return search(plan, stop, started_here, interval_s=interval_s, stream=stream, resumption=resumption)
         finally:
             lock.close()
-
-
-def resume_command(args: Any) -> int:
-    address = check_address(args.address)
-    if is_client(address):
-        from search import client
-
-        return client.resume(args.run_dir, address)
-    return resume(args.run_dir, address=address)

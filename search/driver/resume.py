@@ -2,15 +2,15 @@
 
 While a search runs, every fact is on disk the moment it is decided, in the run dir:
 
-- each trial's ``params.json`` and ``result.json`` lines (search.progress.ResultLog: written
+- each trial's ``params.json`` and ``result.json`` lines (hpsearch.tune.progress.ResultLog: written
   straight into the run dir, flushed and fsync'd; Ray's own logger writes to a staging folder under
   /tmp that reaches the run dir only with Ray's next state sync);
 - every stop and rung record of the scheduler (``scheduler/state.json``, atomic, before the stop
   takes effect) and every outcome (``outcomes.jsonl``);
 - the Optuna study (``optuna.journal``);
 - Ray's snapshot (``experiment_state-*.json`` and the searcher state), taken every Tune step
-  while that is cheap (search.snapshot.pace_snapshots; Ray's default is every 10 s or more), and a
-  whole, consistent copy of it in ``snapshot/`` (search.snapshot): Ray rewrites its own files in
+  while that is cheap (hpsearch.tune.snapshot.pace_snapshots; Ray's default is every 10 s or more), and a
+  whole, consistent copy of it in ``snapshot/`` (hpsearch.tune.snapshot): Ray rewrites its own files in
   place in a background thread, so a SIGKILL often leaves them truncated (seen on the first try).
 
 Ray's snapshot can still be one step behind the rest after a SIGKILL. ``hpsearch resume`` therefore
@@ -27,54 +27,20 @@ running search from one whose driver was killed.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from models.config import ConfigError
-from search.config import RunConfig, load_config
-from search.rundir import RUN_JSON, RUN_LOCK, RUN_STATES, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE
-from search.snapshot import RayTrial, place_snapshot, read_json, read_snapshot, refusal
+from hpsearch.core.config import RunConfig, load_config
+from hpsearch.core.outcomes import RUN_STATES
+from hpsearch.core.rundir import RUN_JSON, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE
+from hpsearch.models.config import ConfigError
+from hpsearch.tune.snapshot import RayTrial, place_snapshot, read_json, read_snapshot, refusal
 
 ENDED = ("TERMINATED", "ERROR")
-
-
-# -- the lock ----------------------------------------------------------------------------------------
-
-def hold_lock(run_dir: Path) -> IO[str]:
-    """Lock the run dir for this process (released when it exits, however it exits); a
-    ConfigError when another process holds it."""
-    handle = (Path(run_dir) / RUN_LOCK).open("a", encoding="utf-8")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(f"run_dir: {str(run_dir)!r} is in use: another hpsearch process is running this "
-                          f"search ({RUN_LOCK} is locked); wait for it, or stop it first") from None
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
-
-
-def lock_held(run_dir: Path) -> bool | None:
-    """True while a process runs the search, False when none does, None when unknown (no lock
-    file, or a filesystem without flock)."""
-    path = Path(run_dir) / RUN_LOCK
-    if not path.is_file():
-        return None
-    try:
-        with path.open("r", encoding="utf-8") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return None
 
 
 # -- checks before Ray ------------------------------------------------------------------------------
@@ -264,17 +230,17 @@ def close_orphans(searcher: Any, known: set[str], rows: Mapping[str, list[dict[s
 
 @dataclass
 class Resumption:
-    """A checked, reconciled run dir, ready for the resumed Tuner (search.runner.search)."""
+    """A checked, reconciled run dir, ready for the resumed Tuner (hpsearch.driver.runner.search)."""
     snapshot: Snapshot
     plan: Reconciled
     rows: dict[str, list[dict[str, Any]]]
     scheduler_state: dict[str, Any] | None
-    trials: list[Any]                    # search.report.Trial, for the live table
+    trials: list[Any]                    # hpsearch.results.report.Trial, for the live table
 
     def apply(self, searcher: Any, scheduler: Any, live: Any) -> None:
         """Give the fresh scheduler its saved state and the trials to retire, close the Optuna
         trials Ray never saved, and show every earlier trial in the live table."""
-        from search.searcher import inner_searcher
+        from hpsearch.tune.searcher import inner_searcher
 
         if self.scheduler_state is not None:
             scheduler.restore_state(self.scheduler_state)
@@ -299,9 +265,9 @@ class Resumption:
 def prepare(snapshot: Snapshot) -> Resumption:
     """Read the run dir's own records, reconcile them with Ray's snapshot and write the outcomes
     that reconciling establishes. Call while holding the lock, before Ray starts."""
-    from search.report import read_run
-    from search.rundir import OutcomeLog
-    from search.scheduler import make_scheduler
+    from hpsearch.core.rundir import OutcomeLog
+    from hpsearch.results.report import read_run
+    from hpsearch.tune.scheduler import make_scheduler
 
     if snapshot.kept:
         place_snapshot(snapshot.run_dir, snapshot.files)
@@ -327,7 +293,7 @@ def seed_rows(live: Any, trials: list[Any]) -> None:
     """Every trial already in the run dir as a row of the live table (and so of the summary)."""
     import math
 
-    from search.progress import TrialRow, label
+    from hpsearch.tune.progress import TrialRow, label
 
     for trial in trials:
         if trial.trial_id in live.rows:
@@ -347,5 +313,5 @@ def seed_rows(live: Any, trials: list[Any]) -> None:
 
 
 __all__ = ["ENDED", "ORPHAN_REASON", "Reconciled", "Resumption", "Snapshot", "check_resumable",
-           "close_orphans", "hold_lock", "last_epoch", "lock_held", "prepare", "reconcile", "scheduler_state",
+           "close_orphans", "last_epoch", "prepare", "reconcile", "scheduler_state",
            "seed_rows"]

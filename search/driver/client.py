@@ -8,12 +8,12 @@ pruned trial then recorded again as completed). So the whole of ``hpsearch run``
 runs as one task pinned to the head, in one process, as it does on a laptop:
 
     this process                          the head node
-    ray.init("ray://HOST:PORT")   ──────▶ drive(): storage checks, then search.runner as usual
+    ray.init("ray://HOST:PORT")   ──────▶ drive(): storage checks, then hpsearch.driver.runner as usual
     prints what the Relay holds   ◀────── its stdout and stderr, line by line, into a Relay actor
     SIGINT / SIGTERM ──▶ Relay    ──────▶ a watcher thread there hands it to the search's handler
 
 The run dir is written by the head, so ``--storage`` is an absolute path on the cluster (a shared
-filesystem every node mounts; search.cluster.client_storage). The search lives as long as this
+filesystem every node mounts; hpsearch.driver.cluster.client_storage). The search lives as long as this
 connection: if this process dies, Ray ends the job and the search stops where its last snapshot
 was; ``hpsearch resume RUN_DIR --address ray://HOST:PORT`` continues it. A search that must outlive
 the laptop is a job instead (``ray job submit``, README).
@@ -29,11 +29,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from models.config import ConfigError
+from hpsearch.driver import cluster, preflight, runner
+from hpsearch.driver.signals import GracefulStop, signals_kept
+from hpsearch.models.config import ConfigError
 
 POLL_S = 0.25
 
@@ -95,8 +96,6 @@ def forward_signals(relay: Any, done: threading.Event) -> None:
     signal waits (the checks before the search are short, and a signal then would kill the worker)."""
     import ray
 
-    from search.runner import GracefulStop
-
     seen, pending = 0, []
     while not done.wait(POLL_S):
         new = ray.get(relay.signals.remote(seen))
@@ -111,8 +110,6 @@ def drive(verb: str, target: Any, relay: Any, address: str) -> tuple[int, str]:
     """The task on the head: ``run`` a Plan or ``resume`` a run dir there, its output relayed.
     Returns (exit code, the one-line error of a refused check or '')."""
     import ray
-
-    from search import cluster, preflight, runner
 
     out, err = RelayStream(relay, "stdout"), RelayStream(relay, "stderr")
     done = threading.Event()
@@ -175,23 +172,6 @@ def head_node_id() -> str:
         if node.get("Alive") and "node:__internal_head__" in node.get("Resources", {}):
             return node["NodeID"]
     raise ConfigError("--address: the Ray cluster reports no live head node")
-
-
-@contextlib.contextmanager
-def signals_kept() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM noted (the loop in ``remote`` relays them) instead of ending this process."""
-    got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: got.append(signum))
-    try:
-        yield got
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def show(chunks: list[tuple[str, str]]) -> None:
@@ -260,8 +240,8 @@ def resume_runtime_env(run_dir: Path) -> dict[str, Any]:
     on the cluster as it is."""
     import yaml
 
-    from search.cluster import model_modules
-    from search.rundir import SEARCH_YAML
+    from hpsearch.core.rundir import SEARCH_YAML
+    from hpsearch.driver.cluster import model_modules
 
     env: dict[str, Any] = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
     with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):

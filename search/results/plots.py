@@ -15,8 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from models.config import ConfigError
-from search.report import Run, Trial, build_table, read_run
+from hpsearch.models.config import ConfigError
+from hpsearch.results.report import Run, Trial, build_table, read_run
 
 COLORS = {
     "completed": "tab:green", "pruned_asha": "tab:blue", "pruned_flatline": "tab:gray",
@@ -159,7 +159,7 @@ def save_figures(figures: dict[str, Any], out: str | Path, dpi: int = 100) -> li
 
 
 def plot_command(args) -> int:
-    from search.training import prepare_out_dir
+    from hpsearch.core.training import prepare_out_dir
 
     run = read_run(args.run_dir)
     if not any(trial.rows for trial in run.trials):

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.config import ConfigError
-from search.rundir import SNAPSHOT_DIR
+from hpsearch.core.rundir import SNAPSHOT_DIR
+from hpsearch.models.config import ConfigError
 
 RAY_FILES = ("experiment_state-*.json",      # Ray's TuneController.CKPT_FILE_TMPL (JSON)
              "search_gen_state-*.json",      # Ray's searcher state: pickles, whatever the suffix
@@ -45,7 +45,7 @@ def pace_snapshots() -> None:
     trial count (tens of ms); it is then taken every few hundred ms instead of at every step, where
     it would take most of the driver's time. Ray also snapshots whenever a trial has saved
     ``num_to_keep`` checkpoints since the last one, so a resumed trial redoes at most that much.
-    Applies while TUNE_GLOBAL_CHECKPOINT_S is "auto" (search.runner's default); a number there
+    Applies while TUNE_GLOBAL_CHECKPOINT_S is "auto" (hpsearch.driver.runner's default); a number there
     is used as Ray uses it. A Ray without this hook keeps its own "auto" period."""
     from ray.tune.execution import experiment_state
 

@@ -15,7 +15,7 @@ Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``
 - the last value of every ``train_*`` metric (``train_loss``, ``train_loss_<component>``,
   ``train_grad_norm``, ``train_batch_loss_std``, model diagnostics) and every ``val_*`` metric.
 
-Rows are sorted by ``objective_best`` through :mod:`search.objective` (NaN always last), trials
+Rows are sorted by ``objective_best`` through :mod:`hpsearch.core.objective` (NaN always last), trials
 whose objective can be trusted (completed, ASHA-pruned, running) before health-pruned ones, errors last. Only the
 text files of the run are read (search.yaml, run.json, outcomes.jsonl, params.json, result.json,
 error.txt) plus the Optuna journal (JSON lines) for importances; no pickle in a run dir is ever loaded.
@@ -31,16 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.config import ConfigError, parse
-from search.config import Budget, RunConfig, read_yaml
-from search.objective import MODES, best, score
-from search.resume import lock_held
-from search.rundir import HEALTH_OUTCOMES, OUTCOMES_ALL, RANKED, RUN_JSON, SEARCH_YAML, read_outcomes, read_trial_results
+from hpsearch.core.config import Budget, RunConfig, read_yaml
+from hpsearch.core.objective import MODES, best, score
+from hpsearch.core.outcomes import HEALTH_OUTCOMES, RANKED
+from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, read_outcomes, read_trial_results
+from hpsearch.models.config import ConfigError, parse
 
-FINISHED = ("completed", "pruned_asha")          # ended normally: their objective is a fair verdict
-DIVERGED = ("pruned_exploding", "pruned_nonfinite")
 HEAD = ("trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last")
-TRIAL_DIR = re.compile(r"trial_\d+_(?P<id>.+)")     # search.trainable.trial_name: trial_<index>_<id>
+TRIAL_DIR = re.compile(r"trial_\d+_(?P<id>.+)")     # hpsearch.tune.trainable.trial_name: trial_<index>_<id>
 RAY_TRIAL_ID = re.compile(r"[0-9a-f]{5,8}_\d{5}")     # Ray's default directory names hold the id
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
@@ -130,7 +128,7 @@ def _id_from_name(name: str) -> str:
 def _objective(raw: dict[str, Any]) -> tuple[str, str]:
     objective = raw.get("objective")
     if objective is None:
-        import models
+        from hpsearch import models
 
         default = models.declared(raw.get("model", ""), "objective")
         if default is None:
@@ -261,25 +259,4 @@ def load_report(run_dir: str | Path):
     return build_table(read_run(run_dir))
 
 
-def report_command(args) -> int:
-    from search.summary import format_table, render, summarize
-
-    run = read_run(args.run_dir)
-    table = build_table(run)
-    summary = summarize(run, table)
-    print(format_table(table, all_columns=args.all_columns))
-    print()
-    print(render(summary))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
-    if args.json:
-        records = json.loads(table.to_json(orient="records"))
-        Path(args.json).write_text(json.dumps({"summary": summary, "trials": records}, indent=2,
-                                              default=str), encoding="utf-8")
-        print(f"wrote {args.json}")
-    return 0
-
-
-__all__ = ["DIVERGED", "FINISHED", "OUTCOMES_ALL", "Run", "Trial", "build_table", "load_report", "read_run",
-           "report_command", "trial_row"]
+__all__ = ["Run", "Trial", "build_table", "load_report", "read_run", "trial_row"]

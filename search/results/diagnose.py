@@ -1,6 +1,6 @@
 """Diagnoses: what a user would otherwise dig out of the report by hand.
 
-Each check reads the report table (one row per trial, see :mod:`search.report`) and returns one
+Each check reads the report table (one row per trial, see :mod:`hpsearch.results.report`) and returns one
 line, or None when it has nothing to say; a healthy run gets no diagnosis at all.
 
 - ``dominant_component``: one loss component makes up most of the summed components in most
@@ -24,7 +24,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from search.report import DIVERGED, FINISHED
+from hpsearch.core.outcomes import DIVERGED, FINISHED
 
 DOMINANT_SHARE = 0.9          # a component above this share of the summed components dominates
 
