@@ -25,10 +25,14 @@ demo: install
 	$(VENV)/bin/hpsearch report runs/$$name && \
 	$(VENV)/bin/hpsearch export runs/$$name
 
+# Lint (ruff: pyflakes, import order, bugbear; zero findings), then the whole suite, which also
+# checks the layer contracts in pyproject.toml (tests/test_layers.py).
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 test-fast: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not slow"
 
 # The benchmarks behind BENCHMARKS.md (each rewrites its own section; about 40 min on 2 cores,
