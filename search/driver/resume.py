@@ -28,19 +28,22 @@ running search from one whose driver was killed.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from hpsearch.core.config import RunConfig, load_config
-from hpsearch.core.outcomes import RUN_STATES
-from hpsearch.core.rundir import RUN_JSON, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE
+from hpsearch.core.outcomes import RUN_STATES, Outcome
+from hpsearch.core.rundir import RUN_JSON, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE, OutcomeLog
 from hpsearch.models.config import ConfigError
 from hpsearch.tune.snapshot import RayTrial, place_snapshot, read_json, read_snapshot, refusal
 
-ENDED = ("TERMINATED", "ERROR")
+ENDED = ("TERMINATED", "ERROR")         # Ray's statuses of a trial that has ended
+WAITING = ("PENDING", "PAUSED")        # and of one Ray has yet to start or continue
 
 
 # -- checks before Ray ------------------------------------------------------------------------------
@@ -228,6 +231,22 @@ def close_orphans(searcher: Any, known: set[str], rows: Mapping[str, list[dict[s
     return closed
 
 
+def retire_finished(finished: Mapping[str, Mapping[str, Any]], tune_controller: Any) -> None:
+    """Close the trials a resumed search must not run again: they ended after Ray's last snapshot,
+    so Ray restored them as unfinished. ``finished``: trial_id -> {"outcome": ..., "result": the
+    trial's last reported row} (``Reconciled.retire``). Each one Ray holds as waiting is told to the
+    searcher with its real end (its last row, or an error) and stopped by Tune without starting.
+    Run once, at the resumed search's first scheduling step (HealthASHA.on_next_step), when Tune
+    knows every restored trial."""
+    for trial in list(tune_controller.get_trials()):
+        final = finished.get(trial.trial_id)
+        if final is None or trial.status not in WAITING:
+            continue
+        tune_controller.search_alg.on_trial_complete(
+            trial.trial_id, result=final.get("result"), error=final.get("outcome") == Outcome.ERROR)
+        tune_controller.stop_trial(trial)
+
+
 @dataclass
 class Resumption:
     """A checked, reconciled run dir, ready for the resumed Tuner (hpsearch.driver.runner.search)."""
@@ -238,13 +257,14 @@ class Resumption:
     trials: list[Any]                    # hpsearch.results.report.Trial, for the live table
 
     def apply(self, searcher: Any, scheduler: Any, live: Any) -> None:
-        """Give the fresh scheduler its saved state and the trials to retire, close the Optuna
-        trials Ray never saved, and show every earlier trial in the live table."""
+        """Give the fresh scheduler its saved state and, for its first step, the trials to retire;
+        close the Optuna trials Ray never saved, and show every earlier trial in the live table."""
         from hpsearch.tune.searcher import inner_searcher
 
         if self.scheduler_state is not None:
             scheduler.restore_state(self.scheduler_state)
-        scheduler.retire(self.plan.retire)
+        if self.plan.retire:
+            scheduler.on_next_step(partial(retire_finished, self.plan.retire))
         inner = inner_searcher(searcher)
         if inner is not None:
             close_orphans(inner, set(self.snapshot.trials), self.rows, live.outcomes.all())
@@ -265,7 +285,6 @@ class Resumption:
 def prepare(snapshot: Snapshot) -> Resumption:
     """Read the run dir's own records, reconcile them with Ray's snapshot and write the outcomes
     that reconciling establishes. Call while holding the lock, before Ray starts."""
-    from hpsearch.core.rundir import OutcomeLog
     from hpsearch.results.report import read_run
     from hpsearch.tune.scheduler import make_scheduler
 
@@ -291,8 +310,6 @@ def prepare(snapshot: Snapshot) -> Resumption:
 
 def seed_rows(live: Any, trials: list[Any]) -> None:
     """Every trial already in the run dir as a row of the live table (and so of the summary)."""
-    import math
-
     from hpsearch.tune.progress import TrialRow, label
 
     for trial in trials:
@@ -312,6 +329,6 @@ def seed_rows(live: Any, trials: list[Any]) -> None:
             seed=last.get("seed"))
 
 
-__all__ = ["ENDED", "ORPHAN_REASON", "Reconciled", "Resumption", "Snapshot", "check_resumable",
-           "close_orphans", "last_epoch", "prepare", "reconcile", "scheduler_state",
+__all__ = ["ENDED", "ORPHAN_REASON", "WAITING", "Reconciled", "Resumption", "Snapshot", "check_resumable",
+           "close_orphans", "last_epoch", "prepare", "reconcile", "retire_finished", "scheduler_state",
            "seed_rows"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,9 +16,10 @@ import pytest
 
 from hpsearch.core.config import build_config, dump_config
 from hpsearch.core.rundir import SCHEDULER_STATE, OutcomeLog, read_trial_results
-from hpsearch.driver.resume import ORPHAN_REASON, check_resumable, reconcile
+from hpsearch.driver.resume import ORPHAN_REASON, check_resumable, reconcile, retire_finished
+from hpsearch.tune.scheduler import HealthASHA
 from hpsearch.tune.snapshot import RayTrial, keep_snapshot, placed_name
-from tests.search.test_resume import SESSION, TOY, ray_files
+from tests.fixtures.resume_runs import SESSION, TOY, ray_files
 
 # ----------------------------------------------------------------------------------------------
 # Reconciling Ray's snapshot with the run dir's own records.
@@ -74,9 +76,7 @@ def test_trials_ray_never_saved_are_orphans_and_an_unfinished_one_is_an_error():
 # ----------------------------------------------------------------------------------------------
 # The scheduler's persisted decisions.
 
-def asha(tmp_path: Path, outcomes: OutcomeLog):
-    from hpsearch.tune.scheduler import HealthASHA
-
+def asha(tmp_path: Path, outcomes: OutcomeLog) -> HealthASHA:
     return HealthASHA("val_acc", "max", max_t=8, grace_period=2, reduction_factor=2, outcomes=outcomes,
                       state_path=tmp_path / SCHEDULER_STATE)
 
@@ -93,8 +93,8 @@ def test_every_decision_is_on_disk_before_it_takes_effect_and_a_restored_stop_st
         assert report(first, trial_id, 1, value) == "CONTINUE"          # no rung at epoch 1
         decision = report(first, trial_id, 2, value)                    # rung 2: a decision
         assert json.loads((tmp_path / SCHEDULER_STATE).read_text()) == json.loads(json.dumps(first.state()))
-        assert trial_id in first.rungs[0]
-    assert decision == "STOP" and first.decided["c"]["outcome"] == "pruned_asha"
+        assert trial_id in first.bracket.rungs[0].scores
+    assert decision == "STOP" and first.bracket.decided["c"].outcome == "pruned_asha"
     lines = (tmp_path / "outcomes.jsonl").read_text().count("\n")
 
     # after an interruption: a fresh scheduler with the state from disk
@@ -104,7 +104,7 @@ def test_every_decision_is_on_disk_before_it_takes_effect_and_a_restored_stop_st
     assert report(second, "c", 2, 0.99) == "STOP"          # the decision stands, whatever it reports now
     assert (tmp_path / "outcomes.jsonl").read_text().count("\n") == lines   # and is not recorded twice
     assert report(second, "d", 2, 0.5) == "STOP"            # ranked against a, b and c from before
-    assert set(second.rungs[0]) == {"a", "b", "c", "d"}
+    assert set(second.bracket.rungs[0].scores) == {"a", "b", "c", "d"}
 
 
 class FakeTrial(SimpleNamespace):
@@ -112,6 +112,8 @@ class FakeTrial(SimpleNamespace):
 
 
 def test_retired_trials_are_closed_at_the_first_step_and_only_those(tmp_path):
+    """Trials that ended after Ray's last snapshot, handed to the scheduler's next step: each one Ray
+    holds as waiting is told to the searcher once, with its outcome, and stopped without starting."""
     from ray.tune.experiment import Trial
 
     scheduler = asha(tmp_path, OutcomeLog(None))
@@ -123,8 +125,9 @@ def test_retired_trials_are_closed_at_the_first_step_and_only_those(tmp_path):
         search_alg=SimpleNamespace(on_trial_complete=lambda tid, result=None, error=False: told.append((tid, result, error))),
         _live_trials=set(), get_live_trials=lambda: [])
     last = {"training_iteration": 4, "val_acc": 0.7}
-    scheduler.retire({"done": {"outcome": "completed", "result": last}, "failed": {"outcome": "error", "result": None},
-                      "old": {"outcome": "completed", "result": last}})
+    finished = {"done": {"outcome": "completed", "result": last}, "failed": {"outcome": "error", "result": None},
+                "old": {"outcome": "completed", "result": last}}
+    scheduler.on_next_step(partial(retire_finished, finished))
     scheduler.choose_trial_to_run(controller)
     scheduler.choose_trial_to_run(controller)
     assert stopped == ["done", "failed"]

@@ -1,4 +1,6 @@
-"""The scheduler driven with hand-written trials: health stops, NaN ranked last, ASHA reasons, state."""
+"""The scheduler driven with hand-written trials as Tune drives it: health stops, NaN ranked last,
+ASHA reasons in the OutcomeLog, the state through Tune's save/restore. The rung arithmetic itself
+is in test_rungs.py."""
 
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ import pytest
 from hpsearch.core.config import Budget, Objective, RunConfig, SchedulerConfig
 from hpsearch.core.health import HealthConfig, assess
 from hpsearch.core.rundir import OutcomeLog, read_outcomes
-from hpsearch.models.config import ConfigError
-from hpsearch.tune.scheduler import HealthASHA, make_scheduler, percentile, rung_milestones
+from hpsearch.tune.scheduler import HealthASHA, make_scheduler
 
 STOP, CONTINUE = "STOP", "CONTINUE"
 NAN = math.nan
@@ -132,7 +133,7 @@ def test_health_pruned_values_do_not_raise_the_bar():
     """A flatlined trial's objective was never real: once pruned it no longer sets rung cutoffs."""
     scheduler = asha()
     drive(scheduler, {"flat": results([0.99] * 9, [0.1] * 9), "b": results([0.5] * 9)})
-    assert "flat" not in scheduler.rungs[0]
+    assert "flat" not in scheduler.bracket.rungs[0].scores
     decision = scheduler.on_trial_result(None, SimpleNamespace(trial_id="c"), results([0.6])[0])
     assert decision == CONTINUE  # against 0.99 still recorded, 0.6 would be cut
 
@@ -165,7 +166,7 @@ def test_save_and_restore_through_a_file(tmp_path):
     original.save(str(tmp_path / "scheduler.json"))
     restored = asha()
     restored.restore(str(tmp_path / "scheduler.json"))
-    assert restored.rungs == original.rungs and restored.rungs[0]["nan"] == -math.inf
+    assert restored.bracket.rungs == original.bracket.rungs and restored.bracket.rungs[0].scores["nan"] == -math.inf
 
 
 def test_restore_refuses_other_settings():
@@ -174,42 +175,58 @@ def test_restore_refuses_other_settings():
         asha(grace_period=2).restore_state(state)
 
 
-def test_rungs_follow_grace_period_and_reduction_factor():
-    assert rung_milestones(1, 9, 3) == [1, 3]
-    assert rung_milestones(2, 30, 3) == [2, 6, 18]
-    assert rung_milestones(4, 4, 2) == []
-
-
-def test_percentile_matches_numpy_and_keeps_minus_inf():
-    numpy = pytest.importorskip("numpy")
-    values = [0.3, 0.9, 0.1, 0.5]
-    assert percentile(values, 66.67) == pytest.approx(numpy.percentile(values, 66.67))
-    assert percentile([-math.inf, 0.5], 66.67) == -math.inf
-    assert percentile([-math.inf, -math.inf, 0.9], 66.67) == -math.inf
-
-
-BAD = [
-    (dict(metric=""), "objective.metric"),
-    (dict(mode="maximize"), "objective.mode: got 'maximize'"),
-    (dict(max_t=0), "max_epochs: got 0"),
-    (dict(grace_period=10), "scheduler.grace_period: got 10"),
-    (dict(reduction_factor=1), "scheduler.reduction_factor: got 1"),
-]
-
-
-@pytest.mark.parametrize("override, message", BAD, ids=[b[1] for b in BAD])
-def test_constructor_validates(override, message):
-    kwargs = dict(metric="val_acc", mode="max", max_t=9, grace_period=1, reduction_factor=3)
-    kwargs.update(override)
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        HealthASHA(**kwargs)
-
-
 def test_make_scheduler_reads_the_config():
     config = RunConfig(model="m", params={}, objective=Objective("val_acc", "min"),
                        budget=Budget(max_epochs=20), scheduler=SchedulerConfig(grace_period=2, reduction_factor=2))
     outcomes = OutcomeLog(None)
     scheduler = make_scheduler(config, outcomes)
-    assert (scheduler.metric, scheduler.mode, scheduler.max_t) == ("val_acc", "min", 20)
-    assert scheduler.milestones == [2, 4, 8, 16] and scheduler.outcomes is outcomes
+    assert (scheduler.metric, scheduler.mode, scheduler.bracket.max_t) == ("val_acc", "min", 20)
+    assert scheduler.bracket.milestones == [2, 4, 8, 16] and scheduler.outcomes is outcomes
     assert scheduler.set_search_properties("val_acc", "min") and not scheduler.set_search_properties("loss", None)
+
+
+def test_a_final_result_takes_its_place_at_a_due_rung_and_an_unhealthy_one_does_not():
+    """A Tune stop criterion ends a trial without ``on_trial_result``: its last result is recorded
+    at the rung due (no stop decided), as in Ray's ASHA."""
+    scheduler = asha()
+    scheduler.on_trial_complete(None, SimpleNamespace(trial_id="a"), results([0.5, 0.6, 0.7])[2])
+    scheduler.on_trial_complete(None, SimpleNamespace(trial_id="flat"), results([0.9] * 3, [0.1] * 3)[2])
+    scheduler.on_trial_complete(None, SimpleNamespace(trial_id="done"), results([0.9] * 9)[8])   # at max_t
+    assert [rung.scores for rung in scheduler.bracket.rungs] == [{}, {"a": 0.7}]
+    assert scheduler.bracket.decided == {}
+
+
+def test_a_health_stop_without_a_reason_says_which_verdict_at_which_epoch():
+    outcomes = OutcomeLog(None)
+    result = {"training_iteration": 2, "val_acc": 0.5, "health": "exploding"}
+    assert asha(outcomes).on_trial_result(None, SimpleNamespace(trial_id="x"), result) == STOP
+    assert outcomes.get("x")["outcome"] == "pruned_exploding"
+    assert outcomes.get("x")["reason"] == "health verdict exploding at epoch 2"
+
+
+def test_every_decision_is_written_to_the_state_path(tmp_path):
+    path = tmp_path / "scheduler" / "state.json"
+    scheduler = HealthASHA("val_acc", "max", max_t=9, grace_period=1, reduction_factor=3,
+                           outcomes=OutcomeLog(None), state_path=path)
+    drive(scheduler, {"t1": results([0.9] * 2), "t2": results([0.4] * 2)})
+    assert json.loads(path.read_text()) == json.loads(json.dumps(scheduler.state()))
+    assert json.loads(path.read_text())["decided"]["t2"]["outcome"] == "pruned_asha"
+
+
+def test_a_hook_for_the_next_step_runs_once_before_ray_picks_a_trial():
+    from ray.tune.experiment import Trial
+
+    scheduler, seen = asha(), []
+    waiting = SimpleNamespace(trial_id="w", status=Trial.PENDING)
+    controller = SimpleNamespace(get_trials=lambda: [waiting])
+    scheduler.on_next_step(lambda c: seen.append((c, waiting.status)))
+    assert scheduler.choose_trial_to_run(controller) is waiting
+    assert scheduler.choose_trial_to_run(controller) is waiting
+    assert seen == [(controller, Trial.PENDING)]
+
+
+def test_the_debug_string_shows_each_rung_in_the_metrics_terms():
+    scheduler = asha(mode="min")
+    drive(scheduler, {"t1": results([0.2] * 3), "t2": results([0.7] * 3)})
+    assert scheduler.debug_string() == ("HealthASHA on val_acc (min): stopped 1 by rank, 0 by health | "
+                                        "epoch 1: 2 trials, cutoff 0.3667 | epoch 3: 1 trials, cutoff 0.2")
