@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hpsearch.core import numbers
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 DATA = Path(__file__).resolve().parent / "data"
@@ -107,17 +109,13 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def fmt(value: float, digits: int = 3) -> str:
-    if value is None:
-        return "-"
+    """A figure in a benchmark table: NaN is ``n/a`` (not measured), +inf ``never`` (a search that
+    never got there); any other value as hpsearch.core.numbers.fmt writes it."""
     if isinstance(value, float) and math.isnan(value):
         return "n/a"
-    if isinstance(value, float) and math.isinf(value):
-        return "never" if value > 0 else "-inf"
-    if isinstance(value, int):
-        return str(value)
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.{digits - 1}e}"
-    return f"{value:.{digits}g}"
+    if isinstance(value, float) and value == math.inf:
+        return "never"
+    return numbers.fmt(value, digits)
 
 
 def quantiles(values: Sequence[float], qs: Sequence[float] = (25, 50, 75)) -> list[float]:

@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.common import DATA
 from hpsearch.core.config import RunConfig, build_config
+from hpsearch.core.numbers import finite
 from hpsearch.core.objective import score
 
 FORMAT = 1
@@ -37,10 +38,6 @@ DIVERGE_FACTOR = 3.0  # a loss that ever rises above this multiple of its first 
 
 def default_paths() -> list[Path]:
     return sorted(DATA.glob("curves_*.json.gz"))
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _round(value: Any) -> Any:
@@ -196,13 +193,13 @@ def label_rows(rows: Sequence[Mapping[str, Any]], metric: str, collapse: Mapping
     keys = {k for r in rows for k in r}
     watched = [k for k in keys if k == metric or k.startswith(("train_loss", "val_loss"))]
     losses = [r.get("train_loss") for r in rows]
-    if any(k in r and not _finite(r[k]) for r in rows for k in watched):
+    if any(k in r and not finite(r[k]) for r in rows for k in watched):
         return "nonfinite"
     if not rows or any(v is None for v in losses):
         return "other"
     if losses[0] > 0 and max(losses) > DIVERGE_FACTOR * losses[0]:
         return "diverged"
-    if any(_finite(rows[-1].get(m)) and rows[-1][m] <= floor for m, floor in collapse.items()):
+    if any(finite(rows[-1].get(m)) and rows[-1][m] <= floor for m, floor in collapse.items()):
         return "collapsed"
     top = max(abs(v) for v in losses)
     if top == 0 or (max(losses) - min(losses)) / top <= FLAT_REL:

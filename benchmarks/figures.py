@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.common import fmt, quantiles
-from hpsearch.core.objective import score
+from hpsearch.core.objective import score, sign
 
 TOLERANCE = 0.01
 
 
 def target_value(best: float, mode: str, tolerance: float = TOLERANCE) -> float:
     """The worst value still within ``tolerance`` (relative) of ``best``."""
-    return best - tolerance * abs(best) if mode == "max" else best + tolerance * abs(best)
+    return best - sign(mode) * tolerance * abs(best)
 
 
 def iqr_text(values: Sequence[float]) -> str:

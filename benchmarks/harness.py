@@ -19,8 +19,7 @@ import yaml
 
 import benchmarks.common  # noqa: F401  (Ray's environment settings, before Ray is imported)
 from benchmarks.common import ROOT
-
-RUNTIME_ENV = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+from hpsearch.driver.cluster import runtime_env
 
 
 def start_ray() -> float:
@@ -33,7 +32,7 @@ def start_ray() -> float:
     if ray.is_initialized():
         return 0.0
     began = time.perf_counter()
-    runner.start_ray(types.SimpleNamespace(address=None, runtime_env=RUNTIME_ENV))
+    runner.start_ray(types.SimpleNamespace(address=None, runtime_env=runtime_env()))
     return time.perf_counter() - began
 
 

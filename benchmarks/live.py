@@ -27,6 +27,7 @@ from benchmarks.common import DATA, Stamp, command_line, fmt, log, out_path, tab
 from benchmarks.curves import BROKEN, CurveSet, label_rows
 from benchmarks.figures import median_value, summarise
 from benchmarks.simulate import STRATEGIES, Trace, TrialRecord, export_rule, ray_rule, suggest_params
+from hpsearch.core.objective import direction, is_better
 
 ORDER = ("hpsearch", "random", "asha", "optuna")
 TITLES = {"hpsearch": "hpsearch", "random": "random search, no pruning",
@@ -136,7 +137,7 @@ def optuna_live(run: Any, seed: int, budget: int) -> tuple[Trace, dict, float]:
     torch.set_num_threads(1)
     trace, rows = Trace(TITLES["optuna"], seed, budget), {}
     metric, mode = run.objective.metric, run.objective.mode
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize",
+    study = optuna.create_study(direction=direction(mode),
                                 study_name=f"optuna-alone-{seed}",   # as the replay names it (simulate.py)
                                 sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
                                 pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=run.max_epochs))
@@ -163,7 +164,7 @@ def optuna_live(run: Any, seed: int, budget: int) -> tuple[Trace, dict, float]:
         record.outcome = "completed"
         if math.isfinite(value):
             best = study.best_trial if study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)) else None
-            if best is None or (value > best.value if mode == "max" else value < best.value):
+            if best is None or is_better(value, best.value, mode):
                 trace.incumbents.append((trace.spent, record.index, epoch, value))
         return value
 

@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks.common import Stamp, command_line, fmt, out_path, table, verdict, write_section
 from benchmarks.curves import CurveSet, default_paths
 from benchmarks.figures import iqr_text, median_value, random_expectation, ratio, summarise, target_value
-from hpsearch.core.objective import score
+from hpsearch.core.objective import score, sign
 
 ORDER = ("hpsearch", "hpsearch_serial", "random", "asha", "optuna")
 SWEEP = ((1, 2.0), (1, 3.0), (2, 2.0), (2, 3.0), (3, 2.0), (3, 3.0), (1, 4.0))
@@ -174,7 +174,7 @@ def model_section(path: str, results: list[tuple], sweep: list[tuple], budget: i
         f"{rec.get('scale', '?')} in {fmt(float(rec.get('seconds', math.nan)))} s with {rec.get('workers', '?')} "
         f"processes x 1 thread. Fixed labels: " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) + ".",
         f"Best final {curves.metric} among unbroken configs: {fmt(best)} ({curves.describe(best_i)}); within 1% "
-        f"means {'>=' if mode == 'max' else '<='} {fmt(target)}",
+        f"means {'>=' if sign(mode) > 0 else '<='} {fmt(target)}",
         f"({len(within)} of {len(curves)} configs, {len(within) / len(curves):.1%}). Budget {budget} epochs "
         f"({budget / E:g} full runs) per search, {seeds} seeds; Tune strategies run 2 trials at a time (2 CPUs, "
         f"1 per trial) unless named otherwise, Optuna alone one at a time. ASHA: grace {curves.run.scheduler.grace_period}, "

@@ -43,7 +43,7 @@ import optuna
 
 from benchmarks.curves import CurveSet
 from hpsearch.core.health import assess
-from hpsearch.core.objective import score
+from hpsearch.core.objective import direction, score
 from hpsearch.core.rundir import OutcomeLog
 
 FINISHED = ("completed", "pruned_asha")  # hpsearch.results.report.FINISHED: the trials export picks from
@@ -270,7 +270,7 @@ def optuna_alone(curves: CurveSet, seed: int, budget: int) -> Trace:
     space = curves.run.space
     # named: HyperbandPruner puts a trial in a bracket by a hash of the study's name, and an
     # unnamed study gets a random one, which made the same seed prune differently run to run
-    study = optuna.create_study(direction="maximize" if curves.mode == "max" else "minimize",
+    study = optuna.create_study(direction=direction(curves.mode),
                                 study_name=f"optuna-alone-{seed}",
                                 sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
                                 pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=curves.epochs))

@@ -21,6 +21,11 @@ def sign(mode: str) -> float:
     raise ValueError(f"objective.mode: got {mode!r}, expected 'min' or 'max'")
 
 
+def direction(mode: str) -> str:
+    """Optuna's name for ``mode``: ``maximize`` or ``minimize``."""
+    return "maximize" if sign(mode) > 0 else "minimize"
+
+
 def score(value: Any, mode: str) -> float:
     """Larger-is-better score of a metric value; NaN, inf, None and non-numbers score -inf."""
     try:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hpsearch.models.config import ConfigError, did_you_mean
+from hpsearch.models.config import ConfigError, coerce, did_you_mean
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 
@@ -61,17 +61,11 @@ class Spec:
         return f"{self.kind} in [{self.low}, {self.high}]{log}"
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: got {value!r}, expected a number")
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: got {value!r}, expected a number") from None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}: got {value!r}, expected a finite number")
-    return value
+def _bound(value: Any, where: str) -> int | float:
+    """A range bound read as the config reads any float (``coerce``: a number or a YAML 1.1 string
+    such as ``"1e-5"``, finite, not a bool); an int stays an int, so a message shows it as written."""
+    number = coerce(value, float, where)
+    return value if isinstance(value, int) else number
 
 
 def parse_spec(name: str, raw: Any) -> Spec:
@@ -108,8 +102,8 @@ def parse_spec(name: str, raw: Any) -> Spec:
         return Spec("choice", choices=tuple(args))
     if not isinstance(args, (list, tuple)) or len(args) != 2:
         raise ConfigError(f"{where}.{kind}: got {args!r}, expected [low, high]")
-    low = _number(args[0], f"{where}.{kind}[0]")
-    high = _number(args[1], f"{where}.{kind}[1]")
+    low = _bound(args[0], f"{where}.{kind}[0]")
+    high = _bound(args[1], f"{where}.{kind}[1]")
     if kind == "int":
         for i, v in enumerate((low, high)):
             if not float(v).is_integer():

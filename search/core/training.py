@@ -11,6 +11,7 @@ from typing import Any
 
 from hpsearch import models
 from hpsearch.core.config import RunConfig, dump_config, load_config
+from hpsearch.core.numbers import one_line
 from hpsearch.core.objective import is_better
 from hpsearch.models.config import ConfigError
 from hpsearch.models.fit import epoch_line, fit, format_metrics
@@ -74,9 +75,8 @@ def load_trusted_tensors(path: str | Path, device: str = "cpu", what: str = "wei
     try:
         return torch.load(Path(path), map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise ConfigError(f"{what}: {str(path)!r} cannot be loaded as weights only "
-                          f"(torch.load weights_only=True): {first}") from None
+                          f"(torch.load weights_only=True): {one_line(err, 160)}") from None
 
 
 def load_weights(model: Any, path: str | Path, device: str) -> None:

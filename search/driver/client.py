@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hpsearch.core.numbers import one_line
 from hpsearch.driver import cluster, preflight, runner
 from hpsearch.driver.signals import GracefulStop, signals_kept
 from hpsearch.models.config import ConfigError
@@ -131,8 +132,7 @@ def drive(verb: str, target: Any, relay: Any, address: str) -> tuple[int, str]:
         return 130, ""
     except Exception as error:   # shown as one line here; the head's worker log has the traceback
         logging.getLogger(__name__).exception("hpsearch %s on the head failed", verb)
-        first = (str(error).strip().splitlines() or [""])[0][:200]
-        return 1, f"the search on the head failed: {type(error).__name__}: {first}"
+        return 1, f"the search on the head failed: {type(error).__name__}: {one_line(error)}"
     finally:
         done.set()
         out.flush()
@@ -159,9 +159,8 @@ def connect(address: str, runtime_env: dict[str, Any]) -> None:
 
 
 def refuse_connection(address: str, error: BaseException) -> NoReturn:
-    last = [line for line in str(error).splitlines() if line.strip()]
     raise ConfigError(f"--address: could not connect to the Ray Client server at {address}: "
-                      f"{last[-1] if last else type(error).__name__} (a cluster with token authentication "
+                      f"{one_line(error, last=True)} (a cluster with token authentication "
                       "also wants RAY_AUTH_MODE=token and RAY_AUTH_TOKEN here, as on the head)") from None
 
 
@@ -207,8 +206,7 @@ def remote(verb: str, target: Any, address: str, runtime_env: dict[str, Any]) ->
                 code, error = ray.get(task)
                 show(ray.get(relay.take.remote()))
             except (ray.exceptions.RayError, ConnectionError) as lost:
-                first = (str(lost).strip().splitlines() or [type(lost).__name__])[0][:200]
-                print(f"hpsearch: lost the search on the cluster ({type(lost).__name__}: {first}); its state "
+                print(f"hpsearch: lost the search on the cluster ({type(lost).__name__}: {one_line(lost)}); its state "
                       f"is saved as of its last snapshot: `hpsearch resume RUN_DIR --address {address}`",
                       file=sys.stderr, flush=True)
                 return 1
@@ -241,11 +239,8 @@ def resume_runtime_env(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     from hpsearch.core.rundir import SEARCH_YAML
-    from hpsearch.driver.cluster import model_modules
 
-    env: dict[str, Any] = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+    model = None
     with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
-        modules = model_modules(str(yaml.safe_load((run_dir / SEARCH_YAML).read_text(encoding="utf-8")).get("model", "")))
-        if modules:
-            env["py_modules"] = modules
-    return env
+        model = str(yaml.safe_load((run_dir / SEARCH_YAML).read_text(encoding="utf-8")).get("model", ""))
+    return cluster.runtime_env(model)

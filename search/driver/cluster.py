@@ -2,9 +2,10 @@
 
 Each check raises a one-line ConfigError naming the option, the value and what is allowed, before
 any Ray process starts: an address where no Ray head answers (a TCP connect and an HTTP/2 preface,
-then the GCS's cluster id through ray._raylet's client, which starts nothing), a storage directory
+then the GCS's cluster id through Ray's standalone GCS client, which starts nothing), a storage directory
 on this machine's own disk when the cluster has nodes elsewhere, a Ray Client address without
-grpcio. Also which user-model files travel to the workers (``runtime_env.py_modules``).
+grpcio. Also the runtime env every Ray session of a search gets (``runtime_env``), with the
+user-model files that travel to the workers (``py_modules``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from hpsearch.models.config import ConfigError
+from hpsearch.tune.compat import GcsError, gcs_alive_node_addresses, gcs_answers
 
 PROBE_TIMEOUT_S = 3.0
 CLIENT_SCHEME = "ray://"
@@ -89,38 +92,29 @@ def _stderr_to_devnull():
 def probe_gcs(address: str, option: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Ask whatever answers at ``address`` for its Ray cluster id: a Ray head's GCS port answers,
     anything else (a dashboard port, a proxy) is refused now rather than after a minute of retries.
-    Uses ray._raylet's client only; nothing is started."""
-    from ray import _raylet
-
-    standalone = getattr(getattr(_raylet, "InnerGcsClient", None), "standalone", None)
-    if standalone is None:  # a Ray without this call: the TCP probe above decides alone
-        return
+    Uses Ray's standalone GCS client only (hpsearch.tune.compat.gcs_answers); nothing is started. A
+    Ray without that client leaves the TCP probe above to decide alone."""
     try:
         with _stderr_to_devnull():
-            standalone(address, None, int(timeout * 1000))
-    except Exception as err:  # every failure becomes the one-line error below
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        if "token" in str(err).lower() or "auth" in type(err).__name__.lower():
-            raise ConfigError(f"{option}: the Ray head at {address} refused the connection ({first[:120]}); "
+            gcs_answers(address, timeout)
+    except GcsError as err:
+        if err.auth:
+            raise ConfigError(f"{option}: the Ray head at {address} refused the connection ({err}); "
                               "it uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN "
                               "(or ~/.ray/auth_token) as on the head") from None
-        raise ConfigError(f"{option}: {address} answers but not as a Ray head ({first[:120]}); expected "
+        raise ConfigError(f"{option}: {address} answers but not as a Ray head ({err}); expected "
                           "the GCS port given to `ray start --head --port` (default 6379)") from None
 
 
 def cluster_node_addresses(address: str, timeout: float = PROBE_TIMEOUT_S) -> list[str]:
     """The IP addresses of the alive nodes of the Ray cluster whose GCS is at ``address`` (asked
-    through ray._raylet's GCS client; nothing is started)."""
-    from ray import _raylet
-
+    through Ray's standalone GCS client, hpsearch.tune.compat.gcs_alive_node_addresses; nothing is
+    started)."""
     try:
         with _stderr_to_devnull():
-            client = _raylet.InnerGcsClient.standalone(address, None, int(timeout * 1000))
-            nodes = client.get_all_node_info(timeout=timeout)
-    except Exception as err:  # the address answered a moment ago; say what went wrong, in one line
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"--address: could not list the nodes of the Ray cluster at {address} ({first[:120]})") from None
-    return sorted({info.node_manager_address for info in nodes.values() if info.state == 0})  # 0: ALIVE
+            return gcs_alive_node_addresses(address, timeout)
+    except GcsError as err:   # the address answered a moment ago; say what went wrong, in one line
+        raise ConfigError(f"--address: could not list the nodes of the Ray cluster at {address} ({err})") from None
 
 
 def this_machine_addresses() -> frozenset[str]:
@@ -263,3 +257,13 @@ def model_modules(model: str) -> list[str]:
     return [str(origin.parent if spec.submodule_search_locations else origin)]
 
 
+def runtime_env(model: str | None = None) -> dict[str, Any]:
+    """The ``runtime_env`` of every Ray session hpsearch starts or joins: trials keep the driver's
+    working directory (RAY_CHDIR_TO_TRIAL_DIR=0, so relative data paths keep their meaning), and
+    the files of a user ``model`` that is not installed travel to the workers (``py_modules``,
+    ``model_modules``). ``model`` None: nothing to ship (a local Ray imports it from here)."""
+    env: dict[str, Any] = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
+    modules = model_modules(model) if model else []
+    if modules:
+        env["py_modules"] = modules
+    return env

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from hpsearch.core.config import RunConfig, build_config, check_sections, read_config
-from hpsearch.driver.cluster import check_address, check_cluster_storage, client_storage, is_client, model_modules
+from hpsearch.driver.cluster import check_address, check_cluster_storage, client_storage, is_client, runtime_env
 from hpsearch.models.config import ConfigError
 
 DEFAULT_STORAGE = "runs"
@@ -172,12 +172,8 @@ def plan(args: Any) -> Plan:
         storage = storage_dir(str(storage))
         check_new_run(storage / name)
     warnings = []
-    runtime_env: dict[str, Any] = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
     if address is not None:
-        modules = model_modules(config.model)
-        if modules:
-            runtime_env["py_modules"] = modules
         warnings.append(f"storage {storage} must be reachable by every node of the cluster at the same "
                         "path (a shared filesystem); trial results and checkpoints are written there")
     return Plan(config=config, config_path=config_path, name=name, storage=storage, address=address,
-                runtime_env=runtime_env, warnings=tuple(warnings))
+                runtime_env=runtime_env(config.model if address is not None else None), warnings=tuple(warnings))

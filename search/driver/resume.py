@@ -40,6 +40,7 @@ from hpsearch.core.config import RunConfig, load_config
 from hpsearch.core.outcomes import RUN_STATES, Outcome
 from hpsearch.core.rundir import RUN_JSON, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE, OutcomeLog
 from hpsearch.models.config import ConfigError
+from hpsearch.tune.compat import adopt_trial
 from hpsearch.tune.snapshot import RayTrial, place_snapshot, read_json, read_snapshot, refusal
 
 ENDED = ("TERMINATED", "ERROR")         # Ray's statuses of a trial that has ended
@@ -218,7 +219,7 @@ def close_orphans(searcher: Any, known: set[str], rows: Mapping[str, list[dict[s
         if trial_id in known:
             continue
         key = trial_id or f"optuna-{frozen.number}"
-        searcher._ot_trials[key] = optuna.trial.Trial(study, frozen._trial_id)
+        adopt_trial(searcher, key, frozen)
         entry = outcomes.get(key)
         mine = rows.get(key, [])
         if entry and entry.get("outcome") not in ("running", None):

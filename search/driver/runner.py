@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.core.config import dump_config
+from hpsearch.core.numbers import one_line
 from hpsearch.core.rundir import SCHEDULER_STATE, SEARCH_YAML, OutcomeLog, hold_lock, update_run_info
 from hpsearch.driver import preflight
-from hpsearch.driver.cluster import check_cluster_storage, model_modules
+from hpsearch.driver.cluster import check_cluster_storage, runtime_env
 from hpsearch.driver.signals import GracefulStop
 from hpsearch.models.config import ConfigError
 
@@ -70,13 +71,12 @@ def start_ray(plan: preflight.Plan) -> bool:
     try:
         ray.init(address=plan.address, **common)
     except (ConnectionError, RuntimeError) as err:
-        last = [line for line in str(err).splitlines() if line.strip()]
         hint = ""
         if "token" in str(err).lower():
             hint = ("; the cluster uses token authentication: set RAY_AUTH_MODE=token and "
                     "RAY_AUTH_TOKEN (or ~/.ray/auth_token) as on the head")
         raise ConfigError(f"--address: could not join the Ray cluster at {plan.address}: "
-                          f"{last[-1] if last else type(err).__name__}{hint}") from None
+                          f"{one_line(err, last=True)}{hint}") from None
     return True
 
 
@@ -85,6 +85,7 @@ def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: l
     from ray import tune
     from ray.tune import ResumeConfig
 
+    from hpsearch.tune.compat import build_tuner
     from hpsearch.tune.snapshot import pace_snapshots
     from hpsearch.tune.trainable import trainable, trial_name
 
@@ -94,9 +95,9 @@ def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: l
     # Tuner.restore would bring back the searcher, scheduler and callbacks pickled when the search
     # started; a fresh Tuner with a ResumeConfig restores Tune's trials and the searcher's state
     # from the last snapshot and keeps these objects.
-    restore = {"resume_config": ResumeConfig(unfinished=ResumeConfig.ResumeType.RESUME,
-                                             errored=ResumeConfig.ResumeType.SKIP)} if resume else {}
-    return tune.Tuner(
+    restore = ResumeConfig(unfinished=ResumeConfig.ResumeType.RESUME,
+                           errored=ResumeConfig.ResumeType.SKIP) if resume else None
+    return build_tuner(
         tune.with_resources(tune.with_parameters(trainable, run=config, workdir=os.getcwd()), resources),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
@@ -116,7 +117,7 @@ def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: l
                 checkpoint_score_order=config.objective.mode),
             verbose=0,
         ),
-        _tuner_kwargs=restore,
+        resume_config=restore,
     )
 
 
@@ -266,14 +267,10 @@ def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 
     check_cluster_storage(snapshot.run_dir.parent, address)
     preflight.check_cpu(snapshot.config, address)
     preflight.check_gpu(snapshot.config, address)
-    runtime_env: dict[str, Any] = {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}
-    modules = model_modules(snapshot.config.model) if address is not None else []
-    if modules:
-        runtime_env["py_modules"] = modules
     plan = preflight.Plan(config=snapshot.config, config_path=snapshot.run_dir / SEARCH_YAML,
                           name=snapshot.run_dir.name, storage=snapshot.run_dir.parent,
                           address=shown_address or address,
-                          runtime_env=runtime_env)
+                          runtime_env=runtime_env(snapshot.config.model if address is not None else None))
     stop = GracefulStop()
     with stop.installed():
         lock = hold_lock(snapshot.run_dir)

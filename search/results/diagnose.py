@@ -24,16 +24,10 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from hpsearch.core.numbers import finite
 from hpsearch.core.outcomes import DIVERGED, FINISHED
 
 DOMINANT_SHARE = 0.9          # a component above this share of the summed components dominates
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _ids(trial_ids: list[str], limit: int = 5) -> str:
@@ -58,7 +52,7 @@ def dominant_component(table, params: Mapping[str, Any]) -> str | None:
     considered = 0
     hits: dict[str, list[tuple[float, float, float | None]]] = {}   # share, ratio, suggested weight
     for _, row in table.iterrows():
-        values = [abs(float(row[c])) if _finite(row[c]) else math.nan for c in components]
+        values = [abs(float(row[c])) if finite(row[c]) else math.nan for c in components]
         if any(math.isnan(v) for v in values) or sum(values) <= 0:
             continue
         considered += 1
@@ -72,9 +66,9 @@ def dominant_component(table, params: Mapping[str, Any]) -> str | None:
         name = components[top][len("train_loss_"):]
         weight_name = _weight_name(name, names)
         current = row.get(f"config/{weight_name}") if weight_name else None
-        if weight_name and not _finite(current):
+        if weight_name and not finite(current):
             current = params.get(weight_name)
-        suggested = float(current) * others_mean / values[top] if _finite(current) and others_mean > 0 else None
+        suggested = float(current) * others_mean / values[top] if finite(current) and others_mean > 0 else None
         ratio = values[top] / others_mean if others_mean > 0 else math.inf
         hits.setdefault(components[top], []).append((share, ratio, suggested))
     if not considered:
@@ -97,10 +91,10 @@ def dominant_component(table, params: Mapping[str, Any]) -> str | None:
 def no_active_triplets(table, params: Mapping[str, Any]) -> str | None:
     if "train_active_triplets" not in table.columns:
         return None
-    dead = [tid for tid, v in zip(table["trial_id"], table["train_active_triplets"]) if _finite(v) and float(v) == 0]
+    dead = [tid for tid, v in zip(table["trial_id"], table["train_active_triplets"]) if finite(v) and float(v) == 0]
     if not dead:
         return None
-    known = sum(1 for v in table["train_active_triplets"] if _finite(v))
+    known = sum(1 for v in table["train_active_triplets"] if finite(v))
     return (f"{len(dead)}/{known} trials had no active triplets in their last epoch (train_active_triplets = 0): "
             f"{_ids(dead)} — their loss was 0 with nothing to learn from; batches need several samples of "
             "each class (P×K sampling) and a margin the embeddings do not already satisfy")
@@ -127,10 +121,10 @@ def divergence(table, params: Mapping[str, Any]) -> str | None:
     column = _lr_column(table)
     if column is None:
         fixed = params.get("lr")
-        return head + (f"; lr was not searched (fixed at {fixed:.3g})" if _finite(fixed) else "; lr was not searched") \
+        return head + (f"; lr was not searched (fixed at {fixed:.3g})" if finite(fixed) else "; lr was not searched") \
             + " — search a lower lr or clip gradients"
-    lrs = [float(v) for v in diverged[column] if _finite(v)]
-    good = [float(v) for v in table[table["outcome"].isin(FINISHED)][column] if _finite(v)]
+    lrs = [float(v) for v in diverged[column] if finite(v)]
+    good = [float(v) for v in table[table["outcome"].isin(FINISHED)][column] if finite(v)]
     if not lrs:
         return head
     line = head + f" at {column[len('config/'):]} {_span(lrs)}"
@@ -142,8 +136,8 @@ def divergence(table, params: Mapping[str, Any]) -> str | None:
 
 
 def constant_objective(table, params: Mapping[str, Any]) -> str | None:
-    values = [float(v) for v in table["objective_best"] if _finite(v)]
-    lasts = [float(v) for v in table["objective_last"] if _finite(v)]
+    values = [float(v) for v in table["objective_best"] if finite(v)]
+    lasts = [float(v) for v in table["objective_last"] if finite(v)]
     if len(values) < 2 or len(set(values + lasts)) != 1:
         return None
     metric = table.attrs.get("objective", "the objective")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.core.config import Budget, RunConfig, read_yaml
+from hpsearch.core.numbers import number, one_line
 from hpsearch.core.objective import MODES, best, score
 from hpsearch.core.outcomes import HEALTH_OUTCOMES, RANKED
 from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, read_outcomes, read_trial_results
@@ -58,7 +59,7 @@ class Trial:
         xs, ys = [], []
         for i, row in enumerate(self.rows):
             xs.append(int(row.get("epoch", row.get("training_iteration", i + 1))))
-            ys.append(_number(row.get(key)))
+            ys.append(number(row.get(key)))
         return xs, ys
 
 
@@ -75,15 +76,6 @@ class Run:
     state: str                          # running | finished | interrupted | unknown ("running"
                                         # with no process holding run.lock reads as interrupted)
     trials: list[Trial] = field(default_factory=list)
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _read_json(path: Path) -> Any:
@@ -107,8 +99,7 @@ def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _error_line(trial_dir: Path) -> str:
     """Last non-empty line of Ray's error.txt (error.pkl, a pickle, is never read)."""
     text = (trial_dir / "error.txt").read_text(encoding="utf-8", errors="replace")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "error.txt is empty"
+    return one_line(text, last=True) or "error.txt is empty"
 
 
 def _trial_dirs(path: Path) -> list[Path]:
@@ -200,9 +191,9 @@ def trial_row(run: Run, trial: Trial) -> dict[str, Any]:
     top = best(values, run.mode)
     best_epoch = next((e for e, v in zip(epochs_x, values) if v == top), None)
     last = trial.rows[-1] if trial.rows else {}
-    time_s = _number(last.get("time_total_s"))
+    time_s = number(last.get("time_total_s"))
     if math.isnan(time_s) and trial.rows:
-        time_s = sum(_number(r.get("epoch_s")) for r in trial.rows)
+        time_s = sum(number(r.get("epoch_s")) for r in trial.rows)
     seeds = [r["seed"] for r in trial.rows if isinstance(r.get("seed"), int) and not isinstance(r.get("seed"), bool)]
     row: dict[str, Any] = {
         "trial_id": trial.trial_id, "outcome": trial.outcome, "reason": trial.reason,
@@ -218,7 +209,7 @@ def trial_row(run: Run, trial: Trial) -> dict[str, Any]:
     for r in trial.rows:
         for key, value in r.items():
             if key.startswith(("train_", "val_")):
-                row[key] = _number(value)
+                row[key] = number(value)
     return row
 
 

@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from hpsearch.core.numbers import finite, fmt, one_line
+from hpsearch.core.objective import direction
 from hpsearch.core.outcomes import FINISHED, OUTCOMES_ALL, RANKED
 from hpsearch.core.rundir import STUDY_FILE, STUDY_NAME, study_storage
 from hpsearch.results.diagnose import diagnose
@@ -16,13 +18,6 @@ from hpsearch.results.report import Run, build_table, read_run
 
 COMPACT_METRICS = ("train_loss",)
 REASON_WIDTH = 60
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def importance(run: Run, table) -> tuple[dict[str, float], str]:
@@ -39,14 +34,14 @@ def importance(run: Run, table) -> tuple[dict[str, float], str]:
         try:
             study = optuna.load_study(study_name=STUDY_NAME, storage=study_storage(run.path))
             complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                        if t.value is not None and _finite(t.value)]
+                        if t.value is not None and finite(t.value)]
             params = [p for p in run.space if all(p in t.params for t in complete)]
             if len(complete) >= 2 and params:
                 values = optuna.importance.get_param_importances(study, params=params)
                 return dict(values), f"{len(complete)} complete trials of the study in {STUDY_FILE}"
             note = f"{STUDY_FILE} holds {len(complete)} complete trials"
         except Exception as err:   # a damaged or foreign journal: the report's rows still serve
-            note = f"{STUDY_FILE} could not be read ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
+            note = f"{STUDY_FILE} could not be read ({type(err).__name__}: {one_line(err, 80)})"
     return _importance_from_table(run, table, note)
 
 
@@ -57,11 +52,11 @@ def _importance_from_table(run: Run, table, note: str) -> tuple[dict[str, float]
 
     specs = {name: parse_spec(name, run.raw["space"][name]) for name in run.space}
     distributions = {name: spec.to_optuna() for name, spec in specs.items()}
-    study = optuna.create_study(direction="maximize" if run.mode == "max" else "minimize")
+    study = optuna.create_study(direction=direction(run.mode))
     for _, row in table[table["outcome"].isin(FINISHED)].iterrows():
         value = row["objective_best"]
         params = {name: _plain(row.get(f"config/{name}")) for name in run.space}
-        if not _finite(value) or any(v is None for v in params.values()):
+        if not finite(value) or any(v is None for v in params.values()):
             continue
         params = {n: (int(v) if specs[n].kind == "int" else v) for n, v in params.items()}
         if not all(specs[n].contains(v) for n, v in params.items()):
@@ -83,9 +78,9 @@ def summarize(run: Run, table) -> dict[str, Any]:
     trials = max(run.num_samples, len(table))
     budget = trials * run.max_epochs
     best = None
-    finite = table[[_finite(v) and o in RANKED for v, o in zip(table["objective_best"], table["outcome"])]]
-    if not finite.empty:
-        top = finite.iloc[0]
+    ranked = table[[finite(v) and o in RANKED for v, o in zip(table["objective_best"], table["outcome"])]]
+    if not ranked.empty:
+        top = ranked.iloc[0]
         best = {"trial_id": top["trial_id"], "outcome": top["outcome"], "value": float(top["objective_best"]),
                 "epoch": int(top["best_epoch"]),
                 "config": {c[len("config/"):]: _plain(top[c]) for c in table.columns if c.startswith("config/")}}
@@ -103,17 +98,12 @@ def summarize(run: Run, table) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
+    """A table cell as plain JSON-safe data: a numpy scalar as its Python value, NaN as None."""
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -131,7 +121,7 @@ def render(summary: dict[str, Any]) -> str:
     if best is None:
         lines.append("best: no trial has a finite objective yet")
     else:
-        config = " ".join(f"{k}={_fmt(v)}" for k, v in best["config"].items())
+        config = " ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
         lines.append(f"best: {best['trial_id']} ({best['outcome']}) {summary['objective']} {best['value']:.6g} "
                      f"at epoch {best['epoch']}" + (f" · {config}" if config else ""))
     if summary["importance"]:
@@ -163,7 +153,7 @@ def format_table(table, all_columns: bool = False) -> str:
         shown["reason"] = [r if len(r) <= REASON_WIDTH else r[:REASON_WIDTH - 1] + "…" for r in shown["reason"]]
     metric = table.attrs.get("objective", "objective")
     with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 200,
-                           "display.float_format", lambda v: f"{v:.4g}"):
+                           "display.float_format", fmt):
         return f"objective = {metric} ({table.attrs.get('mode', '')})\n" + shown.to_string(index=False)
 
 

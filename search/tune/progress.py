@@ -5,9 +5,9 @@ The live table is a Ray Tune callback. It keeps the last result of every trial a
 
     [  14s] 6 trials: 2 running, 4 ended
     trial  status            epoch  val_score  train_loss  health
-    #1     completed             6     0.7790      0.2690  ok
-    #3     pruned_flatline       1     0.9900      0.1000  flatline
-    #5     running               2     0.5200      0.6400  ok
+    #1     completed             6      0.779       0.269  ok
+    #3     pruned_flatline       1       0.99         0.1  flatline
+    #5     running               2       0.52        0.64  ok
 
 The summary names the best trials, counts the outcomes (with a reason for each kind of pruning and
 for errors) and gives the run dir. ``OutcomeRecorder`` is the other callback the runner hands to
@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from hpsearch.core.numbers import as_float, fmt, one_line
 from hpsearch.core.objective import best, score
 from hpsearch.core.outcomes import RANKED
 from hpsearch.core.rundir import OutcomeLog
@@ -62,22 +63,6 @@ def label(trial: Any) -> str:
     if len(parts) >= 3 and parts[0] == "trial" and parts[1].isdigit():
         return f"#{int(parts[1])}"
     return str(getattr(trial, "trial_id", trial))
-
-
-def fmt(value: Any, width: int = 10) -> str:
-    if value is None:
-        return "-".rjust(width)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value).rjust(width)
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-            return f"{value:.3e}".rjust(width)
-        return f"{value:.4f}".rjust(width)
-    return str(value).rjust(width)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 class LiveTable(Callback):
@@ -117,8 +102,8 @@ class LiveTable(Callback):
         row = self._row(trial)
         row.status = "running"
         row.epoch = result.get("epoch", result.get("training_iteration"))
-        row.objective = _number(result.get(self.metric))
-        row.train_loss = _number(result.get("train_loss"))
+        row.objective = as_float(result.get(self.metric))
+        row.train_loss = as_float(result.get("train_loss"))
         row.health = str(result.get("health", ""))
         row.seed = result.get("seed", row.seed)
         row.values.append(row.objective if row.objective is not None else math.nan)
@@ -152,8 +137,8 @@ class LiveTable(Callback):
                  f"{len(running)} running, {len(ended)} ended",
                  f"{'trial':<6} {'status':<17} {'epoch':>5} {self.metric:>{width}} {'train_loss':>10}  health"]
         for r in shown:
-            lines.append(f"{r.label:<6} {r.status:<17} {fmt(r.epoch, 5)} {fmt(r.objective, width)} "
-                         f"{fmt(r.train_loss)}  {r.health}")
+            lines.append(f"{r.label:<6} {r.status:<17} {fmt(r.epoch):>5} {fmt(r.objective):>{width}} "
+                         f"{fmt(r.train_loss):>10}  {r.health}")
         if len(shown) < len(rows):
             lines.append(f"({len(rows) - len(shown)} earlier ended trials not shown)")
         return "\n".join(lines)
@@ -251,8 +236,7 @@ def error_line(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     if path and Path(path).is_file():
         text = Path(path).read_text(encoding="utf-8", errors="replace")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "the trial failed (no error text was saved)"
+    return one_line(text, last=True) or "the trial failed (no error text was saved)"
 
 
 def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metric: str, mode: str,
@@ -273,8 +257,8 @@ def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metr
     if ranked:
         lines.append(f"best trials by {metric} ({mode}), health-pruned and failed trials left out:")
         for r in ranked:
-            params = " ".join(f"{k}={fmt(v, 0).strip()}" for k, v in sorted(r.config.items()))
-            lines.append(f"  {r.label:<6} {fmt(best(r.values, mode)).strip():>8}  {outcome(r.trial_id):<12} "
+            params = " ".join(f"{k}={fmt(v)}" for k, v in sorted(r.config.items()))
+            lines.append(f"  {r.label:<6} {fmt(best(r.values, mode)):>8}  {outcome(r.trial_id):<12} "
                          f"epochs {r.epoch or 0:<3} seed {r.seed}  {params}")
     counts = Counter(outcome(t) for t in ids)
     lines.append("outcomes: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))

@@ -40,6 +40,7 @@ from hpsearch.core.objective import score
 from hpsearch.core.outcomes import HEALTH_OUTCOMES
 from hpsearch.core.rundir import STUDY_NAME, read_outcomes, study_storage
 from hpsearch.models.config import ConfigError
+from hpsearch.tune.compat import searcher_finished, searcher_study, searcher_trials, stored_trial
 
 if TYPE_CHECKING:
     from hpsearch.core.config import RunConfig
@@ -70,17 +71,28 @@ class HealthOptunaSearch(OptunaSearch):
                          study_name=study_name, storage=storage)
         self.outcomes = outcomes
         self._reported_steps: dict[str, set[int]] = {}
-        if not self._ot_study.trials:  # a fresh study: a resumed one has its points already
+        if not self.study.trials:  # a fresh study: a resumed one has its points already
             for point in warm_start:
-                self._ot_study.enqueue_trial(dict(point))
+                self.study.enqueue_trial(dict(point))
 
     @property
     def study(self) -> optuna.Study:
-        return self._ot_study
+        """The Optuna study this searcher asks and tells (stored in the run dir)."""
+        return searcher_study(self)
+
+    @property
+    def asked(self) -> dict[str, optuna.Trial]:
+        """Ray trial id -> the Optuna trial asked for it (the searcher's own record)."""
+        return searcher_trials(self)
+
+    @property
+    def told(self) -> set[str]:
+        """The Ray trial ids already told to Optuna, never told again (the searcher's own record)."""
+        return searcher_finished(self)
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
-        self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
+        self.asked[trial_id].set_user_attr("trial_id", trial_id)
         return config
 
     def restore(self, checkpoint_path: str) -> None:
@@ -90,17 +102,17 @@ class HealthOptunaSearch(OptunaSearch):
         outcomes = self.outcomes
         super().restore(checkpoint_path)
         self.outcomes = outcomes
-        for trial_id, ot_trial in self._ot_trials.items():
-            if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
-                self._completed_trials.add(trial_id)
+        for trial_id, ot_trial in self.asked.items():
+            if stored_trial(self.study, ot_trial).state.is_finished():
+                self.told.add(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self.told or trial_id not in self.asked:
             return
         self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self.told or trial_id not in self.asked:
             return
         if result:
             self._report(trial_id, result)
@@ -132,8 +144,8 @@ class HealthOptunaSearch(OptunaSearch):
     def close_open_trials(self, reason: str = "the search ended before the trial finished") -> list[str]:
         """FAIL every trial this searcher asked for and never finished; returns their Ray ids."""
         closed = []
-        for trial_id in list(self._ot_trials):
-            if trial_id not in self._completed_trials:
+        for trial_id in list(self.asked):
+            if trial_id not in self.told:
                 self._finish(trial_id, TrialState.FAIL, None, "error", reason)
                 closed.append(trial_id)
         return closed
@@ -148,7 +160,7 @@ class HealthOptunaSearch(OptunaSearch):
             return
         steps = self._reported_steps.setdefault(trial_id, set())
         if step not in steps:
-            self._ot_trials[trial_id].report(float(value), step)
+            self.asked[trial_id].report(float(value), step)
             steps.add(step)
 
     def _outcome(self, trial_id: str) -> dict[str, Any] | None:
@@ -162,9 +174,9 @@ class HealthOptunaSearch(OptunaSearch):
         return entry
 
     def _finish(self, trial_id: str, state: TrialState, value: float | None, outcome: str, reason: str) -> None:
-        ot_trial = self._ot_trials[trial_id]
-        self._completed_trials.add(trial_id)
-        stored = self._ot_study._storage.get_trial(ot_trial._trial_id)
+        ot_trial = self.asked[trial_id]
+        self.told.add(trial_id)
+        stored = stored_trial(self.study, ot_trial)
         if stored.state != TrialState.RUNNING:  # already told (e.g. closed, then completed late)
             logger.warning("Optuna trial %s for %s is already %s; not told %s", stored.number, trial_id,
                            stored.state.name, state.name)
@@ -173,7 +185,7 @@ class HealthOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("reason", reason)
         if state == TrialState.PRUNED and outcome != "pruned_asha":
             ot_trial.set_constraint(CONSTRAINT, 1.0)
-        self._ot_study.tell(ot_trial, value, state=state)
+        self.study.tell(ot_trial, value, state=state)
 
 
 def inner_searcher(search_alg: Any) -> HealthOptunaSearch | None:

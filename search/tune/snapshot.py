@@ -26,6 +26,7 @@ from typing import Any
 
 from hpsearch.core.rundir import SNAPSHOT_DIR
 from hpsearch.models.config import ConfigError
+from hpsearch.tune.compat import pace_experiment_snapshots
 
 RAY_FILES = ("experiment_state-*.json",      # Ray's TuneController.CKPT_FILE_TMPL (JSON)
              "search_gen_state-*.json",      # Ray's searcher state: pickles, whatever the suffix
@@ -37,26 +38,22 @@ SNAPSHOT_SHARE = 0.05      # of the driver's time, at most, spent on Ray's snaps
 SNAPSHOT_MAX_GAP_S = 5.0
 
 
-def pace_snapshots() -> None:
-    """Ray's "auto" snapshot period without its 10 s floor: after each snapshot, the next waits
-    19 times as long as that one took (at most 5% of the driver's time goes to snapshots), and never
-    more than 5 s. A search of tens of trials snapshots every Tune step (a few ms each), so a killed
-    driver loses nothing. In a search of thousands of short trials the snapshot grows with the
-    trial count (tens of ms); it is then taken every few hundred ms instead of at every step, where
-    it would take most of the driver's time. Ray also snapshots whenever a trial has saved
-    ``num_to_keep`` checkpoints since the last one, so a resumed trial redoes at most that much.
-    Applies while TUNE_GLOBAL_CHECKPOINT_S is "auto" (hpsearch.driver.runner's default); a number there
-    is used as Ray uses it. A Ray without this hook keeps its own "auto" period."""
-    from ray.tune.execution import experiment_state
-
-    manager = getattr(experiment_state, "_ExperimentCheckpointManager", None)
-    if manager is not None and hasattr(manager, "_update_auto_checkpoint_time"):
-        manager._update_auto_checkpoint_time = _paced
+def snapshot_gap(time_taken: float) -> float:
+    """Seconds until Ray's next experiment snapshot after one that took ``time_taken`` seconds: 19
+    times as long (at most 5% of the driver's time goes to snapshots), never more than 5 s."""
+    return min(SNAPSHOT_MAX_GAP_S, time_taken * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE)
 
 
-def _paced(self: Any, time_taken: float) -> None:
-    if self._auto_checkpoint_enabled:
-        self._checkpoint_period = min(SNAPSHOT_MAX_GAP_S, time_taken * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE)
+def pace_snapshots() -> bool:
+    """Ray's "auto" snapshot period without its 10 s floor (``snapshot_gap``). A search of tens of
+    trials snapshots every Tune step (a few ms each), so a killed driver loses nothing. In a search
+    of thousands of short trials the snapshot grows with the trial count (tens of ms); it is then
+    taken every few hundred ms instead of at every step, where it would take most of the driver's
+    time. Ray also snapshots whenever a trial has saved ``num_to_keep`` checkpoints since the last
+    one, so a resumed trial redoes at most that much. Applies while TUNE_GLOBAL_CHECKPOINT_S is
+    "auto" (hpsearch.driver.runner's default); a number there is used as Ray uses it. A Ray without
+    this hook keeps its own "auto" period (False; hpsearch.tune.compat.pace_experiment_snapshots)."""
+    return pace_experiment_snapshots(snapshot_gap)
 
 
 @dataclass(frozen=True)
@@ -204,4 +201,5 @@ def read_snapshot(run_dir: Path) -> tuple[list[Path], bool, dict[str, RayTrial]]
 
 
 __all__ = ["MANIFEST", "PLACED", "RAY_FILES", "RAY_STATUSES", "RayTrial", "keep_snapshot", "kept_files", "newest",
-           "pickle_whole", "place_snapshot", "placed_name", "ray_trials", "read_json", "read_snapshot", "refusal"]
+           "pace_snapshots", "pickle_whole", "place_snapshot", "placed_name", "ray_trials", "read_json", "read_snapshot",
+           "refusal", "snapshot_gap"]

@@ -1,0 +1,163 @@
+"""Every private name of Ray and Optuna that hpsearch uses, each behind one small function.
+
+Ray Tune and Ray's OptunaSearch keep some of what hpsearch needs in private attributes: the Optuna
+study and trials of a searcher, the Tuner's resume path for a fresh Tuner, the pacing of the
+experiment snapshot, and the GCS client that answers without starting Ray. Each function below
+names the private it reads or replaces and the versions it was checked against; the pins in
+pyproject.toml (``ray[tune]``, ``optuna``) stop at the versions checked here, and
+tests/search/test_compat.py fails, naming the private, when a release moves one of them.
+
+Nothing is imported from Ray or Optuna at module level: hpsearch.driver.cluster asks the GCS from
+the CLI's fast path, where a config error must come back without Ray being imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.core.numbers import one_line
+
+if TYPE_CHECKING:
+    import optuna
+
+
+# -- Ray core: the GCS client ------------------------------------------------------------------
+
+class GcsError(RuntimeError):
+    """A GCS call that failed, as one line; ``auth`` when the head asked for a token."""
+
+    def __init__(self, error: BaseException | str):
+        super().__init__(one_line(error, 120))
+        text = str(error).lower()
+        self.auth = "token" in text or "auth" in type(error).__name__.lower()
+
+
+def gcs_errors() -> tuple[type[BaseException], ...]:
+    """What Ray's GCS client raises: a RayError (RpcError, GetTimeoutError, AuthenticationError,
+    ...) or the builtin errors its status check maps to."""
+    from ray.exceptions import RayError
+
+    return (RayError, OSError, ValueError, RuntimeError)
+
+
+def _standalone_gcs_client() -> Callable[[str, str | None, int], Any] | None:
+    """``ray._raylet.InnerGcsClient.standalone(address, cluster_id, timeout_ms)`` (private module
+    ``ray._raylet``; checked against ray 2.60.0): a GCS client that starts no Ray process. None on
+    a Ray without it."""
+    from ray import _raylet
+
+    return getattr(getattr(_raylet, "InnerGcsClient", None), "standalone", None)
+
+
+def gcs_answers(address: str, timeout_s: float) -> bool:
+    """Ask the GCS at ``address`` for its cluster id, through ``ray._raylet.InnerGcsClient.standalone``
+    (private; checked against ray 2.60.0). True when it answered; False when this Ray has no such
+    client (the caller's own probe then decides alone); GcsError when anything else answered, or
+    nothing did."""
+    standalone = _standalone_gcs_client()
+    if standalone is None:
+        return False
+    try:
+        standalone(address, None, int(timeout_s * 1000))
+    except gcs_errors() as err:
+        raise GcsError(err) from None
+    return True
+
+
+def gcs_alive_node_addresses(address: str, timeout_s: float) -> list[str]:
+    """The IP addresses of the alive nodes of the cluster whose GCS is at ``address``, sorted,
+    through ``ray._raylet.InnerGcsClient.standalone(...).get_all_node_info`` (private; checked
+    against ray 2.60.0: a dict of ``gcs_pb2.GcsNodeInfo`` with ``state`` and
+    ``node_manager_address``). GcsError when the GCS cannot be asked."""
+    from ray.core.generated import gcs_pb2
+
+    standalone = _standalone_gcs_client()
+    if standalone is None:
+        raise GcsError("this Ray has no ray._raylet.InnerGcsClient.standalone to ask the GCS with")
+    try:
+        nodes = standalone(address, None, int(timeout_s * 1000)).get_all_node_info(timeout=timeout_s)
+    except gcs_errors() as err:
+        raise GcsError(err) from None
+    alive = gcs_pb2.GcsNodeInfo.ALIVE
+    return sorted({info.node_manager_address for info in nodes.values() if info.state == alive})
+
+
+# -- Ray Tune --------------------------------------------------------------------------------
+
+def build_tuner(trainable: Any, *, tune_config: Any, run_config: Any, resume_config: Any = None) -> Any:
+    """``tune.Tuner(trainable, tune_config=..., run_config=...)``; with ``resume_config`` (a
+    ``ray.tune.ResumeConfig``) a fresh Tuner that first restores the run dir's last snapshot and
+    keeps the searcher, scheduler and callbacks given here (``Tuner.restore`` would unpickle the
+    ones saved when the search started). Uses the private ``Tuner(_tuner_kwargs=...)``, which
+    ray 2.60.0 forwards to ``tune.run(resume_config=...)``."""
+    from ray import tune
+
+    extra = {"_tuner_kwargs": {"resume_config": resume_config}} if resume_config is not None else {}
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config, **extra)
+
+
+def pace_experiment_snapshots(next_gap_s: Callable[[float], float]) -> bool:
+    """Ray's "auto" snapshot period replaced: after each experiment snapshot that took
+    ``time_taken`` seconds, the next comes ``next_gap_s(time_taken)`` seconds later (Ray's own rule
+    waits at least 10 s). Replaces the private method
+    ``ray.tune.execution.experiment_state._ExperimentCheckpointManager._update_auto_checkpoint_time``
+    and sets its private ``_checkpoint_period`` while ``_auto_checkpoint_enabled`` (a number in
+    TUNE_GLOBAL_CHECKPOINT_S turns that off); checked against ray 2.60.0. False, changing nothing,
+    on a Ray without this hook."""
+    from ray.tune.execution import experiment_state
+
+    manager = getattr(experiment_state, "_ExperimentCheckpointManager", None)
+    if manager is None or not hasattr(manager, "_update_auto_checkpoint_time"):
+        return False
+
+    def update(self: Any, time_taken: float) -> None:
+        if self._auto_checkpoint_enabled:
+            self._checkpoint_period = next_gap_s(time_taken)
+
+    manager._update_auto_checkpoint_time = update
+    return True
+
+
+# -- Ray's OptunaSearch ----------------------------------------------------------------------
+
+def searcher_study(searcher: Any) -> "optuna.Study":
+    """The Optuna study of a ``ray.tune.search.optuna.OptunaSearch`` (private ``_ot_study``, set
+    by ``_setup_study``; checked against ray 2.60.0)."""
+    return searcher._ot_study
+
+
+def searcher_trials(searcher: Any) -> "dict[str, optuna.Trial]":
+    """Ray trial id -> the Optuna trial an ``OptunaSearch`` asked for it: the searcher's own dict
+    (private ``_ot_trials``; checked against ray 2.60.0), so a change here is the searcher's."""
+    return searcher._ot_trials
+
+
+def searcher_finished(searcher: Any) -> set[str]:
+    """The Ray trial ids an ``OptunaSearch`` has told Optuna about and will not tell again: the
+    searcher's own set (private ``_completed_trials``; checked against ray 2.60.0)."""
+    return searcher._completed_trials
+
+
+def adopt_trial(searcher: Any, trial_id: str, frozen: "optuna.trial.FrozenTrial") -> None:
+    """Hand an ``OptunaSearch`` the stored Optuna trial ``frozen`` as the one it asked for Ray's
+    ``trial_id``, so the searcher can finish it (a trial its restored state no longer holds).
+    Uses the searcher's private ``_ot_trials`` and ``_ot_study`` (ray 2.60.0) and Optuna's private
+    ``FrozenTrial._trial_id`` for ``optuna.trial.Trial(study, trial_id)`` (optuna 5.1.0)."""
+    import optuna
+
+    study = searcher_study(searcher)
+    searcher_trials(searcher)[trial_id] = optuna.trial.Trial(study, frozen._trial_id)
+
+
+# -- Optuna ----------------------------------------------------------------------------------
+
+def stored_trial(study: "optuna.Study", trial: "optuna.Trial") -> "optuna.trial.FrozenTrial":
+    """The trial as the study's storage holds it now (its state may have changed since it was
+    asked), read by id without copying every trial: Optuna's private ``Study._storage`` and
+    ``Trial._trial_id``, checked against optuna 5.1.0."""
+    return study._storage.get_trial(trial._trial_id)
+
+
+__all__ = ["GcsError", "adopt_trial", "build_tuner", "gcs_alive_node_addresses", "gcs_answers", "gcs_errors",
+           "pace_experiment_snapshots", "searcher_finished", "searcher_study", "searcher_trials", "stored_trial"]

@@ -1,0 +1,175 @@
+"""hpsearch.tune.compat: each private name of Ray and Optuna that hpsearch uses is still there and
+still behaves as its adapter assumes. One test per adapter; a failure names the private that moved
+and the adapter to fix (then move the pin in pyproject.toml past the version checked)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+from unittest import mock
+
+import optuna
+import pytest
+import ray
+from ray.tune.search.optuna import OptunaSearch
+
+from hpsearch.tune import compat
+
+
+def private(owner: Any, name: str, adapter: str) -> Any:
+    """``owner.name``, or a failure naming the private, the adapter and the installed versions."""
+    if not hasattr(owner, name):
+        where = getattr(owner, "__qualname__", None) or type(owner).__qualname__
+        pytest.fail(f"{where}.{name} is gone (ray {ray.__version__}, optuna {optuna.__version__}): "
+                    f"hpsearch.tune.compat.{adapter} relies on it; adapt it, then move the pin in pyproject.toml")
+    return getattr(owner, name)
+
+
+def parameters(function: Any) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def ray_optuna_search() -> OptunaSearch:
+    """Ray's OptunaSearch built the ordinary way, over an in-memory study."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return OptunaSearch({"x": optuna.distributions.FloatDistribution(0.0, 1.0)}, metric="m", mode="max")
+
+
+# -- Ray core: the GCS client ------------------------------------------------------------------
+
+def test_gcs_answers_has_rays_standalone_gcs_client():
+    from ray import _raylet
+
+    client = private(_raylet, "InnerGcsClient", "gcs_answers")
+    standalone = private(client, "standalone", "gcs_answers")
+    assert parameters(standalone)[:3] == ["gcs_address", "cluster_id", "timeout_ms"], \
+        f"ray._raylet.InnerGcsClient.standalone{inspect.signature(standalone)}: gcs_answers calls it as (address, None, ms)"
+    for error in (ray.exceptions.RpcError, ray.exceptions.GetTimeoutError, ray.exceptions.AuthenticationError):
+        assert issubclass(error, compat.gcs_errors()), f"{error.__name__} would escape gcs_answers as a traceback"
+    assert compat.GcsError(ray.exceptions.AuthenticationError("no token")).auth
+
+
+def test_gcs_alive_node_addresses_reads_rays_node_info():
+    from ray import _raylet
+    from ray.core.generated import gcs_pb2
+
+    listing = private(_raylet.InnerGcsClient, "get_all_node_info", "gcs_alive_node_addresses")
+    assert "timeout" in parameters(listing), f"InnerGcsClient.get_all_node_info{inspect.signature(listing)} takes no timeout"
+    fields = set(gcs_pb2.GcsNodeInfo.DESCRIPTOR.fields_by_name)
+    assert {"state", "node_manager_address"} <= fields, f"gcs_pb2.GcsNodeInfo has lost a field it read: {sorted(fields)}"
+    private(gcs_pb2.GcsNodeInfo, "ALIVE", "gcs_alive_node_addresses")
+
+
+@pytest.mark.slow
+def test_the_gcs_adapters_answer_on_a_running_ray(ray_session):
+    address = ray.get_runtime_context().gcs_address
+    assert compat.gcs_answers(address, 3.0) is True
+    assert ray.util.get_node_ip_address() in compat.gcs_alive_node_addresses(address, 3.0)
+
+
+# -- Ray Tune --------------------------------------------------------------------------------
+
+def test_build_tuner_hands_the_resume_config_to_tune_run(tmp_path):
+    from ray import tune
+    from ray.tune import ResumeConfig
+    from ray.tune.impl import tuner_internal
+
+    assert "_tuner_kwargs" in parameters(tune.Tuner.__init__), "ray.tune.Tuner(_tuner_kwargs=) is gone: build_tuner uses it"
+    run = private(tuner_internal, "run", "build_tuner")
+    assert "resume_config" in parameters(run), "ray.tune.run(resume_config=) is gone: build_tuner forwards it there"
+
+    class Reached(Exception):
+        pass
+
+    seen: dict[str, Any] = {}
+
+    def fake_run(**kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise Reached
+
+    wanted = ResumeConfig(unfinished=ResumeConfig.ResumeType.RESUME, errored=ResumeConfig.ResumeType.SKIP)
+    tuner = compat.build_tuner(lambda config: None, tune_config=tune.TuneConfig(num_samples=1),
+                               run_config=tune.RunConfig(name="compat", storage_path=str(tmp_path)),
+                               resume_config=wanted)
+    with mock.patch.object(tuner_internal, "run", fake_run), pytest.raises(Reached):
+        tuner.fit()
+    assert seen.get("resume_config") == wanted, "Tuner(_tuner_kwargs=) no longer reaches tune.run"
+
+
+def test_pace_experiment_snapshots_replaces_rays_auto_period(monkeypatch):
+    from ray.tune.execution import experiment_state
+
+    manager_class = private(experiment_state, "_ExperimentCheckpointManager", "pace_experiment_snapshots")
+    original = private(manager_class, "_update_auto_checkpoint_time", "pace_experiment_snapshots")
+    assert "self._update_auto_checkpoint_time(time_taken=" in inspect.getsource(manager_class), \
+        "_ExperimentCheckpointManager no longer calls _update_auto_checkpoint_time(time_taken=) after a snapshot"
+    monkeypatch.setattr(manager_class, "_update_auto_checkpoint_time", original)   # Ray's own back afterwards
+
+    assert compat.pace_experiment_snapshots(lambda taken: taken * 2) is True
+    auto = manager_class(storage=None, checkpoint_period="auto")
+    fixed = manager_class(storage=None, checkpoint_period=30)
+    for manager in (auto, fixed):
+        private(manager, "_auto_checkpoint_enabled", "pace_experiment_snapshots")
+        private(manager, "_checkpoint_period", "pace_experiment_snapshots")
+        manager._update_auto_checkpoint_time(time_taken=0.25)
+    assert auto._checkpoint_period == 0.5
+    assert fixed._checkpoint_period == 30.0       # a number in TUNE_GLOBAL_CHECKPOINT_S stays as set
+
+
+# -- Ray's OptunaSearch ----------------------------------------------------------------------
+
+def test_searcher_study_is_the_study_rays_optuna_search_asks():
+    searcher = ray_optuna_search()
+    private(searcher, "_ot_study", "searcher_study")
+    study = compat.searcher_study(searcher)
+    assert isinstance(study, optuna.Study)
+    searcher.suggest("a")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]
+
+
+def test_searcher_trials_maps_ray_ids_to_the_optuna_trials_asked():
+    searcher = ray_optuna_search()
+    private(searcher, "_ot_trials", "searcher_trials")
+    config = searcher.suggest("a")
+    trials = compat.searcher_trials(searcher)
+    assert set(trials) == {"a"} and isinstance(trials["a"], optuna.Trial)
+    assert trials["a"].params == config
+
+
+def test_searcher_finished_holds_the_ray_ids_told_to_optuna():
+    searcher = ray_optuna_search()
+    private(searcher, "_completed_trials", "searcher_finished")
+    searcher.suggest("a")
+    searcher.suggest("b")
+    assert compat.searcher_finished(searcher) == set()
+    searcher.on_trial_complete("a", {"m": 0.5})
+    assert compat.searcher_finished(searcher) == {"a"}
+    compat.searcher_finished(searcher).add("b")          # the searcher's own set: b is never told
+    searcher.on_trial_complete("b", {"m": 0.7})
+    assert [t.state.name for t in compat.searcher_study(searcher).trials] == ["COMPLETE", "RUNNING"]
+
+
+def test_adopt_trial_lets_the_searcher_finish_a_stored_trial():
+    searcher = ray_optuna_search()
+    study = compat.searcher_study(searcher)
+    study.ask()                                           # asked before a restart: no Ray id holds it
+    frozen = study.get_trials(deepcopy=False)[0]
+    private(frozen, "_trial_id", "adopt_trial")
+    compat.adopt_trial(searcher, "orphan", frozen)
+    searcher.on_trial_complete("orphan", {"m": 0.25})
+    done = study.trials[frozen.number]
+    assert (done.state, done.value) == (optuna.trial.TrialState.COMPLETE, 0.25)
+
+
+# -- Optuna ----------------------------------------------------------------------------------
+
+def test_stored_trial_reads_the_trial_as_the_storage_holds_it_now():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    private(study, "_storage", "stored_trial")
+    private(trial, "_trial_id", "stored_trial")
+    assert compat.stored_trial(study, trial).state == optuna.trial.TrialState.RUNNING
+    study.tell(trial.number, 1.0)                         # told through another handle
+    stored = compat.stored_trial(study, trial)
+    assert (stored.number, stored.state, stored.value) == (trial.number, optuna.trial.TrialState.COMPLETE, 1.0)
