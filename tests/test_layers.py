@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.fixtures.cli import REPO
+
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 

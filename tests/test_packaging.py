@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.fixtures.cli import REPO
+
 FOLDERS = {"search": "hpsearch", "models": "hpsearch/models"}
 
 

@@ -8,6 +8,7 @@ from hpsearch import models
 from hpsearch.core.config import load_config
 from hpsearch.models.config import ConfigError, parse
 from hpsearch.models.symmetric.model import SymmetricConfig, SymmetricModel
+from tests.fixtures.cli import REPO
 
 
 def _error(params) -> str:
@@ -59,7 +60,7 @@ def test_registry_and_declarations():
 
 
 def test_the_shipped_config_loads_with_its_search_part():
-    config = load_config("configs/symmetric.yaml")
+    config = load_config(REPO / "configs" / "symmetric.yaml")
     assert config.model == "symmetric"
     assert (config.objective.metric, config.objective.mode) == ("val_fact_acc", "max")
     assert config.params["num_rules"] == 16 and config.params["lr"] == 3e-4
@@ -72,4 +73,4 @@ def test_the_shipped_config_loads_with_its_search_part():
 
 def test_a_bad_override_fails_before_anything_runs():
     with pytest.raises(ConfigError, match=r"^params\.num_rules: got 0"):
-        load_config("configs/symmetric.yaml", ["num_rules=0"])
+        load_config(REPO / "configs" / "symmetric.yaml", ["num_rules=0"])

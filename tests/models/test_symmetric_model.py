@@ -14,16 +14,12 @@ from hpsearch.cli import main
 from hpsearch.models.api import Model
 from hpsearch.models.config import ConfigError
 from hpsearch.models.symmetric.model import SymmetricModel
+from tests.fixtures.cli import REPO
 
 TINY = {"num_stories": 60, "hidden_dim": 16, "num_rules": 4, "batch_size": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(model, epochs):
@@ -108,6 +104,6 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, capsys):
 
 
 def test_bad_params_fail_on_the_command_line_with_one_line(capsys):
-    assert main(["train", "configs/symmetric.yaml", "--set", "num_rules=0"]) == 2
+    assert main(["train", str(REPO / "configs" / "symmetric.yaml"), "--set", "num_rules=0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "params.num_rules: got 0" in err

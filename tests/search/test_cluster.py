@@ -15,195 +15,24 @@ machine. All slow.
 
 from __future__ import annotations
 
-import os
-import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
-from hpsearch.core.rundir import read_outcomes, read_trial_results
+from hpsearch.core.rundir import read_outcomes
 from hpsearch.results.report import load_report, read_run
-
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = Path(sys.executable)
-HPSEARCH = PYTHON.with_name("hpsearch")
-RAY = PYTHON.with_name("ray")
-MARK = "HPSEARCH_TEST_RAY"
-NODE_ID_FILE = re.compile(r"[a-z_]+_port_(?P<id>[0-9a-f]{56})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s")
-
-
-def marked(prefix: str) -> list[psutil.Process]:
-    """Live processes whose environment holds ``HPSEARCH_TEST_RAY`` starting with ``prefix``."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get(MARK, "").startswith(prefix) and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def kill_all(prefix: str, timeout: float = 10.0) -> list[psutil.Process]:
-    """SIGKILL every process marked ``prefix`` until none is left; returns any that survive."""
-    deadline = time.monotonic() + timeout
-    alive = marked(prefix)
-    while alive and time.monotonic() < deadline:
-        kill_now(alive, timeout=2)
-        alive = marked(prefix)
-    return alive
-
-
-def kill_now(processes: list[psutil.Process], timeout: float) -> None:
-    """SIGKILL each process (one already gone is fine) and wait up to ``timeout`` for them."""
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(processes, timeout=timeout)
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "PYTHONPATH")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", **extra)
-    return env
-
-
-class RayNode:
-    """`ray start ... --block` in its own session (process group) and temp dir."""
-
-    def __init__(self, name: str, args: list[str], root: Path, logs: Path, env: dict[str, str]):
-        self.name, self.temp_dir = name, root / name
-        self.tag = env[MARK]
-        self.log_path = logs / f"ray-{name}.log"
-        self.log = self.log_path.open("w")
-        self.process = subprocess.Popen(
-            [str(RAY), "start", *args, f"--temp-dir={self.temp_dir}", "--disable-usage-stats", "--block"],
-            cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_started(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "Ray runtime started" in self.log_path.read_text(errors="replace"):
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"`ray start` for {self.name} exited: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
-        raise RuntimeError(f"`ray start` for {self.name} did not finish within {timeout}s")
-
-    @property
-    def node_id(self) -> str:
-        """The node's id, from the port files Ray writes into the node's session dir."""
-        for path in (self.temp_dir / "session_latest").iterdir():
-            match = NODE_ID_FILE.fullmatch(path.name)
-            if match:
-                return match.group("id")
-        raise RuntimeError(f"no node id in {self.temp_dir / 'session_latest'}")
-
-
-class LocalCluster:
-    """A head (`--port`, 1 CPU, no dashboard, token auth) and, optionally, a second node with 1 CPU,
-    both on this machine. ``stop()`` kills exactly the processes the cluster started."""
-
-    def __init__(self, logs: Path, workers: int = 1, client: bool = False):
-        self.root = Path(tempfile.mkdtemp(prefix="hps-", dir="/tmp"))   # short: Unix socket paths
-        self.logs = logs
-        self.tag = f"cluster-{secrets.token_hex(6)}"
-        self.port = free_port()
-        self.client_port = free_port()   # the Ray Client server's, when ``client``
-        self.token = secrets.token_hex(16)
-        self.env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
-                            RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", PYTHONPATH=str(REPO))
-        self.nodes: list[RayNode] = []
-        try:
-            head = self._node("head", ["--head", f"--port={self.port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-                                       "--include-dashboard=false",
-                                       *([f"--ray-client-server-port={self.client_port}"] if client else [])])
-            head.wait_started()
-            if client:   # `ray start` reports the head up before its Ray Client server listens
-                wait_listening(self.client_port)
-            for i in range(workers):
-                self._node(f"node{i + 1}", [f"--address=127.0.0.1:{self.port}", "--num-cpus=1",
-                                            "--node-ip-address=127.0.0.1"]).wait_started()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _node(self, name: str, args: list[str]) -> RayNode:
-        node = RayNode(name, args, self.root, self.logs, dict(self.env, **{MARK: f"{self.tag}:{name}"}))
-        self.nodes.append(node)
-        return node
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def client_env(self, role: str, **extra: str) -> dict[str, str]:
-        """The environment for a client of this cluster (holds the token), marked as ours."""
-        return dict(self.env, **{MARK: f"{self.tag}:{role}"}, **extra)
-
-    def stop(self) -> list[psutil.Process]:
-        """SIGTERM each `ray start`, then SIGKILL whatever the cluster started that is left."""
-        for node in reversed(self.nodes):
-            try:
-                os.killpg(node.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for node in self.nodes:
-            try:
-                node.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        survivors = kill_all(self.tag)
-        for node in self.nodes:
-            if node.process.poll() is None:
-                node.process.kill()
-                node.process.wait(timeout=10)
-            node.log.close()
-        if not survivors:
-            shutil.rmtree(self.root, ignore_errors=True)
-        return survivors
-
-
-def write_config(path: Path, raw: dict) -> Path:
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def trial_rows(run_dir: Path) -> dict[str, list[dict]]:
-    return {d.name: read_trial_results(d) for d in sorted(run_dir.glob("trial_*"))}
-
+from tests.fixtures.cli import HPSEARCH, PYTHON, REPO, clean_env
+from tests.fixtures.cluster import MARK, LocalCluster, kill_all, marked, trial_rows
+from tests.fixtures.toy_models import SCRIPTED
 
 CLUSTER_SEARCH = {
-    "model": "tests.fixtures.toy_models:Scripted", "seed": 2, "epochs": 10,
+    "model": SCRIPTED, "seed": 2, "epochs": 10,
     "params": {"epoch_sleep": 0.6},
     "space": {"quality": {"uniform": [0.2, 0.9]}},
     "budget": {"num_samples": 4, "max_concurrent": 2, "max_failures": 2},
@@ -214,12 +43,12 @@ CLUSTER_SEARCH = {
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_search_on_a_two_node_cluster_survives_losing_a_node(tmp_path):
+def test_a_search_on_a_two_node_cluster_survives_losing_a_node(tmp_path, config_file):
     cluster = LocalCluster(tmp_path)
     try:
         head, worker = cluster.nodes
         head_id, worker_id = head.node_id, worker.node_id
-        config = write_config(tmp_path / "search.yaml", CLUSTER_SEARCH)
+        config = config_file(CLUSTER_SEARCH)
         run_dir = tmp_path / "runs" / "cluster"
         out = (tmp_path / "hpsearch.out").open("w")
         started = time.monotonic()
@@ -230,7 +59,7 @@ def test_a_search_on_a_two_node_cluster_survives_losing_a_node(tmp_path):
         # kill the second node once one of its trials has reported epoch 3 (a checkpoint at 2)
         victim, killed_at = None, None
         while driver.poll() is None and victim is None and time.monotonic() - started < 150:
-            for name, rows in trial_rows(run_dir).items() if run_dir.exists() else ():
+            for name, rows in trial_rows(run_dir).items():
                 if any(r.get("node_id") == worker_id and r["epoch"] >= 3 for r in rows):
                     victim = name
                     doomed = marked(worker.tag)
@@ -303,23 +132,21 @@ print("answered")
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_a_local_search_opens_no_dashboard_port_and_its_gcs_wants_the_sessions_token(tmp_path):
+def test_a_local_search_opens_no_dashboard_port_and_its_gcs_wants_the_sessions_token(tmp_path, config_file):
     """Ray binds its gRPC ports on every interface (there is no setting to bind them to loopback);
     what keeps a local search to itself is no dashboard and token authentication on those ports."""
     tag = f"local-{secrets.token_hex(6)}"
     ray_tmp = Path(tempfile.mkdtemp(prefix="hps-", dir="/tmp"))
-    config = write_config(tmp_path / "search.yaml", dict(CLUSTER_SEARCH, epochs=6, params={"epoch_sleep": 0.5},
-                                                          budget={"num_samples": 2, "max_failures": 0},
-                                                          scheduler={"grace_period": 6}))
-    env = base_env(**{MARK: tag, "RAY_TMPDIR": str(ray_tmp)})
+    config = config_file(dict(CLUSTER_SEARCH, epochs=6, params={"epoch_sleep": 0.5},
+                              budget={"num_samples": 2, "max_failures": 0}, scheduler={"grace_period": 6}))
+    env = clean_env(**{MARK: tag, "RAY_TMPDIR": str(ray_tmp)})
     driver = subprocess.Popen([str(HPSEARCH), "run", str(config), "--name", "local", "--storage",
                                str(tmp_path / "runs")], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
         run_dir = tmp_path / "runs" / "local"
         deadline = time.monotonic() + 120
-        while driver.poll() is None and time.monotonic() < deadline and not any(trial_rows(run_dir).values()
-                                                                                 if run_dir.exists() else ()):
+        while driver.poll() is None and time.monotonic() < deadline and not any(trial_rows(run_dir).values()):
             time.sleep(0.2)
         session = list(ray_tmp.glob("ray/session_2*"))
         ours = marked(tag)
@@ -328,7 +155,7 @@ def test_a_local_search_opens_no_dashboard_port_and_its_gcs_wants_the_sessions_t
         assert len(session) == 1, session
         gcs_port = int(next(session[0].glob("gcs_server_port_*")).read_text().strip())
         refused = subprocess.run([str(PYTHON), "-c", GCS_PROBE, f"127.0.0.1:{gcs_port}"],
-                                 env=base_env(RAY_AUTH_MODE="disabled"), capture_output=True, text=True, timeout=60)
+                                 env=clean_env(RAY_AUTH_MODE="disabled"), capture_output=True, text=True, timeout=60)
         allowed = subprocess.run([str(PYTHON), "-c", GCS_PROBE, f"127.0.0.1:{gcs_port}"],
                                  env=dict(driver_env(driver.pid), RAY_AUTH_MODE="token"), capture_output=True,
                                  text=True, timeout=60)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from hpsearch.core.config import build_config, dump_config, load_config
 from hpsearch.models.config import ConfigError
-
-SCRIPTED = "tests.fixtures.toy_models:Scripted"
+from tests.fixtures.toy_models import MINIMAL, SCRIPTED
 
 TOY = f"""
 model: {SCRIPTED}
@@ -30,12 +27,6 @@ checkpoint: {{interval: 2}}
 """
 
 
-def write(tmp_path, text, name="search.yaml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
 def base(**sections):
     raw = {"model": SCRIPTED, "objective": {"metric": "val_score", "mode": "max"}}
     raw.update(sections)
@@ -47,8 +38,8 @@ def test_a_training_config_without_a_space_has_no_rungs_to_reach():
     assert build_config(base(epochs=1)).epochs == 1
 
 
-def test_a_full_config_loads_typed_and_round_trips_through_search_yaml(tmp_path):
-    config = load_config(write(tmp_path, TOY))
+def test_a_full_config_loads_typed_and_round_trips_through_search_yaml(tmp_path, config_file):
+    config = load_config(config_file(TOY))
     assert config.params["quality"] == 0.8 and config.params["curve"] == "healthy"   # defaults filled in
     assert config.objective.metric == "val_score" and config.objective.mode == "max"  # the model's default
     assert config.max_epochs == 5 and config.epochs == 6
@@ -60,8 +51,8 @@ def test_a_full_config_loads_typed_and_round_trips_through_search_yaml(tmp_path)
     assert load_config(tmp_path / "again.yaml") == config
 
 
-def test_overrides_reach_params_and_sections(tmp_path):
-    path = write(tmp_path, TOY)
+def test_overrides_reach_params_and_sections(config_file):
+    path = config_file(TOY)
     config = load_config(path, ["quality=0.5", "budget.num_samples=9", "seed=11",
                                 "space.lr.loguniform=[1e-5, 1e-2]"])
     assert config.params["quality"] == 0.5
@@ -98,20 +89,19 @@ def test_bad_configs_fail_with_one_line(raw, expected):
     assert "\n" not in str(err.value)
 
 
-def test_file_errors_name_the_file_and_line(tmp_path):
+def test_file_errors_name_the_file_and_line(tmp_path, config_file):
     with pytest.raises(ConfigError, match=r"is not a file"):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match=r"is empty"):
-        load_config(write(tmp_path, "", "empty.yaml"))
+        load_config(config_file("", "empty.yaml"))
     with pytest.raises(ConfigError, match=r"holds list, expected a mapping"):
-        load_config(write(tmp_path, "- a\n- b\n", "list.yaml"))
+        load_config(config_file("- a\n- b\n", "list.yaml"))
     with pytest.raises(ConfigError, match=r"broken.yaml' is not valid YAML at line 2: found character"):
-        load_config(write(tmp_path, "model: x\n\tseed: 3\n", "broken.yaml"))
+        load_config(config_file("model: x\n\tseed: 3\n", "broken.yaml"))
 
 
 def test_a_model_without_a_default_objective_needs_one():
     with pytest.raises(ConfigError, match="objective: missing; this model declares no default"):
-        build_config({"model": "tests.fixtures.toy_models:Minimal"})
-    config = build_config({"model": "tests.fixtures.toy_models:Minimal", "objective": {"metric": "val_acc",
-                                                                                       "mode": "max"}})
+        build_config({"model": MINIMAL})
+    config = build_config({"model": MINIMAL, "objective": {"metric": "val_acc", "mode": "max"}})
     assert config.params == {}   # no declared Config: params pass through, the first report is checked

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from hpsearch.cli import main
 from hpsearch.core.config import load_config
 from hpsearch.models.fit import fit
 from hpsearch.tune.trainable import as_metrics, cpu_threads, save_checkpoint, trial_seed
-from tests.search.rundir_factory import FakeTrial, checkpoint_file, make_run
+from tests.fixtures.payloads import Payload
+from tests.fixtures.rundir_factory import FakeTrial, checkpoint_file, make_run
 
 # Tiny versions of the built-in models: (fixed params, searched values, space).
 TINY = {
@@ -73,8 +73,7 @@ def real_run(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["triplet", "symmetric"])
-def test_export_retrains_and_reevaluates_to_the_trials_objective(real_run, tmp_path, name, capsys):
-    torch.set_num_threads(1)
+def test_export_retrains_and_reevaluates_to_the_trials_objective(real_run, tmp_path, name, capsys, one_torch_thread):
     run, trial = real_run(name)
     metric = trial["metric"]
     out = tmp_path / "best"
@@ -215,17 +214,8 @@ def test_export_of_a_path_that_is_not_a_run_dir_is_one_line(tmp_path, capsys):
 
 # --- pickles are never executed --------------------------------------------------------------
 
-class Payload:
-    """Unpickling this creates the marker directory."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.makedirs, (self.marker,))
-
-
 def test_planted_pickles_are_never_executed(tmp_path, capsys):
+    """The payload is live (tests/search/test_untrusted.py shows it running when unpickled)."""
     marker = tmp_path / "PWNED"
     evil = pickle.dumps(Payload(marker))
     buffer = io.BytesIO()
@@ -244,10 +234,3 @@ def test_planted_pickles_are_never_executed(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot be loaded as weights only" in err
     assert not marker.exists()
-
-
-def test_the_planted_payload_is_live(tmp_path):
-    """The payload does run when unpickled, so the test above can fail."""
-    marker = tmp_path / "PWNED"
-    pickle.loads(pickle.dumps(Payload(marker)))
-    assert marker.is_dir()

@@ -16,56 +16,17 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-import types
 from pathlib import Path
 
+import optuna
 import psutil
 import pytest
-import torch
-import yaml
 
 from hpsearch.cli import main
-from hpsearch.core.rundir import read_trial_results
-from hpsearch.driver import preflight
+from hpsearch.core.rundir import read_trial_results, study_storage
 from hpsearch.results.report import load_report, read_run
-
-SCRIPTED = "tests.fixtures.toy_models:Scripted"
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    import hpsearch.driver.runner  # noqa: F401  (sets Ray's environment before Ray starts)
-
-    torch.set_num_threads(1)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
-def run_search(tmp_path: Path, raw: dict, name: str, during=None) -> tuple[int, str, Path]:
-    """``hpsearch run`` in this process (the module's Ray session); ``during(run_dir)`` runs in a
-    thread while the search does."""
-    import hpsearch.driver.runner as runner
-
-    config = tmp_path / f"{name}.yaml"
-    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    args = types.SimpleNamespace(config=str(config), name=name, storage=str(tmp_path / "runs"), address=None,
-                                 num_samples=None, max_epochs=None, set=[])
-    plan = preflight.plan(args)
-    watcher = None
-    if during is not None:
-        watcher = threading.Thread(target=during, args=(plan.run_dir,), daemon=True)
-        watcher.start()
-    out = tmp_path / f"{name}.out"
-    with out.open("w", encoding="utf-8") as stream:
-        code = runner.run(plan, interval_s=0.5, stream=stream)
-    if watcher is not None:
-        watcher.join(timeout=30)
-    return code, out.read_text(encoding="utf-8"), plan.run_dir
+from tests.fixtures.toy_models import MINIMAL, SCRIPTED
 
 
 def rows_by_quality(run_dir: Path) -> dict[float, list[dict]]:
@@ -96,12 +57,12 @@ def base(**change) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_raising_trial_is_an_error_with_its_last_line_and_the_search_goes_on(ray_session, tmp_path, capsys):
+def test_a_raising_trial_is_an_error_with_its_last_line_and_the_search_goes_on(run_search, tmp_path, capsys):
     raw = base(params={"crash_at": 3, "crash_times": 99, "marker_dir": str(tmp_path)},
                space={"quality": {"uniform": [0.2, 0.9]}, "crash_times": {"choice": [0, 99]}},
                warm_start=[{"quality": 0.9, "crash_times": 99}, {"quality": 0.5, "crash_times": 0},
                            {"quality": 0.3, "crash_times": 0}])
-    code, out, run_dir = run_search(tmp_path, raw, "raises")
+    code, out, run_dir = run_search(raw, "raises")
     assert code == 0, out
     report = report_rows(run_dir)
     crashed = report[0.9]
@@ -141,9 +102,9 @@ def killer(quality: float, at_epoch: int, killed: list):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_retried_from_its_checkpoint_and_the_report_shows_each_epoch_once(ray_session, tmp_path):
+def test_a_killed_worker_is_retried_from_its_checkpoint_and_the_report_shows_each_epoch_once(run_search):
     killed: list = []
-    code, out, run_dir = run_search(tmp_path, base(), "killed", during=killer(0.9, 3, killed))
+    code, out, run_dir = run_search(base(), "killed", during=killer(0.9, 3, killed))
     assert code == 0, out
     assert killed, "the watcher never saw the trial reach epoch 3"
     pid, epoch_at_kill = killed[0]
@@ -162,10 +123,10 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_and_the_report_shows_eac
 
 
 @pytest.mark.slow
-def test_with_max_failures_0_a_killed_worker_ends_its_trial_as_an_error_and_the_search_goes_on(ray_session, tmp_path):
+def test_with_max_failures_0_a_killed_worker_ends_its_trial_as_an_error_and_the_search_goes_on(run_search):
     killed: list = []
     raw = base(budget={"num_samples": 3, "max_concurrent": 2, "max_failures": 0})
-    code, out, run_dir = run_search(tmp_path, raw, "killed0", during=killer(0.9, 3, killed))
+    code, out, run_dir = run_search(raw, "killed0", during=killer(0.9, 3, killed))
     assert code == 0, out
     assert killed
     report = report_rows(run_dir)
@@ -176,16 +137,19 @@ def test_with_max_failures_0_a_killed_worker_ends_its_trial_as_an_error_and_the_
 
 
 @pytest.mark.slow
-def test_a_model_that_stops_reporting_the_objective_fails_naming_the_metric(ray_session, tmp_path):
+def test_a_model_that_stops_reporting_the_objective_fails_naming_the_metric(run_search):
     """tests.fixtures.toy_models:Minimal reports ``val_<metric>``; here it reports ``val_acc`` while
-    the objective is ``val_f1``: the trial fails at its first epoch and says both."""
-    raw = {"model": "tests.fixtures.toy_models:Minimal", "epochs": 3, "params": {"metric": "acc"},
+    the objective is ``val_f1``: the trial fails at its first epoch and says both, and the Optuna
+    study records it as failed, never with a value."""
+    raw = {"model": MINIMAL, "epochs": 3, "params": {"metric": "acc"},
            "space": {"x": {"uniform": [0.1, 0.9]}}, "objective": {"metric": "val_f1", "mode": "max"},
            "budget": {"num_samples": 1, "max_failures": 0}, "scheduler": {"grace_period": 1}}
-    code, out, run_dir = run_search(tmp_path, raw, "noobjective")
+    code, out, run_dir = run_search(raw, "noobjective")
     assert code == 1, out                                               # every trial failed
     (row,) = load_report(run_dir).to_dict("records")
     assert row["outcome"] == "error"
     assert row["reason"] == ("ValueError: objective.metric 'val_f1' was not reported by model "
                              "'tests.fixtures.toy_models:Minimal' at epoch 1; it reported: "
                              "epoch_s, train_batch_loss_std, train_loss, val_acc")
+    study = optuna.load_study(study_name="hpsearch", storage=study_storage(run_dir))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]

@@ -10,7 +10,7 @@ from PIL import Image
 from hpsearch.cli import main
 from hpsearch.results.plots import build_figures, save_figures
 from hpsearch.results.report import read_run
-from tests.search.rundir_factory import FakeTrial, history, make_run
+from tests.fixtures.rundir_factory import FakeTrial, history, make_run
 
 SPACE = {"lr": {"loguniform": [1e-5, 1e-1]}, "w_parse": {"uniform": [0.0, 2.0]},
          "hidden_dim": {"choice": [32, 64, 128]}}

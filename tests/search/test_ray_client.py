@@ -14,7 +14,9 @@ import pytest
 
 from hpsearch.core.rundir import read_outcomes
 from hpsearch.results.report import read_run
-from tests.search.test_cluster import HPSEARCH, LocalCluster, marked, trial_rows, write_config
+from tests.fixtures.cli import HPSEARCH
+from tests.fixtures.cluster import LocalCluster, marked, trial_rows
+from tests.fixtures.toy_models import SCRIPTED
 
 
 def server_logs(cluster: LocalCluster) -> str:
@@ -30,7 +32,7 @@ def curve(trial_dir: Path) -> str | None:
 
 
 CLIENT_SEARCH = {
-    "model": "tests.fixtures.toy_models:Scripted", "seed": 4, "epochs": 8,
+    "model": SCRIPTED, "seed": 4, "epochs": 8,
     "params": {"epoch_sleep": 0.5},
     "space": {"curve": {"choice": ["healthy", "constant"]}, "quality": {"uniform": [0.2, 0.9]}},
     "warm_start": [{"curve": "constant"}, {"curve": "healthy", "quality": 0.9}],
@@ -42,7 +44,7 @@ CLIENT_SEARCH = {
 
 @pytest.mark.slow
 @pytest.mark.timeout(360)
-def test_a_ray_client_search_runs_on_the_head_stops_on_sigint_and_resumes(tmp_path):
+def test_a_ray_client_search_runs_on_the_head_stops_on_sigint_and_resumes(tmp_path, config_file):
     """``--address ray://``: the search runs on the head (one process: a flatline trial is recorded
     once, as pruned, never also as completed), its live output and summary print here, SIGINT here
     stops it gracefully there (exit 130), and ``hpsearch resume --address ray://`` finishes it
@@ -51,15 +53,14 @@ def test_a_ray_client_search_runs_on_the_head_stops_on_sigint_and_resumes(tmp_pa
     address = f"ray://127.0.0.1:{cluster.client_port}"
     run_dir = tmp_path / "runs" / "viaclient"
     try:
-        config = write_config(tmp_path / "search.yaml", CLIENT_SEARCH)
+        config = config_file(CLIENT_SEARCH)
         first = subprocess.Popen(
             [str(HPSEARCH), "run", str(config), "--name", "viaclient", "--storage", str(tmp_path / "runs"),
              "--address", address], cwd=tmp_path, env=cluster.client_env("client"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 150   # SIGINT once the healthy warm start has reported epoch 3
         while first.poll() is None and time.monotonic() < deadline:
-            rows = trial_rows(run_dir) if run_dir.exists() else {}
-            if any(curve(run_dir / name) == "healthy" and len(trial) >= 3 for name, trial in rows.items()):
+            if any(curve(run_dir / name) == "healthy" and len(trial) >= 3 for name, trial in trial_rows(run_dir).items()):
                 break
             time.sleep(0.1)
         assert first.poll() is None, first.communicate()[0] + server_logs(cluster)

@@ -12,7 +12,7 @@ from hpsearch.cli import main
 from hpsearch.results.diagnose import diagnose
 from hpsearch.results.report import load_report, read_run
 from hpsearch.results.summary import render, summarize
-from tests.search.rundir_factory import FakeTrial, history, make_run
+from tests.fixtures.rundir_factory import FakeTrial, history, make_run
 
 TRIPLET_SPACE = {"lr": {"loguniform": [1e-5, 1e-1]}, "margin": {"uniform": [0.05, 1.0]}}
 

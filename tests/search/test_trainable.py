@@ -15,9 +15,7 @@ import torch
 
 import hpsearch.tune.trainable as tr
 from hpsearch.core.config import build_config
-
-SCRIPTED = "tests.fixtures.toy_models:Scripted"
-MINIMAL = "tests.fixtures.toy_models:Minimal"
+from tests.fixtures.toy_models import MINIMAL, SCRIPTED
 
 
 class FakeCheckpoint:
@@ -66,18 +64,14 @@ def run_config(model: str = SCRIPTED, **overrides):
 
 
 @pytest.fixture
-def fake(tmp_path, monkeypatch):
-    torch.set_num_threads(1)
-
+def fake(tmp_path, monkeypatch, one_torch_thread):
     def make(**kwargs) -> FakeTune:
         session = FakeTune(tmp_path, **kwargs)
         monkeypatch.setattr(tr, "tune", session)
         return session
 
     monkeypatch.setattr(tr.ray, "get_gpu_ids", lambda: [])
-    threads = torch.get_num_threads()
-    yield make
-    torch.set_num_threads(threads)
+    return make
 
 
 def test_trial_seed_is_a_pure_function_of_search_seed_and_index():

@@ -21,25 +21,14 @@ import yaml
 
 from hpsearch.cli import main
 from hpsearch.models.config import ConfigError
-from tests.search.rundir_factory import FakeTrial, make_run
+from tests.fixtures.cli import REPO
+from tests.fixtures.payloads import Payload
+from tests.fixtures.rundir_factory import FakeTrial, make_run
 
-REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*REPO.joinpath("models").rglob("*.py"), *REPO.joinpath("search").rglob("*.py")])
 READERS = ("search/results/report.py", "search/results/plots.py", "search/results/export.py", "search/results/summary.py",
            "search/results/diagnose.py",
            "search/core/rundir.py")
-
-
-class Payload:
-    """Unpickling this creates the marker directory."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return (os.makedirs, (self.marker,))
 
 
 def calls(path: Path) -> list[ast.Call]:
