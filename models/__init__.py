@@ -7,6 +7,7 @@ validating a config stays fast.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ def resolve(name: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ConfigError(f"model: cannot import {module_name!r} for {name!r}: {err}") from None
+        raise ConfigError(f"model: cannot import {module_name!r} for {name!r}: {err}{_found_elsewhere(module_name)}") from None
     try:
         factory = getattr(module, attr)
     except AttributeError:
@@ -45,6 +46,17 @@ def resolve(name: str) -> Any:
     if not callable(factory):
         raise ConfigError(f"model: {name!r} is not callable")
     return factory
+
+
+def _found_elsewhere(module_name: str) -> str:
+    """Where the top package of ``module_name`` was found, when it imported but the rest did not: the
+    usual cause is another package of the same name earlier on ``sys.path`` than the user's own."""
+    top = module_name.partition(".")[0]
+    found = sys.modules.get(top)
+    if top == module_name or found is None:
+        return ""
+    where = list(getattr(found, "__path__", None) or [getattr(found, "__file__", None) or "?"])
+    return f" ('{top}' was found at {', '.join(map(str, where))}; is another package named '{top}' shadowing yours?)"
 
 
 def spec(name: str) -> Any:

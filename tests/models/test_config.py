@@ -1,5 +1,6 @@
 """hpsearch.models.config: the strict parser every user-facing setting goes through."""
 
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,6 +71,22 @@ def test_registry_resolves_import_paths_and_refuses_unknown_names():
         models.resolve("no_such_pkg.mod:Factory")
     with pytest.raises(ConfigError, match="has no attribute 'Nope'"):
         models.resolve("hpsearch.models.config:Nope")
+
+
+def test_a_shadowed_package_is_named_with_where_it_was_found(tmp_path, monkeypatch):
+    """A user's models/mine.py next to another package named ``models`` earlier on sys.path: the
+    error says which ``models`` was imported, which is the cause."""
+    for root, files in ((tmp_path / "first", {"__init__.py": ""}), (tmp_path / "mine", {"__init__.py": "", "mine.py": ""})):
+        (root / "models").mkdir(parents=True)
+        for name, text in files.items():
+            (root / "models" / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "mine"))
+    monkeypatch.syspath_prepend(str(tmp_path / "first"))
+    monkeypatch.delitem(sys.modules, "models", raising=False)
+    with pytest.raises(ConfigError, match=r"No module named 'models\.mine' \('models' was found at .*first/models; "
+                                          r"is another package named 'models' shadowing yours\?\)"):
+        models.resolve("models.mine:MyModel")
+    monkeypatch.delitem(sys.modules, "models", raising=False)
 
 
 def test_user_factory_without_config_passes_params_through():
