@@ -32,7 +32,10 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+import yaml
+
 from hpsearch.core.numbers import one_line
+from hpsearch.core.rundir import SEARCH_YAML
 from hpsearch.driver import cluster, preflight, runner
 from hpsearch.driver.signals import GracefulStop, signals_kept
 from hpsearch.models.config import ConfigError
@@ -236,10 +239,6 @@ def resume_runtime_env(run_dir: Path) -> dict[str, Any]:
     """The job's runtime env for a resumed search: a user model's files ship again when this machine
     sees the run dir (a shared filesystem mounted here too); otherwise the model must be importable
     on the cluster as it is."""
-    import yaml
-
-    from hpsearch.core.rundir import SEARCH_YAML
-
     model = None
     with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
         model = str(yaml.safe_load((run_dir / SEARCH_YAML).read_text(encoding="utf-8")).get("model", ""))

@@ -34,6 +34,7 @@ from hpsearch.core.numbers import as_float, fmt, one_line
 from hpsearch.core.objective import best, score
 from hpsearch.core.outcomes import RANKED
 from hpsearch.core.rundir import OutcomeLog
+from hpsearch.tune.snapshot import keep_snapshot
 
 MAX_ROWS = 24          # a longer table shows the running trials and the latest that ended
 
@@ -223,8 +224,6 @@ class SnapshotKeeper(Callback):
             self._staging = trials[0].local_experiment_path
 
     def get_state(self) -> None:
-        from hpsearch.tune.snapshot import keep_snapshot
-
         if self._staging is not None:
             self._manifest = keep_snapshot(Path(self._staging), self.run_dir, self._manifest)
         return None
