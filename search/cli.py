@@ -7,6 +7,7 @@ import argparse
 import importlib
 import os
 import sys
+from importlib.metadata import version
 from typing import NoReturn
 
 from hpsearch.models.config import ConfigError
@@ -23,58 +24,69 @@ HANDLERS = {
 }
 
 
+DEVICE_HELP = "auto (CUDA when visible), cpu or cuda (default: the config's device)"
+SET_HELP = "override a setting; a bare key means params.KEY (repeatable)"
+
+
 def _parser() -> argparse.ArgumentParser:
+    """The command line; every argument of every command has help text (tests/search/test_api.py)."""
     parser = argparse.ArgumentParser(
         prog="hpsearch", description="Hyperparameter search that prunes flatlined, exploding and NaN trials.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # read as hpsearch.__version__ reads it: importing that would import hpsearch.api, which the
+    # layers keep apart from this module (pyproject.toml)
+    parser.add_argument("--version", action="version", version=f"hpsearch {version('hpsearch')}",
+                        help="print hpsearch's version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do; `hpsearch COMMAND --help` says more")
 
     p = sub.add_parser("train", help="train one config without Ray")
     p.add_argument("config", help="config YAML (configs/*.yaml or an exported config)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a setting; a bare key means params.KEY (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--epochs", type=int, help="override epochs")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")
-    p.add_argument("--out", help="directory for model.pt, config.yaml, metrics.json")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--out", help="directory for model.pt, config.yaml, metrics.json "
+                                 "(default: runs/train/MODEL-DATE-TIME)")
     p.add_argument("--force", action="store_true", help="write into an --out that holds files")
 
     p = sub.add_parser("evaluate", help="evaluate trained weights (no training)")
     p.add_argument("weights", help="a directory with model.pt + config.yaml, or a model.pt")
-    p.add_argument("--split", choices=["val", "test"], default="val")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--split", choices=["val", "test"], default="val",
+                   help="which data split to evaluate on (default: val)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
 
     p = sub.add_parser("run", help="run a search")
     p.add_argument("config", help="search config YAML")
-    p.add_argument("--name", help="run name (a folder under --storage)")
+    p.add_argument("--name", help="run name (a folder under --storage) (default: CONFIG's stem-DATE-TIME)")
     p.add_argument("--storage", help="directory or URI holding runs (default: ./runs)")
     p.add_argument("--address", help="Ray cluster: 'auto', HOST:PORT of the head's GCS, or ray://HOST:PORT "
                                       "(Ray Client: the search runs on the head) (default: a local Ray)")
     p.add_argument("--num-samples", type=int, dest="num_samples", help="override budget.num_samples")
     p.add_argument("--max-epochs", type=int, dest="max_epochs", help="override budget.max_epochs")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a setting; a bare key means params.KEY (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
 
     p = sub.add_parser("resume", help="continue an interrupted search")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="the run directory of the interrupted search (STORAGE/NAME)")
     p.add_argument("--address", help="Ray cluster, as for `run` (with ray://, RUN_DIR is the path on the "
                                       "cluster) (default: a local Ray)")
 
     p = sub.add_parser("report", help="one row per trial, summary, importances and diagnoses")
-    p.add_argument("run_dir")
-    p.add_argument("--csv", metavar="FILE")
-    p.add_argument("--json", metavar="FILE")
-    p.add_argument("--all-columns", action="store_true", dest="all_columns")
+    p.add_argument("run_dir", help="a run directory written by `hpsearch run`")
+    p.add_argument("--csv", metavar="FILE", help="also write the table (every column) as CSV")
+    p.add_argument("--json", metavar="FILE", help="also write the table and the summary as JSON")
+    p.add_argument("--all-columns", action="store_true", dest="all_columns",
+                   help="print every column (default: a compact selection)")
 
     p = sub.add_parser("plot", help="learning curves and parameter plots as PNG")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run directory written by `hpsearch run`")
     p.add_argument("--out", help="directory for the PNGs (default: RUN_DIR/plots)")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="write into an --out that holds files")
 
     p = sub.add_parser("export", help="best trials' configs and weights")
-    p.add_argument("run_dir")
-    p.add_argument("--top", type=int, default=1)
+    p.add_argument("run_dir", help="a run directory written by `hpsearch run`")
+    p.add_argument("--top", type=int, default=1, help="how many of the best finished trials (default: 1)")
     p.add_argument("--out", help="directory (default: RUN_DIR/best)")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="write into an --out that holds files")
     return parser
 
 

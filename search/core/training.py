@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,28 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def train_config(config: RunConfig, out: str | Path | None, force: bool = False, log=print) -> dict[str, Any]:
+    """Train one validated config on its device, as ``hpsearch train`` does after its command line
+    (and ``hpsearch.train``): ``out`` gets model.pt, config.yaml and metrics.json (None: nothing is
+    written; one that holds files is refused unless ``force``). Returns the metrics."""
+    device = resolve_device(config.device)
+    target = prepare_out_dir(out, force) if out is not None else None
+    return train(config, target, device, log=log)
+
+
+@contextlib.contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """The process's torch thread count as it was, after the block: training an exported config
+    sets it (``match_threads``), and a Python caller goes on using the process afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_command(args) -> int:
     overrides = list(args.set or [])
     if args.epochs is not None:
@@ -155,12 +179,11 @@ def train_command(args) -> int:
     if args.device is not None:
         overrides.append(f"device={args.device}")
     config = load_config(args.config, overrides)
-    device = resolve_device(config.device)
-    if args.out is None:
+    out = args.out
+    if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        args.out = Path("runs") / "train" / f"{config.model.replace(':', '_')}-{stamp}"
-    out = prepare_out_dir(args.out, args.force)
-    train(config, out, device)
+        out = Path("runs") / "train" / f"{config.model.replace(':', '_')}-{stamp}"
+    train_config(config, out, args.force)
     return 0
 
 

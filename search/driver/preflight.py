@@ -1,4 +1,4 @@
-"""Everything ``hpsearch run`` checks before a Ray process starts.
+"""Everything ``hpsearch run`` (and ``hpsearch.run``) checks before a Ray process starts.
 
 Each check raises a one-line ConfigError naming the option, the value and what is allowed: the
 run name, the storage directory, a cluster address where no Ray head answers, a storage directory
@@ -15,6 +15,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,7 +34,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 class Plan:
     """A validated search, ready to hand to Ray."""
     config: RunConfig
-    config_path: Path
+    source: str                       # the config file's path, or "<dict>" (hpsearch.run), for run.json
     name: str
     storage: Path
     address: str | None               # None: a new local Ray; else what ray.init(address=) gets
@@ -63,8 +64,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def default_name(config_path: Path) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]", "-", config_path.stem).lstrip(".-") or "search"
+def default_name(stem: str) -> str:
+    """``<stem>-<date>-<time>``: a run name from a config file's stem, safe as a folder name."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", stem).lstrip(".-") or "search"
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -147,33 +149,45 @@ def check_gpu(config: RunConfig | Any, address: str | None) -> None:
 
 
 def plan(args: Any) -> Plan:
-    """Load and check everything ``hpsearch run`` needs; nothing here starts Ray. The checks run
-    cheapest first: the run name, the storage path, the address, the config's own sections, the
-    resources, and only then the model's settings (which import the model, and with it torch).
-    Under Ray Client (``ray://``) the storage is a directory on the cluster: the head checks it and
-    refuses an existing run there (hpsearch.driver.client)."""
+    """``hpsearch run``'s command line: the config file with ``--set`` and the shorthand options
+    applied, checked by ``plan_search``."""
     config_path = Path(args.config)
-    name = check_name(args.name) if args.name is not None else default_name(config_path)
-    address = check_address(args.address)
-    remote = is_client(address)
-    storage = client_storage(args.storage) if remote else storage_path(args.storage)
-    if not remote:
-        check_cluster_storage(storage, address)
     raw = read_config(config_path, overrides(args))
-    sections, top = check_sections(raw, str(config_path))
+    name = args.name if args.name is not None else default_name(config_path.stem)
+    return plan_search(raw, str(config_path), name=name, storage=args.storage, address=args.address,
+                       command=" ".join(sys.argv))
+
+
+def plan_search(raw: Mapping[str, Any], source: str, *, name: str, storage: str | None, address: str | None,
+                command: str) -> Plan:
+    """Check everything a search of the raw config ``raw`` needs; nothing here starts Ray. Shared by
+    ``hpsearch run`` and ``hpsearch.run``: ``source`` names where ``raw`` came from (a file's path, or
+    ``<dict>``) and ``command`` what the user typed, both for run.json. The checks run cheapest
+    first: the run name, the storage path, the address, the config's own sections, the resources,
+    and only then the model's settings (which import the model, and with it torch). Under Ray
+    Client (``ray://``) the storage is a directory on the cluster: the head checks it and refuses an
+    existing run there (hpsearch.driver.client)."""
+    name = check_name(name)
+    address = check_address(address)
+    remote = is_client(address)
+    storage_at = client_storage(storage) if remote else storage_path(storage)
+    if not remote:
+        check_cluster_storage(storage_at, address)
+    sections, top = check_sections(raw, source)
     wanted = SimpleNamespace(device=top.device, resources=sections["resources"])
     check_cpu(wanted, address)
     check_gpu(wanted, address)
-    config = build_config(raw, source=str(config_path))
+    config = build_config(raw, source=source)
     if not config.space:
         raise ConfigError("space: empty; expected at least one parameter to search "
                           "(a single configuration is `hpsearch train`)")
     if not remote:
-        storage = storage_dir(str(storage))
-        check_new_run(storage / name)
+        storage_at = storage_dir(str(storage_at))
+        check_new_run(storage_at / name)
     warnings = []
     if address is not None:
-        warnings.append(f"storage {storage} must be reachable by every node of the cluster at the same "
+        warnings.append(f"storage {storage_at} must be reachable by every node of the cluster at the same "
                         "path (a shared filesystem); trial results and checkpoints are written there")
-    return Plan(config=config, config_path=config_path, name=name, storage=storage, address=address,
-                runtime_env=runtime_env(config.model if address is not None else None), warnings=tuple(warnings))
+    return Plan(config=config, source=source, name=name, storage=storage_at, address=address,
+                runtime_env=runtime_env(config.model if address is not None else None), warnings=tuple(warnings),
+                command=command)

@@ -116,6 +116,9 @@ def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: l
                 num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=config.objective.metric,
                 checkpoint_score_order=config.objective.mode),
             verbose=0,
+            # Given none, Tune makes a JupyterNotebookReporter in a notebook, which clears the cell's
+            # output (hpsearch's header) as the search starts; at verbose=0 this one never prints.
+            progress_reporter=tune.CLIReporter(),
         ),
         resume_config=restore,
     )
@@ -144,7 +147,7 @@ def claim_run_dir(plan: preflight.Plan) -> None:
         raise
     dump_config(plan.config, plan.run_dir / SEARCH_YAML)
     update_run_info(plan.run_dir, name=plan.name, storage=str(plan.storage), address=plan.address or "local",
-                    config=str(plan.config_path), command=plan.command, versions=versions(),
+                    config=plan.source, command=plan.command, versions=versions(),
                     state="running", started=time.time())
 
 
@@ -233,8 +236,10 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
 
 def run(plan: preflight.Plan, interval_s: float = 5.0, stream: Any = None) -> int:
     """Run a checked search to the end. 0 when the search ran to the end and some trial got
-    further than an error, 1 when every trial failed, 130 / 143 when SIGINT / SIGTERM stopped it."""
-    stream = stream or sys.stdout
+    further than an error, 1 when every trial failed, 130 / 143 when SIGINT / SIGTERM stopped it.
+    ``stream`` takes the header, the live table and the summary, as plain lines (default:
+    sys.stdout as it is now, e.g. a notebook's); notes and signals' messages go to sys.stderr."""
+    stream = stream if stream is not None else sys.stdout
     for note in plan.warnings:
         print(f"hpsearch run: note: {note}", file=sys.stderr)
     stop = GracefulStop()
@@ -258,16 +263,17 @@ def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 
            shown_address: str | None = None) -> int:
     """Continue an interrupted search in ``run_dir`` (``hpsearch resume``): every check first, then
     the run dir's records reconciled with Ray's last snapshot, then the search to its end.
-    ``address`` as hpsearch.driver.cluster.check_address returned it (``resume_command`` checks it once);
-    ``shown_address``: the address the user gave, where it differs (Ray Client: hpsearch.driver.client)."""
+    ``address`` as hpsearch.driver.cluster.check_address returned it (``commands.resume_run_dir`` checks it);
+    ``shown_address``: the address the user gave, where it differs (Ray Client: hpsearch.driver.client).
+    ``stream`` as for ``run``."""
     from hpsearch.driver import resume as restoring
 
-    stream = stream or sys.stdout
+    stream = stream if stream is not None else sys.stdout
     snapshot = restoring.check_resumable(run_dir)
     check_cluster_storage(snapshot.run_dir.parent, address)
     preflight.check_cpu(snapshot.config, address)
     preflight.check_gpu(snapshot.config, address)
-    plan = preflight.Plan(config=snapshot.config, config_path=snapshot.run_dir / SEARCH_YAML,
+    plan = preflight.Plan(config=snapshot.config, source=str(snapshot.run_dir / SEARCH_YAML),
                           name=snapshot.run_dir.name, storage=snapshot.run_dir.parent,
                           address=shown_address or address,
                           runtime_env=runtime_env(snapshot.config.model if address is not None else None))
