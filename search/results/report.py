@@ -4,7 +4,10 @@
 
 Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``run_dir``):
 
-- ``trial_id``, ``outcome`` (completed, pruned_asha, pruned_flatline, pruned_exploding,
+- ``trial``: the trial's number, as the live table shows it (``#N``) and its folder is named
+  (``trial_NNNN_<trial_id>``); also the Optuna trial's user attribute ``hpsearch_trial``. <NA> for a
+  trial decided before Ray made its folder;
+- ``trial_id`` (Ray's), ``outcome`` (completed, pruned_asha, pruned_flatline, pruned_exploding,
   pruned_nonfinite, pruned_collapsed, error, running) and ``reason`` (one line: why it stopped);
 - ``epochs``: epochs the trial trained;
 - ``objective_best`` / ``best_epoch`` / ``objective_last``: the objective metric named in
@@ -12,6 +15,9 @@ Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``
   its value at the last epoch;
 - ``config/<name>``: every searched parameter;
 - ``seed`` (the trial's own seed) and ``time_s`` (Ray's ``time_total_s``);
+- ``started`` / ``ended`` (UTC timestamps, to the second: when the first reported epoch began, when
+  the last result arrived; from Ray's ``timestamp`` and ``time_this_iter_s``) and ``node`` (the
+  ``hostname`` Ray recorded with the last result, else its ``node_ip``);
 - the last value of every ``train_*`` metric (``train_loss``, ``train_loss_<component>``,
   ``train_grad_norm``, ``train_batch_loss_std``, model diagnostics) and every ``val_*`` metric.
 
@@ -32,14 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.core.config import Budget, RunConfig, read_yaml
-from hpsearch.core.numbers import number, one_line
+from hpsearch.core.numbers import finite, number, one_line
 from hpsearch.core.objective import MODES, best, score
 from hpsearch.core.outcomes import HEALTH_OUTCOMES, RANKED
 from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, read_outcomes, read_trial_results
 from hpsearch.models.config import ConfigError, parse
 
-HEAD = ("trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last")
-TRIAL_DIR = re.compile(r"trial_\d+_(?P<id>.+)")     # hpsearch.tune.trainable.trial_name: trial_<index>_<id>
+HEAD = ("trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last")
+TRIAL_DIR = re.compile(r"trial_(?P<number>\d+)_(?P<id>.+)")   # hpsearch.tune.trainable.trial_name
 RAY_TRIAL_ID = re.compile(r"[0-9a-f]{5,8}_\d{5}")     # Ray's default directory names hold the id
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
@@ -53,6 +59,7 @@ class Trial:
     outcome: str
     reason: str
     stop_epoch: int | None = None       # the epoch the outcome was decided at, when recorded
+    number: int | None = None           # the N of its folder trial_NNNN_<id> (the live table's #N)
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(epochs, values) of one metric; a missing or non-numeric value is NaN."""
@@ -116,6 +123,13 @@ def _id_from_name(name: str) -> str:
     return ray.group(0) if ray else name
 
 
+def _number_from_name(name: str) -> int | None:
+    """The trial number N of a folder named ``trial_NNNN_<id>``; None for any other name (a run
+    dir written with Ray's default folder names)."""
+    ours = TRIAL_DIR.fullmatch(name)
+    return int(ours.group("number")) if ours else None
+
+
 def _objective(raw: dict[str, Any]) -> tuple[str, str]:
     objective = raw.get("objective")
     if objective is None:
@@ -174,15 +188,38 @@ def read_run(run_dir: str | Path) -> Run:
 
 def _trial(run: Run, trial_id: str, trial_dir: Path | None, config: dict[str, Any],
            rows: list[dict[str, Any]], record: dict[str, Any] | None) -> Trial:
+    trial_number = _number_from_name(trial_dir.name) if trial_dir is not None else None
     if record is not None:
         outcome, reason = str(record.get("outcome")), str(record.get("reason") or "")
         epoch = record.get("epoch")
         stop = int(epoch) if isinstance(epoch, int) and not isinstance(epoch, bool) else None
-        return Trial(trial_id, trial_dir, config, rows, outcome, reason, stop)
+        return Trial(trial_id, trial_dir, config, rows, outcome, reason, stop, trial_number)
     if trial_dir is not None and (trial_dir / "error.txt").is_file():
-        return Trial(trial_id, trial_dir, config, rows, "error", _error_line(trial_dir))
+        return Trial(trial_id, trial_dir, config, rows, "error", _error_line(trial_dir), number=trial_number)
     reason = "the run was interrupted before this trial ended" if run.state == "interrupted" else ""
-    return Trial(trial_id, trial_dir, config, rows, "running", reason)
+    return Trial(trial_id, trial_dir, config, rows, "running", reason, number=trial_number)
+
+
+def _span(rows: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+    """(started, ended) in whole epoch seconds: the earliest ``timestamp - time_this_iter_s`` (when
+    an epoch began) and the latest ``timestamp`` of the rows; None where no row has them. Ray's
+    ``timestamp`` is whole seconds, so finer would only look precise."""
+    stamps = [number(r.get("timestamp")) for r in rows]
+    begun = [t - (number(r.get("time_this_iter_s")) if finite(r.get("time_this_iter_s")) else 0.0)
+             for t, r in zip(stamps, rows)]
+    started = [round(t) for t in begun if math.isfinite(t)]
+    ended = [round(t) for t in stamps if math.isfinite(t)]
+    return (min(started) if started else None), (max(ended) if ended else None)
+
+
+def _node(rows: list[dict[str, Any]]) -> str | None:
+    """Where the trial last ran: the ``hostname`` Ray put in its last result that has one, else
+    that result's ``node_ip``."""
+    for row in reversed(rows):
+        for key in ("hostname", "node_ip"):
+            if isinstance(row.get(key), str) and row[key]:
+                return row[key]
+    return None
 
 
 def trial_row(run: Run, trial: Trial) -> dict[str, Any]:
@@ -196,7 +233,7 @@ def trial_row(run: Run, trial: Trial) -> dict[str, Any]:
         time_s = sum(number(r.get("epoch_s")) for r in trial.rows)
     seeds = [r["seed"] for r in trial.rows if isinstance(r.get("seed"), int) and not isinstance(r.get("seed"), bool)]
     row: dict[str, Any] = {
-        "trial_id": trial.trial_id, "outcome": trial.outcome, "reason": trial.reason,
+        "trial": trial.number, "trial_id": trial.trial_id, "outcome": trial.outcome, "reason": trial.reason,
         "epochs": max(epochs_x) if epochs_x else 0,
         "objective_best": top, "best_epoch": best_epoch,
         "objective_last": values[-1] if values else math.nan,
@@ -206,6 +243,8 @@ def trial_row(run: Run, trial: Trial) -> dict[str, Any]:
         row[f"config/{name}"] = trial.config.get(name)
     row["seed"] = seeds[-1] if seeds else None
     row["time_s"] = time_s
+    row["started"], row["ended"] = _span(trial.rows)
+    row["node"] = _node(trial.rows)
     for r in trial.rows:
         for key, value in r.items():
             if key.startswith(("train_", "val_")):
@@ -235,10 +274,12 @@ def build_table(run: Run):
     extra = {k for r in rows for k in r if k not in fixed}
     configs = sorted(k for k in extra if k.startswith("config/"))
     metrics = sorted((k for k in extra if k.startswith(("train_", "val_"))), key=_metric_order)
-    columns = fixed + configs + ["seed", "time_s"] + metrics
+    columns = fixed + configs + ["seed", "time_s", "started", "ended", "node"] + metrics
     table = pd.DataFrame(rows, columns=columns)
-    for name in ("epochs", "best_epoch", "seed"):
+    for name in ("trial", "epochs", "best_epoch", "seed"):
         table[name] = table[name].astype("Int64")
+    for name in ("started", "ended"):
+        table[name] = pd.to_datetime(table[name].astype("float64"), unit="s", utc=True).dt.as_unit("ns")
     for name in ["objective_best", "objective_last", "time_s", *metrics]:
         table[name] = table[name].astype("float64")
     table.attrs.update({"objective": run.metric, "mode": run.mode, "run_dir": str(run.path)})

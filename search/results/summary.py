@@ -1,10 +1,9 @@
 """The report's summary: counts per outcome, compute saved, the best trial, parameter importance
-and diagnoses; and the readable table ``hpsearch report`` prints."""
+and diagnoses; and what ``hpsearch report`` prints: the table and the summary, fitted to the
+terminal's width (``hpsearch.results.text``), with the reasons in full under the table."""
 
 from __future__ import annotations
 
-import json
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,17 @@ from hpsearch.core.numbers import finite, fmt, one_line
 from hpsearch.core.objective import direction
 from hpsearch.core.outcomes import FINISHED, OUTCOMES_ALL, RANKED
 from hpsearch.core.rundir import STUDY_FILE, STUDY_NAME, study_storage
+from hpsearch.results import text
 from hpsearch.results.diagnose import diagnose
+from hpsearch.results.records import READ_CALL, cell, report_json
 from hpsearch.results.report import Run, build_table, read_run
 
-COMPACT_METRICS = ("train_loss",)
-REASON_WIDTH = 60
+# The printed table's columns, most useful first; the searched parameters come after HEAD_FIRST and
+# the loss components after train_loss. Every other column is in --all-columns, --csv and --json.
+HEAD_FIRST = ("trial", "outcome", "objective_best", "epochs")
+AFTER_PARAMS = ("train_loss", "train_loss_*", "objective_last", "best_epoch", "time_s", "node", "trial_id",
+                "started", "ended")
+LEFT_OUT_SUFFIX = " (--all-columns, --csv, --json have them)"
 
 
 def importance(run: Run, table) -> tuple[dict[str, float], str]:
@@ -55,7 +60,7 @@ def _importance_from_table(run: Run, table, note: str) -> tuple[dict[str, float]
     study = optuna.create_study(direction=direction(run.mode))
     for _, row in table[table["outcome"].isin(FINISHED)].iterrows():
         value = row["objective_best"]
-        params = {name: _plain(row.get(f"config/{name}")) for name in run.space}
+        params = {name: cell(row.get(f"config/{name}")) for name in run.space}
         if not finite(value) or any(v is None for v in params.values()):
             continue
         params = {n: (int(v) if specs[n].kind == "int" else v) for n, v in params.items()}
@@ -81,9 +86,9 @@ def summarize(run: Run, table) -> dict[str, Any]:
     ranked = table[[finite(v) and o in RANKED for v, o in zip(table["objective_best"], table["outcome"])]]
     if not ranked.empty:
         top = ranked.iloc[0]
-        best = {"trial_id": top["trial_id"], "outcome": top["outcome"], "value": float(top["objective_best"]),
-                "epoch": int(top["best_epoch"]),
-                "config": {c[len("config/"):]: _plain(top[c]) for c in table.columns if c.startswith("config/")}}
+        best = {"trial": cell(top["trial"]), "trial_id": top["trial_id"], "outcome": top["outcome"],
+                "value": float(top["objective_best"]), "epoch": int(top["best_epoch"]),
+                "config": {c[len("config/"):]: cell(top[c]) for c in table.columns if c.startswith("config/")}}
     values, source = importance(run, table)
     params = run.raw.get("params") or {}
     return {
@@ -97,16 +102,9 @@ def summarize(run: Run, table) -> dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> Any:
-    """A table cell as plain JSON-safe data: a numpy scalar as its Python value, NaN as None."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def render(summary: dict[str, Any]) -> str:
+def render(summary: dict[str, Any], width: int | None = None) -> str:
+    """The summary as text, every line wrapped to ``width`` (default: the terminal's)."""
+    width = text.terminal_width() if width is None else width
     lines = [f"run {summary['run_dir']} · model {summary['model']} · objective {summary['objective']} "
              f"({summary['mode']}) · state {summary['state']}"]
     counts = ", ".join(f"{o} {n}" for o, n in summary["outcomes"].items())
@@ -122,7 +120,8 @@ def render(summary: dict[str, Any]) -> str:
         lines.append("best: no trial has a finite objective yet")
     else:
         config = " ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
-        lines.append(f"best: {best['trial_id']} ({best['outcome']}) {summary['objective']} {best['value']:.6g} "
+        who = best["trial_id"] if best.get("trial") is None else f"#{best['trial']} {best['trial_id']}"
+        lines.append(f"best: {who} ({best['outcome']}) {summary['objective']} {best['value']:.6g} "
                      f"at epoch {best['epoch']}" + (f" · {config}" if config else ""))
     if summary["importance"]:
         ranked = sorted(summary["importance"].items(), key=lambda kv: -kv[1])
@@ -133,43 +132,93 @@ def render(summary: dict[str, Any]) -> str:
     if summary["diagnoses"]:
         lines.append("diagnoses:")
         lines.extend(f"  - {d}" for d in summary["diagnoses"])
-    return "\n".join(lines)
+    return text.wrap_all(lines, width)
 
 
-def format_table(table, all_columns: bool = False) -> str:
-    """The table as text: compact by default (ids, outcome, objective, searched params, train_loss,
-    time, reason), every column with ``all_columns``."""
+def trial_label(row) -> str:
+    """How the printed report names a trial: ``#N`` as the live table does, or its Ray id when it
+    has no number (decided before Ray made its folder)."""
+    number = cell(row["trial"])
+    return row["trial_id"] if number is None else f"#{number}"
+
+
+def _column(table, name: str, header: str) -> text.Column:
+    """One column of the printed table: trials as ``trial_label``, timestamps as ISO-8601 UTC to
+    the second, other cells through ``fmt``, a missing value as ``-``; numbers aligned right."""
     import pandas as pd
 
+    values = table[name]
+    if name == "trial":
+        return text.Column(header, tuple(trial_label(row) for _, row in table.iterrows()))
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return text.Column(header, tuple("-" if pd.isna(v) else v.strftime("%Y-%m-%dT%H:%M:%SZ") for v in values))
+    right = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    return text.Column(header, tuple(fmt(cell(v)) for v in values), right=right)
+
+
+def compact_columns(table) -> list[tuple[str, str]]:
+    """(column, header) of the columns the fitted table may show, most useful first. A searched
+    parameter is headed by its bare name unless that names another column too."""
+    names = list(table.columns)
+    params = [c for c in names if c.startswith("config/")]
+    taken = set(names)
+    order: list[tuple[str, str]] = [(c, c) for c in HEAD_FIRST if c in taken]
+    for column in params:
+        bare = column[len("config/"):]
+        order.append((column, column if bare in taken else bare))
+    for entry in AFTER_PARAMS:
+        if entry.endswith("*"):
+            order.extend((c, c) for c in names if c.startswith(entry[:-1]))
+        elif entry in taken:
+            order.append((entry, entry))
+    return order
+
+
+def reason_lines(table, width: int) -> list[str]:
+    """``reasons:`` and, for each trial that has one, ``#N outcome: reason`` in full, wrapped."""
+    lines = [f"  {trial_label(row)} {row['outcome']}: {row['reason']}" for _, row in table.iterrows()
+             if isinstance(row["reason"], str) and row["reason"]]
+    if not lines:
+        return []
+    return [out for line in ["reasons:", *lines] for out in text.wrap(line, width)]
+
+
+def format_table(table, all_columns: bool = False, width: int | None = None) -> str:
+    """The table as text. By default it fits ``width`` (the terminal's when None): the columns of
+    ``compact_columns`` that fit, in that order; one line naming the columns left out; and every
+    trial's reason in full under the table, wrapped. ``all_columns``: every column of the
+    DataFrame under its own name, reasons in the table, however wide the lines get."""
     if table.empty:
         return "(no trials yet)"
+    width = text.terminal_width() if width is None else width
+    title = f"objective = {table.attrs.get('objective', 'objective')} ({table.attrs.get('mode', '')})"
     if all_columns:
-        shown = table
-    else:
-        keep = ["trial_id", "outcome", "epochs", "objective_best", "best_epoch", "objective_last",
-                *[c for c in table.columns if c.startswith("config/")],
-                *[c for c in COMPACT_METRICS if c in table.columns], "time_s", "reason"]
-        shown = table[keep].copy()
-        shown["reason"] = [r if len(r) <= REASON_WIDTH else r[:REASON_WIDTH - 1] + "…" for r in shown["reason"]]
-    metric = table.attrs.get("objective", "objective")
-    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 200,
-                           "display.float_format", fmt):
-        return f"objective = {metric} ({table.attrs.get('mode', '')})\n" + shown.to_string(index=False)
+        return "\n".join([title, *text.grid([_column(table, name, name) for name in table.columns])])
+    candidates = compact_columns(table)
+    kept = text.fit([_column(table, name, header) for name, header in candidates], width)
+    headers = {column.header for column in kept}
+    shown = {name for name, header in candidates if header in headers}
+    left_out = [name for name in table.columns if name not in shown and name != "reason"]
+    lines = [*text.wrap(title, width), *text.grid(kept)]
+    if left_out:
+        lines.append(text.listing("not shown: ", left_out, LEFT_OUT_SUFFIX, width))
+    return "\n".join([*lines, *reason_lines(table, width)])
 
 
 def report_command(args) -> int:
+    """``hpsearch report``: the fitted table and the summary on stdout; ``--csv`` / ``--json``
+    write every column (the JSON with the summary, hpsearch.results.records)."""
+    width = text.terminal_width()
     run = read_run(args.run_dir)
     table = build_table(run)
     summary = summarize(run, table)
-    print(format_table(table, all_columns=args.all_columns))
+    print(format_table(table, all_columns=args.all_columns, width=width))
     print()
-    print(render(summary))
+    print(render(summary, width))
     if args.csv:
         table.to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
+        print(text.wrap_all([f"wrote {args.csv}"], width))
     if args.json:
-        records = json.loads(table.to_json(orient="records"))
-        Path(args.json).write_text(json.dumps({"summary": summary, "trials": records}, indent=2,
-                                              default=str), encoding="utf-8")
-        print(f"wrote {args.json}")
+        Path(args.json).write_text(report_json(table, summary), encoding="utf-8")
+        print(text.wrap_all([f"wrote {args.json}", f"  ({READ_CALL} reads it back exactly)"], width))
     return 0

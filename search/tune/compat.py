@@ -159,5 +159,19 @@ def stored_trial(study: "optuna.Study", trial: "optuna.Trial") -> "optuna.trial.
     return study._storage.get_trial(trial._trial_id)
 
 
+def set_listed_constraints(study: "optuna.Study", trial: "optuna.Trial", values: list[float]) -> None:
+    """Write ``values`` as the trial's constraints in Optuna's list form too: the system attribute
+    ``constraints`` (a list; > 0 means violated), which optuna-dashboard 0.21.0 reads to show a
+    trial as infeasible (``_serializer.serialize_frozen_trial``) and which ``FrozenTrial.constraints``
+    reads back as keys "0", "1", ... ``Trial.set_constraint`` writes one system attribute per key
+    (``constraints:<key>``), which that dashboard does not read. Uses Optuna's private
+    ``Study._storage``, ``Trial._trial_id`` and
+    ``optuna.study._constrained_optimization._CONSTRAINTS_KEY`` (optuna 5.1.0)."""
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    study._storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, [float(v) for v in values])
+
+
 __all__ = ["GcsError", "adopt_trial", "build_tuner", "gcs_alive_node_addresses", "gcs_answers", "gcs_errors",
-           "pace_experiment_snapshots", "searcher_finished", "searcher_study", "searcher_trials", "stored_trial"]
+           "pace_experiment_snapshots", "searcher_finished", "searcher_study", "searcher_trials", "set_listed_constraints",
+           "stored_trial"]

@@ -8,7 +8,8 @@ happened instead, from the run's OutcomeLog and the trial's last result:
     error                                        FAIL
     pruned_flatline / _exploding / _collapsed /  PRUNED, marked infeasible
     _nonfinite, or health != ok, or a final      (constraint "healthy" = 1: TPE ranks it below
-    objective that is NaN / inf                   every feasible trial, so it steers away)
+    objective that is NaN / inf                   every feasible trial, so it steers away; also
+                                                  in the list form optuna-dashboard reads)
     pruned_asha                                  PRUNED (Optuna ranks it by how far it got)
     no objective ever reported                   FAIL
     otherwise                                    COMPLETE with the LAST objective value
@@ -18,8 +19,10 @@ the one ASHA compared at each rung and the one a retrain of the exported config 
 
 Every epoch's finite objective is an intermediate value (step = ``training_iteration``), so
 optuna-dashboard shows the curves while the search runs. Each Optuna trial carries user attributes
-``trial_id`` (Ray's), ``outcome`` and ``reason``. ``close_open_trials`` fails whatever is still
-RUNNING when a search ends early, so no trial is left RUNNING.
+``trial_id`` (Ray's), ``hpsearch_trial`` (the trial's number N: ``#N`` in the live table and the
+report, ``trial_NNNN_<trial_id>`` its folder; Optuna's own 0-based number is N - 1 only until a
+resume or a retried point shifts it), ``outcome`` and ``reason``. ``close_open_trials`` fails
+whatever is still RUNNING when a search ends early, so no trial is left RUNNING.
 """
 
 from __future__ import annotations
@@ -40,7 +43,13 @@ from hpsearch.core.objective import score
 from hpsearch.core.outcomes import HEALTH_OUTCOMES
 from hpsearch.core.rundir import STUDY_NAME, read_outcomes, study_storage
 from hpsearch.models.config import ConfigError
-from hpsearch.tune.compat import searcher_finished, searcher_study, searcher_trials, stored_trial
+from hpsearch.tune.compat import (
+    searcher_finished,
+    searcher_study,
+    searcher_trials,
+    set_listed_constraints,
+    stored_trial,
+)
 
 if TYPE_CHECKING:
     from hpsearch.core.config import RunConfig
@@ -49,6 +58,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONSTRAINT = "healthy"  # > 0: the trial was unhealthy (Optuna treats it as infeasible)
+TRIAL_NUMBER = "hpsearch_trial"  # user attribute: the N of #N and of the folder trial_NNNN_<id>
 
 
 class HealthOptunaSearch(OptunaSearch):
@@ -71,6 +81,7 @@ class HealthOptunaSearch(OptunaSearch):
                          study_name=study_name, storage=storage)
         self.outcomes = outcomes
         self._reported_steps: dict[str, set[int]] = {}
+        self._numbered = 0      # configs handed out: Ray's SearchGenerator numbers its trials the same way
         if not self.study.trials:  # a fresh study: a resumed one has its points already
             for point in warm_start:
                 self.study.enqueue_trial(dict(point))
@@ -91,8 +102,19 @@ class HealthOptunaSearch(OptunaSearch):
         return searcher_finished(self)
 
     def suggest(self, trial_id: str) -> dict | None:
+        """A config for Ray's trial ``trial_id``; its Optuna trial gets ``trial_id`` and
+        ``hpsearch_trial``. Ray's SearchGenerator makes one trial of every config a searcher hands
+        out and numbers it with its own count (the index at the head of the experiment tag, which
+        ``hpsearch.tune.trainable.trial_name`` puts in the folder name); this searcher counts its
+        configs the same way, and both counts are saved in the same snapshot, so they agree after
+        a resume too."""
         config = super().suggest(trial_id)
-        self.asked[trial_id].set_user_attr("trial_id", trial_id)
+        if config is None or config == Searcher.FINISHED:
+            return config
+        self._numbered += 1
+        trial = self.asked[trial_id]
+        trial.set_user_attr("trial_id", trial_id)
+        trial.set_user_attr(TRIAL_NUMBER, self._numbered)
         return config
 
     def restore(self, checkpoint_path: str) -> None:
@@ -100,8 +122,11 @@ class HealthOptunaSearch(OptunaSearch):
         a trial the study finished after that snapshot counts as completed, so it is neither told
         twice nor closed as failed."""
         outcomes = self.outcomes
+        del self._numbered                      # the saved state holds the count at Ray's snapshot
         super().restore(checkpoint_path)
         self.outcomes = outcomes
+        if not hasattr(self, "_numbered"):      # saved before trials were numbered: one per trial asked
+            self._numbered = len(self.asked)
         for trial_id, ot_trial in self.asked.items():
             if stored_trial(self.study, ot_trial).state.is_finished():
                 self.told.add(trial_id)
@@ -185,6 +210,7 @@ class HealthOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("reason", reason)
         if state == TrialState.PRUNED and outcome != "pruned_asha":
             ot_trial.set_constraint(CONSTRAINT, 1.0)
+            set_listed_constraints(self.study, ot_trial, [1.0])
         self.study.tell(ot_trial, value, state=state)
 
 
@@ -231,5 +257,5 @@ def make_searcher(config: "RunConfig", run_dir: pathlib.Path, outcomes: "Outcome
     return searcher
 
 
-__all__ = ["CONSTRAINT", "HealthOptunaSearch", "close_open_trials", "inner_searcher", "make_searcher",
+__all__ = ["CONSTRAINT", "TRIAL_NUMBER", "HealthOptunaSearch", "close_open_trials", "inner_searcher", "make_searcher",
            "warm_start_points"]

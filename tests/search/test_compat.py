@@ -173,3 +173,20 @@ def test_stored_trial_reads_the_trial_as_the_storage_holds_it_now():
     study.tell(trial.number, 1.0)                         # told through another handle
     stored = compat.stored_trial(study, trial)
     assert (stored.number, stored.state, stored.value) == (trial.number, optuna.trial.TrialState.COMPLETE, 1.0)
+
+
+def test_set_listed_constraints_writes_optunas_list_form_beside_the_per_key_one():
+    from optuna.study import _constrained_optimization
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    key = private(_constrained_optimization, "_CONSTRAINTS_KEY", "set_listed_constraints")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    private(study, "_storage", "set_listed_constraints")
+    private(trial, "_trial_id", "set_listed_constraints")
+    trial.set_constraint("healthy", 1.0)
+    compat.set_listed_constraints(study, trial, [1.0])
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    frozen = study.trials[0]
+    assert frozen.system_attrs[key] == [1.0]                        # the list form
+    assert frozen.constraints == {"0": 1.0, "healthy": 1.0}         # Optuna reads both forms, no clash

@@ -42,9 +42,9 @@ def test_every_column_of_a_run_with_known_outcomes(tmp_path):
     table = load_report(known_run(tmp_path))
 
     assert list(table.columns) == [
-        "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last",
-        "config/lr", "config/margin", "seed", "time_s", "train_loss", "train_active_triplets",
-        "train_batch_loss_std", "train_grad_norm", "val_recall_at_1"]
+        "trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last",
+        "config/lr", "config/margin", "seed", "time_s", "started", "ended", "node", "train_loss",
+        "train_active_triplets", "train_batch_loss_std", "train_grad_norm", "val_recall_at_1"]
     assert table.attrs["objective"] == "val_recall_at_1" and table.attrs["mode"] == "max"
     # sorted best first: 0.9 (completed), 0.5 (running), 0.35 (asha), 0.3 (exploding, NaN at the end)
     assert list(table["trial_id"]) == ["b0000001_00000", "b0000001_00003", "b0000001_00001", "b0000001_00002"]
@@ -125,7 +125,7 @@ def test_summary_counts_budget_best_and_importance(tmp_path):
     assert summary["outcomes"] == {"completed": 1, "pruned_asha": 1, "pruned_exploding": 1, "running": 1}
     assert summary["epochs_spent"] == 11 and summary["epoch_budget"] == 6 * 4
     assert summary["compute_saved"] == pytest.approx(1 - 11 / 24)
-    assert summary["best"] == {"trial_id": "b0000001_00000", "outcome": "completed", "value": 0.9, "epoch": 3,
+    assert summary["best"] == {"trial": 1, "trial_id": "b0000001_00000", "outcome": "completed", "value": 0.9, "epoch": 3,
                                "config": {"lr": 1e-3, "margin": 0.2}}
     assert set(summary["importance"]) == {"lr", "margin"}
     assert summary["importance_source"] == "the report's 2 finished trials (objective_best); optuna.journal is missing"
@@ -181,12 +181,12 @@ def test_report_command_csv_is_exactly_load_report_and_json_holds_summary(tmp_pa
     assert list(back.columns) == list(table.columns) and list(back["trial_id"]) == list(table["trial_id"])
     pd.testing.assert_series_equal(back["objective_best"], table["objective_best"])
     data = json.loads(js.read_text())
-    assert [t["trial_id"] for t in data["trials"]] == list(table["trial_id"])
+    assert [t["trial_id"] for t in data["data"]] == list(table["trial_id"])
     assert data["summary"]["best"]["trial_id"] == "b0000001_00000"
-    for text in ("b0000001_00003", "pruned_exploding", "completed 1, pruned_asha 1", "24 without pruning",
-                 "best: b0000001_00000 (completed) val_recall_at_1 0.9 at epoch 3"):
+    for text in ("#4", "pruned_exploding", "completed 1, pruned_asha 1", "24 without pruning",
+                 "best: #1 b0000001_00000 (completed) val_recall_at_1 0.9 at epoch 3"):
         assert text in out
-    assert "train_batch_loss_std" not in out          # compact by default
+    assert "train_batch_loss_std" not in out.splitlines()[1]      # compact by default: not in the header
     assert main(["report", str(path), "--all-columns"]) == 0
     assert "train_batch_loss_std" in capsys.readouterr().out
 
