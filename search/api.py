@@ -178,13 +178,9 @@ class Run:
     def plot(self, out: str | Path | None = None, force: bool = False) -> list[Path]:
         """The PNGs ``hpsearch plot`` writes (default ``out``: RUN_DIR/plots; one that holds files
         needs ``force``). Returns their paths."""
-        from hpsearch.results.plots import build_figures, save_figures
+        from hpsearch.results.plots import plot
 
-        record = self._read()
-        if not any(trial.rows for trial in record.trials):
-            raise ConfigError(f"run_dir: no trial in {str(record.path)!r} has reported an epoch yet; nothing to plot")
-        folder = training.prepare_out_dir(out if out is not None else record.path / PLOTS, force)
-        return save_figures(build_figures(record), folder)
+        return plot(self.run_dir, out, force)
 
     def resume(self, address: str | None = None, *, stream: TextIO | None = None) -> Run:
         """Continue this interrupted search to its end, as ``hpsearch resume`` does (``address`` as

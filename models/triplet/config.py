@@ -28,7 +28,11 @@ class TripletConfig:
     split: Literal["samples", "classes"] = "samples"
     val_fraction: float = field(default=0.2, metadata=bounds(gt=0, lt=1))
     test_fraction: float = field(default=0.2, metadata=bounds(ge=0, lt=1))
-    # batches: pk draws P = batch_size // k classes × k samples; random deals one sample per class
+    # inputs: z-scores with training statistics; a feature at one value in most rows (a border
+    # pixel) is scaled so that its rare values land within max_z (data.py standardise)
+    max_z: float | None = field(default=6.0, metadata=bounds(ge=1, doc="null: plain z-scores"))
+    # batches: pk draws P = batch_size // k classes (at most the training classes) × k samples;
+    # random deals one sample per class
     sampler: Literal["pk", "random"] = "pk"
     batch_size: int = field(default=64, metadata=bounds(ge=2))
     k: int = field(default=4, metadata=bounds(ge=2, doc="samples per class in a pk batch"))
@@ -61,7 +65,7 @@ class TripletConfig:
             source = inspect_source(self.data_dir, f"{where}data_dir")
             names, counts = source.class_names, source.class_counts
         data = f"{where}data_dir" if self.data_dir else f"{where}samples_per_class"
-        check_class_counts(names, counts, self, data, prefix=where)
+        check_class_counts(names, counts, self, data)
 
 
 TRAIN_KEYS = ("train_loss", "train_loss_triplet", "train_active_triplets", "train_triplets",

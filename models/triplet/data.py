@@ -11,7 +11,10 @@ Sources (``data_dir``):
 - a directory with one sub-folder per class holding PNG/JPEG images, resized to ``image_size``.
 
 Splits hold out either samples of every class or whole classes (``split: samples|classes``).
-Every split lives as tensors on the model's device; batches are drawn by samplers.py.
+Inputs are standardised per feature (per channel for images) with the training split's
+statistics; a feature that sits at one value in most rows is kept within ``max_z``
+(:func:`standardise`). Every split lives as tensors on the model's device; batches are drawn by
+samplers.py.
 """
 
 from __future__ import annotations
@@ -220,6 +223,31 @@ class TripletData:
     input_shape: tuple[int, ...]
 
 
+def standardise(x: np.ndarray, train_rows: np.ndarray, max_z: float | None = 6.0) -> np.ndarray:
+    """``x`` centred and scaled per feature (per channel for images) with the training rows' statistics.
+
+    A feature's scale is its standard deviation: plain z-scores, whatever its units, outliers
+    included (in tabular data they carry signal). The exception is a feature that sits at one
+    value in at least half the training rows (its median absolute deviation is 0: a border pixel
+    lit in a handful of images, a rarely set flag). Its standard deviation says how often it leaves
+    that value, not how far, so its rare values would land near z = 1/sqrt(share): 18 for 3 images
+    in a thousand, 40 on the 8x8 digits' emptiest border pixels. Its scale is floored at its
+    largest training deviation from the mean over ``max_z``, so those values land at most ``max_z``
+    from 0. A feature constant in training carries nothing to learn and becomes 0 everywhere.
+    ``max_z`` None: plain z-scores throughout.
+    """
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)                       # per feature / per channel
+    train = x[train_rows]
+    mean = train.mean(axis=axes, keepdims=True)
+    scale = train.std(axis=axes, keepdims=True)
+    if max_z is not None:
+        median = np.median(train, axis=axes, keepdims=True)
+        at_one_value = np.median(np.abs(train - median), axis=axes, keepdims=True) == 0
+        floor = np.abs(train - mean).max(axis=axes, keepdims=True) / max_z
+        scale = np.where(at_one_value, np.maximum(scale, floor), scale)
+    return ((x - mean) / np.where(scale > 0, scale, np.inf)).astype(np.float32)
+
+
 def load_data(cfg, seed: int, device: torch.device) -> TripletData:
     """Generate or read the data, split it, standardise with training statistics, move to device."""
     if cfg.data_dir is None:
@@ -232,11 +260,7 @@ def load_data(cfg, seed: int, device: torch.device) -> TripletData:
             x, y = load_images(source, cfg.image_size)
     rng = np.random.default_rng(seed)
     train_rows, val_rows, test_rows = split_indices(y, cfg.split, cfg.val_fraction, cfg.test_fraction, rng)
-    axes = (0,) if x.ndim == 2 else (0, 2, 3)                       # per feature / per channel
-    mean = x[train_rows].mean(axis=axes, keepdims=True)
-    std = x[train_rows].std(axis=axes, keepdims=True)
-    x = (x - mean) / np.where(std > 0, std, 1.0)
-    x = x.astype(np.float32)
+    x = standardise(x, train_rows, cfg.max_z)
     return TripletData(
         train=to_split(x, y, train_rows, device),
         val=to_split(x, y, val_rows, device),

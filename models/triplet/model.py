@@ -11,6 +11,7 @@ the CPU give the same metrics every run.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from hpsearch.models.triplet.loss import triplet_loss
 from hpsearch.models.triplet.metrics import retrieval_metrics
 from hpsearch.models.triplet.net import EmbeddingNet
 from hpsearch.models.triplet.samplers import InterleavedSampler, PKSampler
+from hpsearch.models.triplet.splits import batch_classes
 
 
 def _seeds(seed: int, data_seed: int | None) -> tuple[int, int, int]:
@@ -44,8 +46,8 @@ class TripletModel:
     def __init__(self, params: Mapping[str, Any] | TripletConfig, device: torch.device, seed: int):
         self.cfg = cfg = parse(TripletConfig, params, where="params.")
         self.device = torch.device(device)
-        data_seed, init_seed, sampling_seed = _seeds(int(seed), cfg.data_seed)
-        self.data = load_data(cfg, data_seed, self.device)
+        self.data_seed, init_seed, sampling_seed = _seeds(int(seed), cfg.data_seed)   # the data and its split
+        self.data = load_data(cfg, self.data_seed, self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             self.net = EmbeddingNet(self.data.input_shape, cfg.hidden_dim, cfg.embedding_dim).to(self.device)
@@ -54,7 +56,13 @@ class TripletModel:
                                                    weight_decay=cfg.weight_decay)
         self.sampler: PKSampler | InterleavedSampler
         if cfg.sampler == "pk":
-            self.sampler = PKSampler(self.data.train.y, p=cfg.batch_size // cfg.k, k=cfg.k)
+            classes = int(self.data.train.y.max()) + 1                   # labels are 0..C-1 per split
+            p = batch_classes(cfg, classes)
+            if p < cfg.batch_size // cfg.k:
+                print(f"note: params.batch_size {cfg.batch_size} with k={cfg.k} asks for {cfg.batch_size // cfg.k} "
+                      f"classes per batch; the training split holds {classes}, so batches are {p} x {cfg.k} = "
+                      f"{p * cfg.k}", file=sys.stderr)
+            self.sampler = PKSampler(self.data.train.y, p=p, k=cfg.k)
         else:
             self.sampler = InterleavedSampler(self.data.train.y, cfg.batch_size)
         self.generator = torch.Generator().manual_seed(sampling_seed)   # CPU: same batches on any device

@@ -16,15 +16,30 @@ def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int
     return n - n_val - n_test, n_val, n_test
 
 
-def check_class_counts(names: tuple[str, ...], counts: tuple[int, ...], cfg, where: str,
-                       prefix: str = "params.") -> None:
+def batch_classes(cfg, train_classes: int) -> int:
+    """P, the classes in a ``pk`` batch: ``batch_size // k``, at most the classes the training split
+    holds (3 classes and batch_size 64, k 4 give batches of 3 x 4 = 12)."""
+    return min(cfg.batch_size // cfg.k, train_classes)
+
+
+def _fitting_k(cfg, samples: int) -> int | None:
+    """The largest k a class of ``samples`` training samples allows with this batch_size (k >= 2,
+    a divisor of batch_size, at least 2 classes per batch); None when there is none."""
+    for k in range(min(samples, cfg.batch_size // 2), 1, -1):
+        if cfg.batch_size % k == 0:
+            return k
+    return None
+
+
+def check_class_counts(names: tuple[str, ...], counts: tuple[int, ...], cfg, where: str) -> None:
     """Refuse, before any training, data that the split and sampler settings cannot use.
 
     ``cfg`` is the model's config (split, val_fraction, test_fraction, sampler, batch_size, k);
-    ``where`` names the data (``params.data_dir`` or ``params.samples_per_class``).
+    ``where`` names the data (``params.data_dir`` or ``params.samples_per_class``). A ``pk`` batch
+    asking for more classes than the training split holds is not refused: it draws them all
+    (:func:`batch_classes`).
     """
     pk = cfg.sampler == "pk"
-    p = cfg.batch_size // cfg.k
     if len(counts) < 2:
         raise ConfigError(f"{where}: found {len(counts)} class; expected at least 2")
     if cfg.split == "classes":
@@ -35,30 +50,23 @@ def check_class_counts(names: tuple[str, ...], counts: tuple[int, ...], cfg, whe
                               f"{n_val} validation and {n_test} test classes; expected at least 1 each")
         if n_train < 2:
             raise ConfigError(f"{where}: split 'classes' leaves {n_train} training classes; expected at least 2")
-        if pk and n_train < p:
-            raise ConfigError(f"{prefix}batch_size: got {cfg.batch_size}, expected at most {n_train * cfg.k}: "
-                              f"P = batch_size // k = {p} classes per batch, but split 'classes' leaves "
-                              f"{n_train} training classes")
         small = [(name, c) for name, c in zip(names, counts) if c < 2 or (pk and c < cfg.k)]
         if small:
-            name, c = small[0]
+            name, c = min(small, key=lambda item: item[1])
             need = max(2, cfg.k if pk else 2)
             raise ConfigError(f"{where}: class {name!r} has {c} samples, fewer than {need}"
                               + (f" (sampler 'pk' draws k={cfg.k} per class)" if pk else "")
-                              + "; add samples, lower k or drop the class")
+                              + f"; {_lower_k(cfg, c) if pk else ''}add samples or drop the class")
         n_rows = sum(counts) * n_train // len(counts)
     else:
         sizes = [split_counts(c, cfg.val_fraction, cfg.test_fraction) for c in counts]
         if pk:
-            for name, c, (tr, _, _) in zip(names, counts, sizes):
-                if tr < cfg.k:
-                    raise ConfigError(f"{where}: class {name!r} has {tr} training samples (of {c}), fewer "
-                                      f"than k={cfg.k} (sampler 'pk' draws k per class); add samples, "
-                                      "lower k or val_fraction, or use sampler 'random'")
-            if len(counts) < p:
-                raise ConfigError(f"{prefix}batch_size: got {cfg.batch_size}, expected at most "
-                                  f"{len(counts) * cfg.k}: P = batch_size // k = {p} classes per batch, "
-                                  f"but the data has {len(counts)} classes")
+            short = [(name, c, tr) for name, c, (tr, _, _) in zip(names, counts, sizes) if tr < cfg.k]
+            if short:
+                name, c, tr = min(short, key=lambda item: item[2])
+                raise ConfigError(f"{where}: class {name!r} has {tr} training samples (of {c}), fewer "
+                                  f"than k={cfg.k} (sampler 'pk' draws k per class); {_lower_k(cfg, tr)}"
+                                  "add samples, lower val_fraction, or use sampler 'random'")
         if not any(va >= 2 for _, va, _ in sizes):
             raise ConfigError(f"{where}: val_fraction {cfg.val_fraction} leaves no class with 2 validation "
                               "samples, so retrieval cannot be measured; raise val_fraction")
@@ -66,6 +74,16 @@ def check_class_counts(names: tuple[str, ...], counts: tuple[int, ...], cfg, whe
             raise ConfigError(f"{where}: test_fraction {cfg.test_fraction} leaves no class with 2 test "
                               "samples, so retrieval cannot be measured; raise test_fraction or set it to 0")
         n_rows = sum(tr for tr, _, _ in sizes)
-    if n_rows < cfg.batch_size:
+    # pk always fills one batch: P <= the training classes, each with at least k samples
+    if not pk and n_rows < cfg.batch_size:
+        fix = f"batch_size {n_rows} works" if n_rows >= 2 else "add samples"
         raise ConfigError(f"{where}: about {n_rows} training samples, fewer than batch_size "
-                          f"{cfg.batch_size}; lower batch_size")
+                          f"{cfg.batch_size}; {fix}")
+
+
+def _lower_k(cfg, samples: int) -> str:
+    """The advice on k for a class of ``samples`` training samples: the k that works, if one does."""
+    if samples < 2:
+        return ""                                   # no k helps: a pk class needs 2 samples
+    k = _fitting_k(cfg, samples)
+    return f"k={k} works, or " if k is not None else "lower k, "

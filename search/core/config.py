@@ -150,13 +150,19 @@ def _param_checker(model: str, params: dict[str, Any]):
     return check, set(field_types(config_cls))
 
 
-def build_config(raw: Any, source: str = "config") -> RunConfig:
+def build_config(raw: Any, source: str = "config", *, search: bool = True) -> RunConfig:
     """Validate a raw mapping (from YAML) into a RunConfig.
 
     Everything that does not depend on the model (sections, the space's own shape, the objective's
     mode, grace_period against max_epochs) is checked first: those errors come before the model's
-    module (and with it torch) is imported, so they come back in a fraction of a second."""
-    sections, top = check_sections(raw, source)
+    module (and with it torch) is imported, so they come back in a fraction of a second.
+
+    ``search``: the config is for a search (``hpsearch run``), so every value the space can produce
+    is checked against the model (with ``params``, and with the data: a batch_size the data cannot
+    fill is refused). False for a single configuration (``hpsearch train``, ``evaluate``): the
+    space's shape and parameter names are still checked, its values are not, since they are never
+    used."""
+    sections, top = check_sections(raw, source, search=search)
     model, objective_raw = raw["model"], raw.get("objective")
     params = models.validate_params(model, raw.get("params") or {})
     default = models.declared(model, "objective")
@@ -175,18 +181,18 @@ def build_config(raw: Any, source: str = "config") -> RunConfig:
                           f"{', '.join(sorted(reported))}")
 
     check, allowed = _param_checker(model, params)
-    space = parse_space(raw.get("space"), check_param=check, allowed=allowed)
+    space = parse_space(raw.get("space"), check_param=check if search else None, allowed=allowed)
     points = _warm_start(raw.get("warm_start") or [], space)
     return RunConfig(model=model, params=params, objective=objective, space=space,
                      warm_start=tuple(points), seed=top.seed, epochs=top.epochs, device=top.device,
                      exported=top.exported, **sections)
 
 
-def check_sections(raw: Any, source: str = "config") -> tuple[dict[str, Any], "_TopLevel"]:
+def check_sections(raw: Any, source: str = "config", *, search: bool = True) -> tuple[dict[str, Any], "_TopLevel"]:
     """The parts of a raw config that need no model: ``({budget, scheduler, health, resources,
     checkpoint}, top level)``, after checking the section names, NaN/inf anywhere, that a model is
-    named, grace_period <= max_epochs, the space's own shape and the objective's mode. Imports
-    nothing heavy, so a mistake here is reported at once."""
+    named, grace_period <= max_epochs (``search`` only), the space's own shape and the objective's
+    mode. Imports nothing heavy, so a mistake here is reported at once."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: got {type(raw).__name__}, expected a mapping of sections")
     for key in raw:
@@ -206,7 +212,7 @@ def check_sections(raw: Any, source: str = "config") -> tuple[dict[str, Any], "_
     top = parse(_TopLevel, rest)
     max_epochs = sections["budget"].max_epochs or top.epochs
     # a search (a space to explore) must reach its first rung; a single training run has no rungs
-    if raw.get("space") and sections["scheduler"].grace_period > max_epochs:
+    if search and raw.get("space") and sections["scheduler"].grace_period > max_epochs:
         raise ConfigError(f"scheduler.grace_period: got {sections['scheduler'].grace_period}, expected a "
                           f"value <= max_epochs ({max_epochs})")
     parse_space(raw.get("space"))                   # its own shape; checked against the model later
@@ -303,9 +309,11 @@ def read_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
     return apply_overrides(dict(raw), overrides)
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read, override (``--set``) and validate a config file."""
-    return build_config(read_config(path, overrides), source=str(path))
+def load_config(path: str | Path, overrides: Sequence[str] = (), *, search: bool = False) -> RunConfig:
+    """Read, override (``--set``) and validate a config file to train or evaluate its one
+    configuration; ``search=True`` also checks the space's values against the model, as a search
+    needs (see ``build_config``)."""
+    return build_config(read_config(path, overrides), source=str(path), search=search)
 
 
 def dump_config(config: RunConfig, path: str | Path) -> None:

@@ -6,18 +6,20 @@ says whether training is still worth running:
     ok         nothing wrong
     nonfinite  a reported loss (train_loss, train_loss_*, val_loss, val_loss_*) or the objective
                is NaN or +-inf
-    exploding  train_loss far above its best, or more than doubling epoch after epoch
+    exploding  train_loss far above its best, or more than doubling epoch after epoch, while on
+               the scale it started at (a converged loss wiggling far below its start is ok)
     collapsed  a degeneracy metric the model declares (e.g. train_emb_std) at its floor for a while
     flatline   train_loss that does not move, a whole epoch of identical batch losses, or no gradient
 
 Every threshold is relative to the trial's own values (scale-free), so the same defaults serve a
-loss of 0.1 and a loss of 300. Each rule is a small frozen dataclass: its constructor validates
-(one-line ConfigError naming field and value) and its one method, ``check(history)``, returns the
-first epoch at which it fires. ``assess`` asks them in the order above and returns the earliest
-verdict; on a tie the order above decides.
+loss of 0.1 and a loss of 300, and a loss that fell from 0.1 to 1e-5 and wiggles there. Each rule
+is a small frozen dataclass: its constructor validates (one-line ConfigError naming field and
+value) and its one method, ``check(history)``, returns the first epoch at which it fires.
+``assess`` asks them in the order above and returns the earliest verdict; on a tie the order above
+decides.
 
 A key the model does not report disables only the sub-rule that reads it: that is spelled out in
-each rule (``_number(row.get(key)) is None``), never hidden in a broad ``except``.
+each rule (``as_float(row.get(key)) is None``), never hidden in a broad ``except``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpsearch.core.numbers import as_float
 from hpsearch.models.config import ConfigError, bounds, check_bounds, coerce
 
 STATUSES = ("ok", "nonfinite", "exploding", "flatline", "collapsed")
@@ -60,18 +63,6 @@ def _validate(obj: Any, where: str) -> None:
         check_bounds(value, f.metadata, f"{where}{f.name}")
 
 
-def _number(value: Any) -> float | None:
-    """A reported value as a float; None when missing or not a number (NaN and inf stay as they are)."""
-    if value is None or isinstance(value, (bool, str)):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:  # a 0-d array or tensor that slipped through
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _g(value: float) -> str:
     return f"{value:.4g}"
 
@@ -101,7 +92,7 @@ class NonfiniteRule:
             for key in sorted(row):
                 if not self.watched(key):
                     continue
-                value = _number(row[key])
+                value = as_float(row[key])
                 if value is None or math.isfinite(value):
                     continue
                 return Verdict("nonfinite", f"{key} is {value} at epoch {epoch}", epoch)
@@ -110,17 +101,28 @@ class NonfiniteRule:
 
 @dataclass(frozen=True)
 class ExplodingRule:
-    """``train_loss`` running away: above ``factor`` x its best so far (and above its first value),
-    or growing by more than ``rate`` (relative) ``patience`` epochs in a row.
+    """``train_loss`` running away, on the scale it started at. Fires on the first epoch where:
+
+    - the loss is above ``factor`` x its best so far *and* above its first value, or
+    - the loss has grown by more than ``rate`` (relative) ``patience`` epochs in a row *and* is
+      back within ``factor`` of its first value (loss >= first / ``factor``).
 
     Defaults: a loss growing x3 per epoch grows by 200% > ``rate`` 100%, so with ``patience`` 2 it
     fires on the second epoch of growth; a single spike is one epoch of growth followed by a fall,
     and a spike is only an explosion when it is both > 10x the best and above where training
     started. Slower divergence (x1.5 a step) is left to the factor limit.
 
-    NaN policy: non-finite values belong to the nonfinite rule; here they neither set the best nor
-    extend a growth streak (the streak restarts after one). A missing train_loss likewise.
-    Non-positive bests disable the factor test (a ratio to 0 or to a negative loss means nothing).
+    A converged loss thousands of times below its start wiggles by large ratios (2e-6 -> 6e-6 ->
+    3e-5 is two epochs of >100% growth) that are noise, not divergence: neither sub-rule fires
+    while the loss stays below its starting scale. A divergence from such a point is caught once
+    it is back on that scale: a jump to the starting scale on the first epoch of growth, a steady
+    x3 climb from 1e-4 of the start after 7 epochs. Every bound is a ratio of the trial's own
+    losses (scale-free).
+
+    NaN policy: non-finite values belong to the nonfinite rule; here they neither set the first
+    value or the best nor extend a growth streak (the streak restarts after one). A missing
+    train_loss likewise. Non-positive bests disable the factor test, and a non-positive first value
+    the scale test (a ratio to 0 or to a negative loss means nothing).
     """
 
     enabled: bool = True
@@ -136,7 +138,7 @@ class ExplodingRule:
         best_epoch = 0
         streak: list[float] = []  # the loss before the streak, then each grown value
         for epoch, row in enumerate(history, 1):
-            loss = _number(row.get("train_loss"))
+            loss = as_float(row.get("train_loss"))
             if loss is None or not math.isfinite(loss):
                 streak = []
                 continue
@@ -150,7 +152,8 @@ class ExplodingRule:
                 streak.append(loss)
             else:
                 streak = [loss]
-            if len(streak) - 1 >= self.patience:
+            on_scale = first <= 0 or loss * self.factor >= first
+            if len(streak) - 1 >= self.patience and on_scale:
                 values = " -> ".join(_g(v) for v in streak[-self.patience - 1:])
                 return Verdict("exploding", f"train_loss grew by more than {self.rate:.0%} per epoch for "
                                f"{self.patience} epochs in a row ({values}) at epoch {epoch}", epoch)
@@ -190,7 +193,7 @@ class FlatlineRule:
         window: list[float] = []
         learned = False  # has train_loss ever been non-zero?
         for epoch, row in enumerate(history, 1):
-            loss = _number(row.get("train_loss"))
+            loss = as_float(row.get("train_loss"))
             if loss is None or not math.isfinite(loss):
                 window = []
                 continue
@@ -201,13 +204,13 @@ class FlatlineRule:
                     return Verdict("flatline", f"train_loss 0 at epoch {epoch} and at every epoch before: "
                                    "nothing to learn from", epoch)
                 continue
-            spread = _number(row.get("train_batch_loss_std"))
-            batches = _number(row.get("train_batches"))
+            spread = as_float(row.get("train_batch_loss_std"))
+            batches = as_float(row.get("train_batches"))
             if spread is not None and (batches is None or batches > 1) and \
                     0 <= spread <= self.rel_tol * abs(loss):
                 return Verdict("flatline", f"train_batch_loss_std {_g(spread)} at epoch {epoch}: every "
                                f"batch had the same loss ({_g(loss)})", epoch)
-            grad = _number(row.get("train_grad_norm"))
+            grad = as_float(row.get("train_grad_norm"))
             if grad is not None and grad == 0:
                 return Verdict("flatline", f"train_grad_norm 0 at epoch {epoch} with train_loss "
                                f"{_g(loss)}: no gradient reaches the parameters", epoch)
@@ -243,7 +246,7 @@ class CollapsedRule:
         runs = {metric: 0 for metric in floors}
         for epoch, row in enumerate(history, 1):
             for metric in sorted(floors):
-                value = _number(row.get(metric))
+                value = as_float(row.get(metric))
                 if value is None or not math.isfinite(value) or value > floors[metric]:
                     runs[metric] = 0
                     continue
@@ -258,7 +261,7 @@ def _floors(collapse: Mapping[str, Any] | None) -> dict[str, float]:
     """A model's ``collapse`` declaration, checked: metric name -> finite floor."""
     floors = {}
     for metric, floor in (collapse or {}).items():
-        value = _number(floor)
+        value = as_float(floor)
         if not isinstance(metric, str) or value is None or not math.isfinite(value):
             raise ValueError(f"collapse: got {metric!r}: {floor!r}, expected metric name -> finite floor")
         floors[metric] = value

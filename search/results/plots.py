@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hpsearch.core.training import prepare_out_dir
 from hpsearch.models.config import ConfigError
 from hpsearch.results.report import Run, Trial, build_table, read_run
 
@@ -138,10 +139,9 @@ def params_figure(run: Run, table):
 
 
 def build_figures(run: Run, table=None) -> dict[str, Any]:
-    """name -> matplotlib Figure for every plot the run supports."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """name -> matplotlib Figure for every plot the run supports. The figures are built as
+    ``Figure`` objects, never through pyplot, so no backend is chosen or changed (a notebook's inline
+    plots keep working)."""
     if table is None:
         table = build_table(run)
     figures = {"curves": curves_figure(run), "components": components_figure(run, table),
@@ -158,13 +158,16 @@ def save_figures(figures: dict[str, Any], out: str | Path, dpi: int = 100) -> li
     return paths
 
 
-def plot_command(args) -> int:
-    from hpsearch.core.training import prepare_out_dir
-
-    run = read_run(args.run_dir)
+def plot(run_dir: str | Path, out: str | Path | None = None, force: bool = False) -> list[Path]:
+    """Write every plot of the run as PNG into ``out`` (default RUN_DIR/plots; one that holds files
+    needs ``force``); return their paths."""
+    run = read_run(run_dir)
     if not any(trial.rows for trial in run.trials):
         raise ConfigError(f"run_dir: no trial in {str(run.path)!r} has reported an epoch yet; nothing to plot")
-    out = prepare_out_dir(args.out or run.path / "plots", args.force)
-    for path in save_figures(build_figures(run), out):
+    return save_figures(build_figures(run), prepare_out_dir(out or run.path / "plots", force))
+
+
+def plot_command(args) -> int:
+    for path in plot(args.run_dir, args.out, args.force):
         print(f"wrote {path}")
     return 0

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from hpsearch import models
@@ -47,7 +48,7 @@ CASES = [
      ["params.data_dir", "y has", "integer"]),
     ("class below k", lambda t: {"data_dir": npz(t / "d.npz", x=X, y=FEW), "k": 4, "batch_size": 8,
                                  "val_fraction": 0.2, "test_fraction": 0.0},
-     ["params.data_dir", "class '1'", "3 training samples", "fewer than k=4"]),
+     ["params.data_dir", "class '1'", "3 training samples", "fewer than k=4", "k=2 works"]),
     ("synthetic class below k", lambda t: {"samples_per_class": 5, "k": 4},
      ["params.samples_per_class", "fewer than k=4"]),
     ("test split without pairs", lambda t: {"samples_per_class": 10, "test_fraction": 0.1},
@@ -57,10 +58,10 @@ CASES = [
     ("batch not a multiple of k", lambda t: {"batch_size": 30, "k": 4},
      ["params.batch_size", "got 30", "multiple of k=4"]),
     ("one class per pk batch", lambda t: {"batch_size": 4, "k": 4}, ["params.batch_size", "2 × k"]),
-    ("P above classes", lambda t: {"batch_size": 128, "k": 4},
-     ["params.batch_size", "got 128", "P = batch_size // k = 32", "16 classes"]),
-    ("P above training classes", lambda t: {"split": "classes", "batch_size": 64, "k": 4},
-     ["params.batch_size", "got 64", "leaves 10 training classes"]),
+    ("random batch above the training set", lambda t: {"num_classes": 4, "samples_per_class": 10,
+                                                       "sampler": "random", "batch_size": 64},
+     ["params.samples_per_class", "about 24 training samples", "batch_size 24 works"]),
+    ("max_z below 1", lambda t: {"max_z": 0.5}, ["params.max_z", "got 0.5", ">= 1"]),
     ("unknown mining", lambda t: {"mining": "hard"}, ["params.mining", "'hard'", "batch_all"]),
     ("margin above 2", lambda t: {"margin": 3.0}, ["params.margin", "<= 2"]),
     ("fractions sum to 1", lambda t: {"val_fraction": 0.5, "test_fraction": 0.5},
@@ -91,6 +92,64 @@ def test_a_search_space_that_can_produce_a_refused_value_is_refused():
     check_message(str(err.value), ["space.embedding_dim", "got 0", ">= 1"])
 
 
+SHIPPED = Path(__file__).resolve().parents[2] / "configs" / "triplet.yaml"
+
+
+def three_classes(path, per_class=10, seed=0):
+    """A small real-valued 3-class .npz: fewer classes than the shipped batch of 16 x 4 asks for."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), per_class)
+    x = rng.normal(size=(len(y), 5)) + 3 * np.eye(3, 5)[y]
+    np.savez(path, x=x.astype(np.float32), y=y)
+    return str(path)
+
+
+@pytest.mark.parametrize("split, classes", [("samples", 16), ("classes", 10)])
+def test_pk_batch_draws_every_training_class_when_p_asks_for_more(split, classes, capsys):
+    """batch_size 128 with k 4 asks for P = 32 classes; the training split holds fewer, so each
+    batch holds all of them, k each, and the model says so on stderr."""
+    params = {"split": split, "batch_size": 128, "k": 4, "samples_per_class": 20, "hidden_dim": 8,
+              "embedding_dim": 4}
+    build_config({"model": "triplet", "params": params})
+    model = models.build("triplet", params, device="cpu", seed=0)
+    assert (model.sampler.p, model.sampler.k) == (classes, 4)
+    batch = model.sampler.epoch(torch.Generator().manual_seed(0))[0]
+    assert torch.bincount(model.data.train.y[batch]).tolist() == [4] * classes
+    assert f"batches are {classes} x 4 = {classes * 4}" in capsys.readouterr().err
+    assert model.train_epoch()["train_triplets"] > 0
+
+
+def test_shipped_config_trains_on_a_3_class_npz_without_edits(tmp_path, capsys):
+    data = three_classes(tmp_path / "three.npz")
+    code = main(["train", str(SHIPPED), "--set", f"data_dir={data}", "--epochs", "1",
+                 "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "model.pt").is_file()
+    assert "batches are 3 x 4 = 12" in capsys.readouterr().err
+
+
+def test_train_ignores_search_only_values_a_search_refuses(tmp_path, capsys):
+    """A space value the data cannot take (random batches of 64 from 18 training samples) and a
+    grace_period past the epochs refuse a search; `train` uses neither and trains."""
+    raw = {"model": "triplet", "epochs": 2, "device": "cpu",
+           "params": {"data_dir": three_classes(tmp_path / "three.npz"), "sampler": "random", "batch_size": 16,
+                      "hidden_dim": 8, "embedding_dim": 4},
+           "space": {"batch_size": {"choice": [16, 64]}}}
+    with pytest.raises(ConfigError) as err:
+        build_config(raw)
+    check_message(str(err.value), ["space.batch_size=64", "about 18 training samples", "fewer than batch_size 64"])
+    late = {**raw, "space": {"lr": {"loguniform": [1e-4, 1e-2]}}, "scheduler": {"grace_period": 3}}
+    with pytest.raises(ConfigError, match="scheduler.grace_period: got 3"):
+        build_config(late)
+    for i, config in enumerate((raw, late)):
+        path = tmp_path / f"config{i}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert load_config(path).space                          # train and evaluate read it so
+        assert main(["train", str(path), "--out", str(tmp_path / f"out{i}")]) == 0, capsys.readouterr().err
+        with pytest.raises(ConfigError):
+            load_config(path, search=True)
+
+
 def test_cli_train_exits_2_with_one_line(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({"model": "triplet", "params": {"data_dir": str(tmp_path / "gone")}}))
@@ -102,7 +161,7 @@ def test_cli_train_exits_2_with_one_line(tmp_path, capsys):
 
 
 def test_shipped_config_loads_with_the_users_setting_as_a_warm_start():
-    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "triplet.yaml")
+    config = load_config(SHIPPED)
     assert config.model == "triplet" and config.objective.metric == "val_recall_at_1"
     assert config.params["sampler"] == "pk"
     users = config.warm_start[0]

@@ -2,9 +2,10 @@
 formats."""
 
 import numpy as np
+import pytest
 import torch
 
-from hpsearch.models.triplet.data import split_indices, synthetic
+from hpsearch.models.triplet.data import split_indices, standardise, synthetic
 from hpsearch.models.triplet.metrics import retrieval_metrics
 from hpsearch.models.triplet.model import TripletModel
 from hpsearch.models.triplet.samplers import InterleavedSampler, PKSampler
@@ -64,6 +65,91 @@ def test_classes_split_holds_out_whole_classes():
     assert [len(p) for p in parts] == [6, 2, 2]
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
     assert len(train) + len(val) + len(test) == 50
+
+
+# ----------------------------------------------------------------------------- standardisation
+
+def pixels(n=1000, seed=0):
+    """Digit-like rows: two ordinary features, a border pixel lit in 3 of ``n`` rows, a pixel that
+    is 0 in training and lit only in the last (held-out) row, and a constant feature."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 5), dtype=np.float32)
+    x[:, 0] = rng.uniform(0, 16, n)
+    x[:, 1] = rng.normal(8, 3, n)
+    x[[10, 20, 30], 2] = 16.0
+    x[-1, 3] = 16.0
+    x[:, 4] = 7.0
+    return x, np.arange(n - 1)                                     # training rows: all but the last
+
+
+def test_standardise_keeps_plain_z_scores_of_ordinary_features():
+    x, train = pixels()
+    z = standardise(x, train)
+    plain = (x[:, :2] - x[train, :2].mean(0)) / x[train, :2].std(0)
+    np.testing.assert_allclose(z[:, :2], plain, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(standardise(x, train, max_z=None)[:, :2], z[:, :2])
+
+
+def test_a_near_constant_feature_is_not_blown_up():
+    x, train = pixels()
+    assert np.abs(standardise(x, train, max_z=None)[train, 2]).max() > 15   # plain z-scores: ~18
+    z = standardise(x, train)
+    assert np.abs(z[train, 2]).max() == pytest.approx(6.0, rel=1e-5)
+    assert np.abs(z[:, 2]).max() <= 6.0 + 1e-5
+
+
+def test_a_heavy_tailed_feature_keeps_its_outliers():
+    """A continuous feature with far outliers (tumour areas, incomes) is not floored: its outliers
+    carry signal, and only a feature at one value in most rows is."""
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(0, 1, size=(1000, 1)).astype(np.float32)
+    plain = standardise(x, np.arange(1000), max_z=None)
+    assert np.abs(plain).max() > 10
+    np.testing.assert_array_equal(standardise(x, np.arange(1000)), plain)
+
+
+def test_a_feature_constant_in_training_becomes_zero_everywhere():
+    x, train = pixels()
+    for max_z in (6.0, None):
+        z = standardise(x, train, max_z)
+        assert not z[:, 3:].any()                                  # not 16, not 16 / tiny
+        assert np.isfinite(z).all() and z.dtype == np.float32
+
+
+def test_standardise_is_unit_free_per_feature():
+    """Changing one feature's units (x 1000, + 5) changes nothing: every feature is scaled by its
+    own statistics, never by another feature's."""
+    x, train = pixels()
+    moved = x.copy()
+    moved[:, 2] = moved[:, 2] * 1000 + 5
+    np.testing.assert_allclose(standardise(moved, train), standardise(x, train), atol=1e-4)
+
+
+def test_synthetic_data_keeps_its_plain_z_scores():
+    """The floor never binds on the synthetic data: its runs are what they were."""
+    x, y = synthetic(16, 150, 32, seed=0)
+    train, _, _ = split_indices(y, "samples", 0.2, 0.2, np.random.default_rng(0))
+    np.testing.assert_array_equal(standardise(x, train), standardise(x, train, max_z=None))
+
+
+def test_images_are_standardised_per_channel():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(20, 3, 4, 4)).astype(np.float32) * np.array([1, 10, 100], np.float32)[:, None, None]
+    z = standardise(x, np.arange(20))
+    assert z.shape == x.shape
+    np.testing.assert_allclose(z.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(0, 2, 3)), 1, rtol=1e-4)
+
+
+def test_model_inputs_follow_max_z(tmp_path):
+    x, _ = pixels(200)
+    y = np.repeat(np.arange(4), 50)
+    np.savez(tmp_path / "pixels.npz", x=x, y=y)
+    params = {"data_dir": str(tmp_path / "pixels.npz"), "hidden_dim": 8, "embedding_dim": 4, "batch_size": 8}
+    bounded = TripletModel(params, CPU, seed=0)
+    plain = TripletModel(dict(params, max_z=None), CPU, seed=0)
+    assert bounded.data.train.x.abs().max() <= 6.0 + 1e-5
+    assert plain.data.train.x.abs().max() > 6.0
 
 
 # ----------------------------------------------------------------------------- samplers

@@ -40,6 +40,15 @@ IMPROVING = noisy([2.0 * 0.93 ** e + 0.2 for e in range(40)], 0.03, seed=1)
 PLATEAU = noisy([300 + 20 * 0.7 ** e for e in range(40)], 0.001, seed=2)
 # A slow improver: 0.3% better every epoch, no noise at all.
 SLOW = [1.0 * 0.997 ** e for e in range(40)]
+# A converged triplet loss on real data (8x8 digits): from 0.0785 to ~1e-5 in 20 epochs while val
+# recall@1 held at 0.95-0.96. Its last three epochs are two of >100% growth, noise of a loss ~4000x
+# below its start.
+CONVERGED = [0.0785, 0.0312, 0.0141, 0.0063, 0.0027, 0.0011, 4.6e-4, 2.1e-4, 9.3e-5, 5.2e-5,
+             3.1e-5, 1.9e-5, 2.6e-5, 1.1e-5, 7.4e-6, 1.3e-5, 4.0e-6, 2.11e-6, 6.335e-6, 2.867e-5]
+# The same fall, then noise around 1e-5: streaks of x5 growth and values 30x the best, all far below 0.0785.
+NEAR_ZERO_NOISE = CONVERGED[:12] + [1e-5, 4e-5, 1e-5, 3e-6, 1.5e-5, 8e-5, 2e-5, 4e-6, 2e-5, 9e-5, 1.2e-5]
+# The fall to 1e-5 (epoch 12), then a divergence: the loss is back near its start after 2 epochs.
+DIVERGED = CONVERGED[:12] + [1e-3, 0.03, 0.9, 27.0]
 
 CASES = [
     # name, history, collapse floors, objective, expected verdict, expected epoch, metric in the reason
@@ -70,6 +79,18 @@ CASES = [
      None, None, "ok", None, None),
     ("16x spike below the start", curve([2.0, 0.5, 0.1, 0.05, 0.8, 0.05, 0.045, 0.04]), None, None,
      "ok", None, None),
+    ("converged near zero (digits): ok at every epoch", curve(CONVERGED), None, None, "ok", None, None),
+    ("near-zero noise up and down", curve(NEAR_ZERO_NOISE), None, None, "ok", None, None),
+    ("near-zero spike to 1/16 of the start that recovers",
+     curve(CONVERGED[:12] + [4e-4, 5e-3, 2e-5, 1e-5, 8e-6]), None, None, "ok", None, None),
+    ("divergence from a converged point, back to the start's scale", curve(DIVERGED), None, None,
+     "exploding", 14, "train_loss"),
+    ("jump from a converged point above the start", curve(CONVERGED[:12] + [0.09, 0.5, 2.0]), None, None,
+     "exploding", 13, "train_loss"),
+    ("x3 climb from a converged point: caught back within 10x of its start",
+     curve(CONVERGED[:12] + [1e-5 * 3 ** k for k in range(1, 9)]), None, None, "exploding", 19, "train_loss"),
+    ("first loss negative: growth alone decides", curve([-0.2, 0.1, 0.3, 0.9]), None, None,
+     "exploding", 3, "train_loss"),
     ("zero batch-loss spread", curve([0.7, 0.5, 0.45], train_batch_loss_std=[0.1, 0.0, 0.1]), None, None,
      "flatline", 2, "train_batch_loss_std"),
     ("zero spread of a single batch", curve([0.7, 0.5, 0.45], train_batch_loss_std=[0.0] * 3,

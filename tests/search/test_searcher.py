@@ -94,7 +94,7 @@ def test_health_pruned_trial_is_pruned_and_infeasible_never_complete(search, los
     trial = by_ray_id(run_dir)["sick"]
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["outcome"] == outcome and "epoch" in trial.user_attrs["reason"]
-    assert trial.constraints == {CONSTRAINT: 1.0}  # TPE ranks infeasible trials below every feasible one
+    assert trial.constraints == {CONSTRAINT: 1.0, "0": 1.0}  # TPE ranks infeasible trials below every feasible one
 
 
 def test_health_verdict_in_the_result_is_enough_without_the_log(tmp_path):
@@ -134,7 +134,7 @@ def test_nonfinite_final_objective_is_never_complete(search, final):
     trial = by_ray_id(run_dir)["nan"]
     assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "pruned_nonfinite"
     assert trial.intermediate_values == {1: 0.4}  # non-finite values are never reported
-    assert trial.constraints == {CONSTRAINT: 1.0}
+    assert trial.constraints == {CONSTRAINT: 1.0, "0": 1.0}
 
 
 def test_errored_trial_fails(search):
@@ -316,5 +316,5 @@ def test_with_real_ray_tune(tmp_path):
     assert {k: t.state for k, t in trials.items()} == {"flat": TrialState.PRUNED, "good": TrialState.COMPLETE,
                                                      "nan": TrialState.PRUNED, "worse": TrialState.PRUNED}
     assert trials["good"].value == 0.999
-    assert trials["flat"].constraints == trials["nan"].constraints == {CONSTRAINT: 1.0}
+    assert trials["flat"].constraints == trials["nan"].constraints == {CONSTRAINT: 1.0, "0": 1.0}
     assert not trials["worse"].constraints
