@@ -16,6 +16,14 @@ from tests.fixtures import searches
 from tests.fixtures.cli import block_ray, clean_env, write_config
 
 
+@pytest.fixture(autouse=True)
+def terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Printed reports fit the terminal they run in; tests see the same width in any terminal (a
+    test about fitting sets its own COLUMNS)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("LINES", "50")
+
+
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[None]:
     """One local Ray (2 CPUs, no dashboard) for the in-process searches of a test module; shut down

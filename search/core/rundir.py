@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,22 @@ SNAPSHOT_DIR = "snapshot"
 RUN_LOCK = "run.lock"
 
 CHECKPOINT_FILE = "state.pt"      # in each of Ray's checkpoint_*/ folders: weights, history, seed
+
+
+TRIAL_DIR = re.compile(r"trial_(?P<number>\d+)_(?P<id>.+)")
+
+
+def trial_dir_name(number: int, trial_id: str) -> str:
+    """A trial's name and folder: ``trial_<number>_<trial_id>``, the number (1-based, as the live
+    table shows it: ``#<number>``) zero-padded to 4."""
+    return f"trial_{int(number):04d}_{trial_id}"
+
+
+def parse_trial_dir(name: str) -> tuple[int, str] | None:
+    """(number, trial_id) of a ``trial_dir_name``; None for any other name (Ray's default folder
+    names, a run dir written without them)."""
+    found = TRIAL_DIR.fullmatch(name)
+    return (int(found.group("number")), found.group("id")) if found else None
 
 
 def study_storage(run_dir: str | Path) -> Any:

@@ -41,11 +41,10 @@ from hpsearch.core.config import Budget, RunConfig, read_yaml
 from hpsearch.core.numbers import finite, number, one_line
 from hpsearch.core.objective import MODES, best, score
 from hpsearch.core.outcomes import HEALTH_OUTCOMES, RANKED
-from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, read_outcomes, read_trial_results
+from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, parse_trial_dir, read_outcomes, read_trial_results
 from hpsearch.models.config import ConfigError, parse
 
 HEAD = ("trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last")
-TRIAL_DIR = re.compile(r"trial_(?P<number>\d+)_(?P<id>.+)")   # hpsearch.tune.trainable.trial_name
 RAY_TRIAL_ID = re.compile(r"[0-9a-f]{5,8}_\d{5}")     # Ray's default directory names hold the id
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
@@ -116,9 +115,9 @@ def _trial_dirs(path: Path) -> list[Path]:
 
 def _id_from_name(name: str) -> str:
     """A trial's id from its directory name, for a trial that has not reported yet."""
-    ours = TRIAL_DIR.fullmatch(name)
+    ours = parse_trial_dir(name)
     if ours:
-        return ours.group("id")
+        return ours[1]
     ray = RAY_TRIAL_ID.search(name)
     return ray.group(0) if ray else name
 
@@ -126,8 +125,8 @@ def _id_from_name(name: str) -> str:
 def _number_from_name(name: str) -> int | None:
     """The trial number N of a folder named ``trial_NNNN_<id>``; None for any other name (a run
     dir written with Ray's default folder names)."""
-    ours = TRIAL_DIR.fullmatch(name)
-    return int(ours.group("number")) if ours else None
+    ours = parse_trial_dir(name)
+    return ours[0] if ours else None
 
 
 def _objective(raw: dict[str, Any]) -> tuple[str, str]:

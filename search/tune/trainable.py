@@ -32,7 +32,7 @@ from ray import tune
 from hpsearch import models
 from hpsearch.core import health
 from hpsearch.core.config import RunConfig
-from hpsearch.core.rundir import CHECKPOINT_FILE
+from hpsearch.core.rundir import CHECKPOINT_FILE, parse_trial_dir, trial_dir_name
 from hpsearch.core.training import cpu_threads, load_trusted_tensors
 from hpsearch.models.fit import fit
 
@@ -54,16 +54,16 @@ def trial_index(trial: Any) -> int:
 
 
 def trial_name(trial: Any) -> str:
-    """Trial name and directory: ``trial_<index>_<trial_id>`` (index zero-padded to 4)."""
-    return f"trial_{trial_index(trial):04d}_{trial.trial_id}"
+    """Trial name and directory: ``trial_<index>_<trial_id>`` (hpsearch.core.rundir.trial_dir_name)."""
+    return trial_dir_name(trial_index(trial), trial.trial_id)
 
 
 def index_from_name(name: str) -> int:
     """The index back from a ``trial_name`` (the trainable only sees the name)."""
-    parts = name.split("_")
-    if len(parts) < 3 or parts[0] != "trial" or not parts[1].isdigit():
+    parsed = parse_trial_dir(name)
+    if parsed is None:
         raise ValueError(f"trial name {name!r} is not trial_<index>_<id>")
-    return int(parts[1])
+    return parsed[0]
 
 
 def trial_device(requested: str, gpu_ids: list) -> str:
