@@ -8,10 +8,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from hpsearch.core.advice import edge_of_range
 from hpsearch.core.numbers import finite, fmt, one_line
 from hpsearch.core.objective import direction
 from hpsearch.core.outcomes import FINISHED, OUTCOMES_ALL, RANKED
 from hpsearch.core.rundir import STUDY_FILE, STUDY_NAME, study_storage
+from hpsearch.core.space import parse_space, parse_spec
+from hpsearch.models.config import ConfigError
 from hpsearch.results import text
 from hpsearch.results.diagnose import diagnose
 from hpsearch.results.records import READ_CALL, cell, report_json
@@ -53,7 +56,6 @@ def importance(run: Run, table) -> tuple[dict[str, float], str]:
 def _importance_from_table(run: Run, table, note: str) -> tuple[dict[str, float], str]:
     import optuna
 
-    from hpsearch.core.space import parse_spec
 
     specs = {name: parse_spec(name, run.raw["space"][name]) for name in run.space}
     distributions = {name: spec.to_optuna() for name, spec in specs.items()}
@@ -99,7 +101,22 @@ def summarize(run: Run, table) -> dict[str, Any]:
         "compute_saved": (1 - spent / budget) if budget else 0.0,
         "best": best, "importance": values, "importance_source": source,
         "diagnoses": diagnose(table, params if isinstance(params, dict) else {}),
+        "advice": range_advice(run, ranked),
     }
+
+
+def range_advice(run: Run, ranked) -> list[str]:
+    """Edge-of-range advice (hpsearch.core.advice) over the trials whose objective can rank them,
+    best first; none for a space that no longer parses (a run dir from another version)."""
+    try:
+        space = parse_space(run.raw.get("space") or {})
+    except ConfigError:
+        return []
+    names = [f"config/{name}" for name in space]
+    if not all(name in ranked.columns for name in names):
+        return []
+    best_first = [{name: cell(row[f"config/{name}"]) for name in space} for _, row in ranked.iterrows()]
+    return edge_of_range(space, best_first)
 
 
 def render(summary: dict[str, Any], width: int | None = None) -> str:
@@ -132,6 +149,9 @@ def render(summary: dict[str, Any], width: int | None = None) -> str:
     if summary["diagnoses"]:
         lines.append("diagnoses:")
         lines.extend(f"  - {d}" for d in summary["diagnoses"])
+    if summary.get("advice"):
+        lines.append("ranges to widen:")
+        lines.extend(f"  - {a}" for a in summary["advice"])
     return text.wrap_all(lines, width)
 
 
