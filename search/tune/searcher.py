@@ -50,6 +50,7 @@ from hpsearch.tune.compat import (
     set_listed_constraints,
     stored_trial,
 )
+from hpsearch.tune.samplers import make_sampler
 
 if TYPE_CHECKING:
     from hpsearch.core.config import RunConfig
@@ -72,11 +73,11 @@ class HealthOptunaSearch(OptunaSearch):
 
     def __init__(self, space: Mapping[str, Any], metric: str, mode: str, *, storage: optuna.storages.BaseStorage,
                  seed: int, outcomes: "OutcomeLog | None" = None, study_name: str = STUDY_NAME,
-                 warm_start: Sequence[Mapping[str, Any]] = ()):
+                 warm_start: Sequence[Mapping[str, Any]] = (), algorithm: str = "tpe"):
         if not space:
             raise ConfigError("space: empty; expected at least one parameter to search "
                               "(a single configuration is `hpsearch train`)")
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        sampler = make_sampler(algorithm, space, seed)
         super().__init__(space=dict(space), metric=metric, mode=mode, sampler=sampler,
                          study_name=study_name, storage=storage)
         self.outcomes = outcomes
@@ -241,7 +242,7 @@ def warm_start_points(config: "RunConfig") -> list[dict[str, Any]]:
 
 
 def make_searcher(config: "RunConfig", run_dir: pathlib.Path, outcomes: "OutcomeLog",
-                  max_concurrent: int | None = None) -> Searcher:
+                  max_concurrent: int | None = None, algorithm: str = "tpe") -> Searcher:
     """TPE (seeded with ``config.seed``, multivariate) over ``config.space``, its study stored at
     ``study_storage(run_dir)`` as ``STUDY_NAME``; wrapped in a ConcurrencyLimiter of ``max_concurrent``
     (default ``budget.max_concurrent``; 0 means no limiter)."""
@@ -250,7 +251,7 @@ def make_searcher(config: "RunConfig", run_dir: pathlib.Path, outcomes: "Outcome
     searcher = HealthOptunaSearch(
         {name: spec.to_optuna() for name, spec in config.space.items()},
         metric=config.objective.metric, mode=config.objective.mode, storage=study_storage(run_dir),
-        seed=config.seed, outcomes=outcomes, warm_start=warm_start_points(config))
+        seed=config.seed, outcomes=outcomes, warm_start=warm_start_points(config), algorithm=algorithm)
     limit = config.budget.max_concurrent if max_concurrent is None else max_concurrent
     if limit > 0:
         return ConcurrencyLimiter(searcher, max_concurrent=limit)

@@ -1,0 +1,103 @@
+"""The Optuna samplers behind ``algorithm:``: random, TPE, and TPE fitted on rung results.
+
+``RungTPESampler`` is multi-fidelity in the way BOHB (Falkner et al. 2018) is: it models the
+objective at the largest budget (epoch) that enough trials have reached, not only at the full
+budget, so trials that ASHA stopped early inform the model with what they showed; and a fixed share
+of configs (a third, as in BOHB) is drawn at random, which keeps a search from settling on a plateau.
+
+Each suggestion is computed from the study as it is stored (the intermediate values the searcher
+reports every epoch) and from ``(seed, trial number)`` alone, so a resumed search samples exactly as
+an uninterrupted one would: there is no sampler state to save. What it never learns from: a trial
+that a health rule stopped or that failed (its values were not real), and a non-finite value (the
+searcher never reports one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.core.outcomes import HEALTH_OUTCOMES
+
+ALGORITHMS = ("random", "tpe", "rung-tpe")
+RANDOM_SHARE = 1 / 3        # BOHB's share of configs drawn at random
+
+
+class RungTPESampler(optuna.samplers.BaseSampler):
+    """TPE on the values trials showed at the largest epoch that at least ``min_points`` usable
+    trials reached; a ``random_share`` of configs, and every config until then, at random."""
+
+    def __init__(self, space: Mapping[str, BaseDistribution], seed: int, min_points: int | None = None,
+                 random_share: float = RANDOM_SHARE):
+        self._space = dict(space)
+        self._seed = int(seed)
+        self._min_points = min_points if min_points is not None else len(self._space) + 1
+        self._random_share = random_share
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return dict(self._space)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """The whole config from TPE on the chosen budget, or {} to draw every parameter at random."""
+        rng = np.random.default_rng([self._seed, trial.number])
+        if not search_space or rng.random() < self._random_share:
+            return {}
+        points = observations(study.get_trials(deepcopy=False), self._min_points)
+        if points is None:
+            return {}
+        shadow = optuna.create_study(
+            direction=study.direction,
+            sampler=optuna.samplers.TPESampler(seed=int(rng.integers(2**31)), multivariate=True,
+                                               n_startup_trials=0))
+        shadow.add_trials([optuna.trial.create_trial(params={k: p[k] for k in search_space},
+                                                     distributions=search_space, value=value)
+                           for p, value in points if all(k in p for k in search_space)])
+        return dict(shadow.ask(search_space).params)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def reseed_rng(self) -> None:
+        self._random.reseed_rng()
+
+
+def usable(trial: FrozenTrial) -> bool:
+    """Whether a trial's reported values may teach the model: it finished normally, was stopped by
+    ASHA, or is still running; not health-pruned, not failed."""
+    if trial.state == TrialState.FAIL or trial.user_attrs.get("outcome") in HEALTH_OUTCOMES:
+        return False
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def observations(trials: list[FrozenTrial], min_points: int) -> list[tuple[dict[str, Any], float]] | None:
+    """(params, value at the budget) for every usable trial that reached the largest epoch at
+    least ``min_points`` of them reached; None when no epoch has that many."""
+    usable_trials = [t for t in trials if usable(t) and t.intermediate_values]
+    reached = sorted({step for t in usable_trials for step in t.intermediate_values}, reverse=True)
+    for budget in reached:
+        points = [(t.params, t.intermediate_values[budget]) for t in usable_trials if budget in t.intermediate_values]
+        if len(points) >= min_points:
+            return points
+    return None
+
+
+def make_sampler(algorithm: str, space: Mapping[str, BaseDistribution], seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler of one ``algorithm`` (one of ALGORITHMS; ``auto`` is resolved by the config)."""
+    if algorithm == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if algorithm == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if algorithm == "rung-tpe":
+        return RungTPESampler(space, seed)
+    raise ValueError(f"algorithm: got {algorithm!r}, expected one of {', '.join(ALGORITHMS)}")
+
+
+__all__ = ["ALGORITHMS", "RANDOM_SHARE", "RungTPESampler", "make_sampler", "observations", "usable"]

@@ -1,0 +1,83 @@
+"""hpsearch.tune.samplers: what the rung-fitted TPE learns from (usable trials at the largest budget
+enough of them reached; never a health-pruned or failed one), and that its suggestions depend on the
+stored study and the trial number alone, so a resumed search samples as an uninterrupted one."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from hpsearch.tune.samplers import ALGORITHMS, RungTPESampler, make_sampler, observations, usable
+
+SPACE = {"x": FloatDistribution(0.0, 1.0), "n": IntDistribution(1, 8)}
+
+
+def trial(state, steps, x=0.5, n=4, outcome=None):
+    made = create_trial(state=state, params={"x": x, "n": n}, distributions=SPACE,
+                        value=max(steps.values()) if state == TrialState.COMPLETE else None,
+                        intermediate_values=steps, user_attrs={"outcome": outcome} if outcome else {})
+    return made
+
+
+@pytest.mark.parametrize("what, made, ok", [
+    ("completed", trial(TrialState.COMPLETE, {1: 0.1, 2: 0.2}), True),
+    ("stopped by ASHA", trial(TrialState.PRUNED, {1: 0.1}, outcome="pruned_asha"), True),
+    ("still running", trial(TrialState.RUNNING, {1: 0.1}), True),
+    ("flatlined", trial(TrialState.PRUNED, {1: 0.9}, outcome="pruned_flatline"), False),
+    ("exploded", trial(TrialState.PRUNED, {1: 0.9}, outcome="pruned_exploding"), False),
+    ("failed", trial(TrialState.FAIL, {}), False),
+])
+def test_what_the_model_may_learn_from(what, made, ok):
+    assert usable(made) is ok
+
+
+def test_the_budget_is_the_largest_epoch_enough_usable_trials_reached():
+    trials = [trial(TrialState.COMPLETE, {1: 0.1, 2: 0.2, 3: 0.3}, x=0.1),
+              trial(TrialState.PRUNED, {1: 0.4, 2: 0.5}, x=0.2, outcome="pruned_asha"),
+              trial(TrialState.PRUNED, {1: 0.6}, x=0.3, outcome="pruned_asha"),
+              trial(TrialState.PRUNED, {1: 0.99, 2: 0.99, 3: 0.99}, x=0.9, outcome="pruned_flatline")]
+    assert [(p["x"], v) for p, v in observations(trials, 2)] == [(0.1, 0.2), (0.2, 0.5)]
+    assert [(p["x"], v) for p, v in observations(trials, 3)] == [(0.1, 0.1), (0.2, 0.4), (0.3, 0.6)]
+    assert observations(trials, 4) is None          # the flatlined trial never counts
+
+
+def study_with(trials):
+    study = optuna.create_study(direction="maximize", sampler=RungTPESampler(SPACE, seed=3, min_points=3))
+    study.add_trials(trials)
+    return study
+
+
+def test_suggestions_depend_on_the_stored_study_and_the_trial_number_alone():
+    """Two samplers over the same stored trials (one as it ran, one rebuilt after a resume) suggest
+    the same configs, whatever was asked of them before."""
+    history = [trial(TrialState.COMPLETE, {1: x, 2: x}, x=x, n=1 + i % 8) for i, x in
+               enumerate([0.1, 0.8, 0.85, 0.3, 0.9, 0.2, 0.75, 0.5])]
+    first, resumed = study_with(history), study_with(history)
+    first.ask(SPACE)                                  # a suggestion the resumed sampler never made
+    resumed.enqueue_trial({"x": 0.5, "n": 2})
+    resumed.ask(SPACE)
+    a = [first.ask(SPACE).params for _ in range(5)]
+    b = [resumed.ask(SPACE).params for _ in range(5)]
+    assert a == b
+
+
+def test_the_model_leans_towards_what_the_rungs_showed():
+    """High x did well at epoch 1 on most trials: most model-drawn suggestions land high."""
+    history = [trial(TrialState.PRUNED if x < 0.5 else TrialState.RUNNING, {1: x}, x=x,
+                     outcome="pruned_asha" if x < 0.5 else None)
+               for x in [0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95]]
+    study = study_with(history)
+    xs = [study.ask(SPACE).params["x"] for _ in range(30)]
+    assert sum(x > 0.5 for x in xs) >= 20
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_algorithm_makes_a_sampler(algorithm):
+    assert isinstance(make_sampler(algorithm, SPACE, seed=0), optuna.samplers.BaseSampler)
+
+
+def test_an_unknown_algorithm_is_refused():
+    with pytest.raises(ValueError, match="algorithm: got 'bohb'"):
+        make_sampler("bohb", SPACE, seed=0)
