@@ -73,9 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one row per trial, summary, importances and diagnoses")
     p.add_argument("run_dir", help="a run directory written by `hpsearch run`")
     p.add_argument("--csv", metavar="FILE", help="also write the table (every column) as CSV")
-    p.add_argument("--json", metavar="FILE", help="also write the table and the summary as JSON")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write the table (every column) and the summary as JSON; "
+                        "pandas.read_json(FILE, orient=\"table\", precise_float=True) reads the table back")
     p.add_argument("--all-columns", action="store_true", dest="all_columns",
-                   help="print every column (default: a compact selection)")
+                   help="print every column, reasons in the table; lines may be wider than the terminal "
+                        "(default: the columns that fit its width)")
 
     p = sub.add_parser("plot", help="learning curves and parameter plots as PNG")
     p.add_argument("run_dir", help="a run directory written by `hpsearch run`")

@@ -13,6 +13,7 @@
     health: {flatline: {patience: 3}, ...}
     resources: {cpu: 1, gpu: 0}
     checkpoint: {interval: 1}
+    log: {tensorboard: true, mlflow: true}   # trackers, off unless asked for (hpsearch.tune.trackers)
 
 Loaded with ``yaml.safe_load``; every error is a one-line ConfigError naming field, value and what
 is allowed, raised before any Ray process starts. Imports neither torch nor ray.
@@ -33,7 +34,7 @@ from hpsearch import models
 from hpsearch.core.health import HealthConfig
 from hpsearch.core.objective import MODES
 from hpsearch.core.space import Spec, parse_space
-from hpsearch.models.config import ConfigError, as_dict, bounds, field_types, parse, unknown_key_error
+from hpsearch.models.config import ConfigError, as_dict, bounds, did_you_mean, field_types, parse, unknown_key_error
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,49 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class MlflowConfig:
+    """Where MLflow runs go: ``tracking_uri`` "" is a file store in the run dir (RUN_DIR/mlruns),
+    ``experiment`` "" the run's name."""
+    tracking_uri: str = ""
+    experiment: str = ""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """The trackers a search logs every trial to, besides its run dir's own files: TensorBoard event
+    files in each trial's folder, and one MLflow run per trial (None: no MLflow)."""
+    tensorboard: bool = False
+    mlflow: MlflowConfig | None = None
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The trackers asked for, by their ``log`` key."""
+        return tuple(name for name, on in (("tensorboard", self.tensorboard), ("mlflow", self.mlflow is not None))
+                     if on)
+
+
+def parse_log(raw: Any) -> LogConfig:
+    """The ``log`` section: ``mlflow: true`` means MLflow with the defaults, ``false`` or null none,
+    a mapping its settings (checked like any section: an unknown key gets "did you mean")."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"log: got {raw!r}, expected a mapping such as {{tensorboard: true, mlflow: true}}")
+    values = dict(raw)
+    mlflow = values.get("mlflow")
+    if mlflow is True:
+        values["mlflow"] = MlflowConfig()
+    elif mlflow is False or mlflow is None:
+        values.pop("mlflow", None)      # the default, None (a null given to parse would build the defaults)
+    elif isinstance(mlflow, Mapping):
+        values["mlflow"] = parse(MlflowConfig, mlflow, where="log.mlflow.")
+    else:
+        raise ConfigError(f"log.mlflow: got {mlflow!r}, expected true, false or "
+                          "{tracking_uri: URI, experiment: NAME}")
+    return parse(LogConfig, values, where="log.")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: str
     params: dict[str, Any]
@@ -82,6 +126,7 @@ class RunConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     resources: Resources = field(default_factory=Resources)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     exported: dict[str, Any] | None = None  # provenance written by `hpsearch export`; informational
 
     @property
@@ -100,6 +145,8 @@ class RunConfig:
             out["warm_start"] = [dict(p) for p in self.warm_start]
         for name in ("budget", "scheduler", "health", "resources", "checkpoint"):
             out[name] = as_dict(getattr(self, name))
+        if self.log != LogConfig():     # written only when a tracker is on
+            out["log"] = as_dict(self.log)
         if self.exported is not None:
             out["exported"] = dict(self.exported)
         return out
@@ -174,8 +221,6 @@ def build_config(raw: Any, source: str = "config", *, search: bool = True) -> Ru
     objective = parse(Objective, objective_raw, where="objective.")
     reported = models.declared(model, "reported")
     if reported is not None and objective.metric not in reported:
-        from hpsearch.models.config import did_you_mean
-
         raise ConfigError(f"objective.metric: {objective.metric!r} is not reported by model {model!r}"
                           f"{did_you_mean(objective.metric, reported)}; it reports: "
                           f"{', '.join(sorted(reported))}")
@@ -190,7 +235,7 @@ def build_config(raw: Any, source: str = "config", *, search: bool = True) -> Ru
 
 def check_sections(raw: Any, source: str = "config", *, search: bool = True) -> tuple[dict[str, Any], "_TopLevel"]:
     """The parts of a raw config that need no model: ``({budget, scheduler, health, resources,
-    checkpoint}, top level)``, after checking the section names, NaN/inf anywhere, that a model is
+    checkpoint, log}, top level)``, after checking the section names, NaN/inf anywhere, that a model is
     named, grace_period <= max_epochs (``search`` only), the space's own shape and the objective's
     mode. Imports nothing heavy, so a mistake here is reported at once."""
     if not isinstance(raw, Mapping):
@@ -209,6 +254,7 @@ def check_sections(raw: Any, source: str = "config", *, search: bool = True) -> 
     for name, cls in (("budget", Budget), ("scheduler", SchedulerConfig), ("health", HealthConfig),
                       ("resources", Resources), ("checkpoint", CheckpointConfig)):
         sections[name] = parse(cls, raw.get(name) or {}, where=f"{name}.")
+    sections["log"] = parse_log(raw.get("log"))
     top = parse(_TopLevel, rest)
     max_epochs = sections["budget"].max_epochs or top.epochs
     # a search (a space to explore) must reach its first rung; a single training run has no rungs
@@ -255,13 +301,19 @@ class _TopLevel:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``--set key=value``: a dotted path and a YAML-parsed value. A bare key means ``params.key``
-    unless it names a top-level section."""
+    unless it names a top-level section; a dotted key starts with a section (``params.x.y`` too), so
+    ``schedular.grace_period`` is refused with "did you mean 'scheduler'" instead of landing in
+    ``params`` unnoticed."""
     if "=" not in text:
         raise ConfigError(f"--set: got {text!r}, expected key=value")
     key, _, value = text.partition("=")
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ConfigError(f"--set: got {text!r}, expected key=value")
+    if len(path) > 1 and path[0] not in SECTIONS:
+        raise ConfigError(f"--set: {'.'.join(path)}: unknown section {path[0]!r}{did_you_mean(path[0], SECTIONS)}; "
+                          f"a dotted key starts with a section ({', '.join(sorted(SECTIONS))}), "
+                          f"a bare KEY means params.KEY")
     if path[0] not in SECTIONS:
         path = ["params", *path]
     try:
@@ -321,5 +373,5 @@ def dump_config(config: RunConfig, path: str | Path) -> None:
         yaml.safe_dump(config.to_dict(), fh, sort_keys=False)
 
 
-__all__ = ["Budget", "CheckpointConfig", "ConfigError", "MODES", "Objective", "Resources", "RunConfig",
-           "SchedulerConfig", "build_config", "check_sections", "dump_config", "load_config", "read_config"]
+__all__ = ["Budget", "CheckpointConfig", "ConfigError", "LogConfig", "MODES", "MlflowConfig", "Objective", "Resources",
+           "RunConfig", "SchedulerConfig", "build_config", "check_sections", "dump_config", "load_config", "read_config"]

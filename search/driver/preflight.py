@@ -2,7 +2,8 @@
 
 Each check raises a one-line ConfigError naming the option, the value and what is allowed: the
 run name, the storage directory, a cluster address where no Ray head answers, a storage directory
-that the cluster's other machines cannot reach, the config itself (hpsearch.core.config), an empty space,
+that the cluster's other machines cannot reach, the config itself (hpsearch.core.config), a tracker
+(``log:``) whose library is not installed, an empty space,
 more CPUs or GPUs than this machine has, an existing run of the same name. The cheap checks come
 first and import neither torch nor ray; only the model's own checks import the model (and torch),
 and only an address that answers imports Ray's GCS client (which starts no process).
@@ -10,6 +11,7 @@ and only an address that answers imports Ray's GCS client (which starts no proce
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -22,11 +24,13 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlparse
 
-from hpsearch.core.config import RunConfig, build_config, check_sections, read_config
+from hpsearch.core.config import LogConfig, RunConfig, build_config, check_sections, read_config
 from hpsearch.driver.cluster import check_address, check_cluster_storage, client_storage, is_client, runtime_env
 from hpsearch.models.config import ConfigError
 
 DEFAULT_STORAGE = "runs"
+# a tracker of the config's log section -> (the module it needs, the extra that installs it)
+TRACKERS = {"tensorboard": ("tensorboardX", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+-]*")
 
 
@@ -148,6 +152,19 @@ def check_gpu(config: RunConfig | Any, address: str | None) -> None:
                               "on this machine; expected 0, or --address of a cluster with GPUs")
 
 
+def check_trackers(log: LogConfig) -> None:
+    """Each tracker the config's ``log`` section asks for must be importable here, where its Tune
+    callback runs (the driver: this process, or the head under Ray Client). Imported only when asked
+    for, so a search without trackers never pays for them."""
+    for name in log.trackers:
+        module, extra = TRACKERS[name]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(f"log.{name}: {module} is not installed; expected it installed "
+                              f"(pip install \"hpsearch[{extra}]\") or log.{name}: false") from None
+
+
 def plan(args: Any) -> Plan:
     """``hpsearch run``'s command line: the config file with ``--set`` and the shorthand options
     applied, checked by ``plan_search``."""
@@ -174,6 +191,8 @@ def plan_search(raw: Mapping[str, Any], source: str, *, name: str, storage: str 
     if not remote:
         check_cluster_storage(storage_at, address)
     sections, top = check_sections(raw, source)
+    if not remote:    # under Ray Client the trackers run on the head, which checks them (hpsearch.driver.runner)
+        check_trackers(sections["log"])
     wanted = SimpleNamespace(device=top.device, resources=sections["resources"])
     check_cpu(wanted, address)
     check_gpu(wanted, address)

@@ -3,8 +3,11 @@ start or join Ray, run the Tuner, stop gracefully on a signal, say what happened
 
     Tuner(with_resources(with_parameters(trainable, run=config), {cpu, gpu}),
           TuneConfig(search_alg=make_searcher(...), scheduler=make_scheduler(...), num_samples),
-          RunConfig(name, storage_path, callbacks=[ResultLog, OutcomeRecorder, LiveTable,
+          RunConfig(name, storage_path, callbacks=[ResultLog, OutcomeRecorder, *trackers, LiveTable,
                     SnapshotKeeper], FailureConfig, CheckpointConfig))
+
+The trackers (TensorBoard, MLflow: the config's ``log`` section, hpsearch.tune.trackers) come after
+the OutcomeRecorder, so a trial's outcome is on record when they close its run.
 
 metric/mode live in the searcher and the scheduler only (Ray refuses them in both places). One
 OutcomeLog instance is shared by the scheduler (pruned_*), the searcher (reads it) and the
@@ -45,7 +48,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")   # with verbose=0: Ray prints no table of its own
 # Result files come from ResultLog (hpsearch.tune.progress); the TensorBoard logger Ray would add on its
-# own only prints warnings about NaN values into the live output.
+# own only prints warnings about NaN values into the live output. TensorBoard and MLflow are
+# there when the config's log section asks for them (hpsearch.tune.trackers).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # Ray's experiment snapshot paced by its cost (hpsearch.tune.snapshot.pace_snapshots): every Tune step
 # while it is cheap, instead of Ray's every 10 s or more, so after a SIGKILL resume redoes at most
@@ -187,6 +191,7 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
     from hpsearch.tune.progress import LiveTable, OutcomeRecorder, ResultLog, SnapshotKeeper, summary
     from hpsearch.tune.scheduler import make_scheduler
     from hpsearch.tune.searcher import close_open_trials, make_searcher
+    from hpsearch.tune.trackers import make_trackers
 
     config, run_dir = plan.config, plan.run_dir
     metric, mode = config.objective.metric, config.objective.mode
@@ -203,7 +208,8 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
         scheduler = make_scheduler(config, outcomes, state_path=run_dir / SCHEDULER_STATE)
         if resumption is not None:
             resumption.apply(searcher, scheduler, live)
-        callbacks = [ResultLog(), OutcomeRecorder(outcomes), live, SnapshotKeeper(run_dir)]
+        trackers = make_trackers(config.log, run_dir, plan.name, outcomes)
+        callbacks = [ResultLog(), OutcomeRecorder(outcomes), *trackers, live, SnapshotKeeper(run_dir)]
         tuner = make_tuner(plan, searcher, scheduler, callbacks, resume=resumption is not None)
         print(header(plan, "run" if resumption is None else "resume"), file=stream, flush=True)
         if resumption is not None:
@@ -220,6 +226,7 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
         unfinished = [r for r in live.rows.values() if outcomes.get(r.trial_id) is None]
         state = "finished" if ended and not unfinished else "interrupted"
     finally:
+        live.close()    # the terminal's live view ends, whatever happened
         update_run_info(run_dir, state=state, finished=time.time(), **({"signal": stop.name} if stop.signum else {}))
         if started_here:
             ray.shutdown()
@@ -237,9 +244,11 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
 def run(plan: preflight.Plan, interval_s: float = 5.0, stream: Any = None) -> int:
     """Run a checked search to the end. 0 when the search ran to the end and some trial got
     further than an error, 1 when every trial failed, 130 / 143 when SIGINT / SIGTERM stopped it.
-    ``stream`` takes the header, the live table and the summary, as plain lines (default:
-    sys.stdout as it is now, e.g. a notebook's); notes and signals' messages go to sys.stderr."""
+    ``stream`` takes the header, the live table and the summary (default: sys.stdout as it is now,
+    e.g. a notebook's): a view updated in place on a terminal, plain lines anywhere else
+    (hpsearch.tune.progress.LiveTable); notes and signals' messages go to sys.stderr."""
     stream = stream if stream is not None else sys.stdout
+    preflight.check_trackers(plan.config.log)    # again where the search runs: the head, under Ray Client
     for note in plan.warnings:
         print(f"hpsearch run: note: {note}", file=sys.stderr)
     stop = GracefulStop()
@@ -273,6 +282,7 @@ def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 
     check_cluster_storage(snapshot.run_dir.parent, address)
     preflight.check_cpu(snapshot.config, address)
     preflight.check_gpu(snapshot.config, address)
+    preflight.check_trackers(snapshot.config.log)
     plan = preflight.Plan(config=snapshot.config, source=str(snapshot.run_dir / SEARCH_YAML),
                           name=snapshot.run_dir.name, storage=snapshot.run_dir.parent,
                           address=shown_address or address,

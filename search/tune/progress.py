@@ -1,7 +1,10 @@
 """What ``hpsearch run`` prints: a compact live table while the search runs, a summary at the end.
 
-The live table is a Ray Tune callback. It keeps the last result of every trial and, at most every
-``interval_s`` seconds and only when something changed, prints one line per trial:
+The live table is a Ray Tune callback. It keeps the last result of every trial and shows one row per
+trial. On a terminal it is one view updated in place a few times a second (``rich.live.Live``),
+and the final table is printed once when the search ends. Anywhere else (a log file, a pipe, Ray
+Client's relay, a notebook's output: a stream that is not a TTY) it prints plain lines with no
+escape codes, at most every ``interval_s`` seconds and only when something changed:
 
     [  14s] 6 trials: 2 running, 4 ended
     trial  status            epoch  val_score  train_loss  health
@@ -37,6 +40,7 @@ from hpsearch.core.rundir import OutcomeLog
 from hpsearch.tune.snapshot import keep_snapshot
 
 MAX_ROWS = 24          # a longer table shows the running trials and the latest that ended
+REFRESH_S = 0.25       # the terminal view's pace: four times a second
 
 
 @dataclass
@@ -66,8 +70,22 @@ def label(trial: Any) -> str:
     return str(getattr(trial, "trial_id", trial))
 
 
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an interactive terminal, where the live view updates in place. A
+    file, a pipe, Ray Client's relay (hpsearch.driver.client.RelayStream) and a notebook's output
+    are not, nor is a terminal that declares itself dumb."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        tty = bool(isatty()) if callable(isatty) else False
+    except (ValueError, OSError):    # a closed or detached stream
+        return False
+    return tty and os.environ.get("TERM") != "dumb"
+
+
 class LiveTable(Callback):
-    """Tune callback: the live table. ``outcomes`` (hpsearch.core.rundir.OutcomeLog) names why a trial ended."""
+    """Tune callback: the live table. ``outcomes`` (hpsearch.core.rundir.OutcomeLog) names why a trial
+    ended. ``stream`` (default: sys.stdout) decides the form: a view updated in place on a terminal,
+    plain lines elsewhere."""
 
     def __init__(self, metric: str, outcomes: Any, interval_s: float = 5.0, stream: TextIO | None = None):
         self.metric, self.outcomes = metric, outcomes
@@ -77,10 +95,13 @@ class LiveTable(Callback):
         self.started = time.monotonic()
         self._printed = 0.0
         self._changed = False
+        self._tty = is_terminal(stream if stream is not None else sys.stdout)
+        self._console: Any = None     # rich.console.Console on a terminal, made on first use
+        self._view: Any = None        # rich.live.Live while the terminal view is on
 
     def __getstate__(self) -> dict[str, Any]:
-        """Ray pickles callbacks with the experiment state; an open stream stays behind."""
-        return {**self.__dict__, "stream": None}
+        """Ray pickles callbacks with the experiment state; an open stream and the view stay behind."""
+        return {**self.__dict__, "stream": None, "_tty": False, "_console": None, "_view": None}
 
     def _row(self, trial: Any) -> TrialRow:
         row = self.rows.get(trial.trial_id)
@@ -117,14 +138,55 @@ class LiveTable(Callback):
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()
-        if self._changed and now - self._printed >= self.interval_s:
+        if self._tty:
+            if now - self._printed >= REFRESH_S:
+                self._refresh_view()
+        elif self._changed and now - self._printed >= self.interval_s:
             self.print_table()
 
-    def print_table(self) -> None:
+    def _terminal(self) -> Any:
+        """The rich Console that writes to the terminal stream."""
+        if self._console is None:
+            from rich.console import Console
+
+            stream = self.stream if self.stream is not None else sys.stdout
+            self._console = Console(file=stream, force_terminal=True)
+        return self._console
+
+    def _refresh_view(self) -> None:
+        """Draw the view again in place (started on first use). Refreshed from Tune's own loop, never
+        from a thread of its own, so it reads the rows while nothing changes them."""
         self._printed, self._changed = time.monotonic(), False
+        if self._view is None:
+            from rich.live import Live
+
+            stream = self.stream if self.stream is not None else sys.stdout
+            # the messages other code prints (a signal's, on stderr) go above the view, not through it
+            self._view = Live(self.renderable(), console=self._terminal(), auto_refresh=False, transient=True,
+                              redirect_stdout=stream is sys.stdout, redirect_stderr=is_terminal(sys.stderr))
+            self._view.start(refresh=True)
+        else:
+            self._view.update(self.renderable(), refresh=True)
+
+    def close(self) -> None:
+        """End the terminal view (it is erased: ``print_table`` prints the final table once)."""
+        if self._view is not None:
+            self._view.stop()
+            self._view = None
+
+    def print_table(self) -> None:
+        """The table as it is now, printed once: on a terminal as the view's table, after the view
+        ends; elsewhere as plain lines."""
+        self._printed, self._changed = time.monotonic(), False
+        if self._tty:
+            self.close()
+            self._terminal().print(self.renderable())
+            return
         print(self.table(), file=self.stream or sys.stdout, flush=True)
 
-    def table(self) -> str:
+    def _sorted(self) -> tuple[list[TrialRow], list[TrialRow], list[TrialRow], list[TrialRow]]:
+        """(every row, the running ones, the ended ones, the rows shown): a longer table than
+        MAX_ROWS shows the running trials and the latest that ended."""
         rows = sorted(self.rows.values(), key=lambda r: (r.label.lstrip("#").zfill(6), r.trial_id))
         running = [r for r in rows if not r.ended]
         ended = [r for r in rows if r.ended]
@@ -133,9 +195,17 @@ class LiveTable(Callback):
             keep = max(MAX_ROWS - len(running), 4)
             latest = sorted(ended, key=lambda r: r.updated)[-keep:]
             shown = sorted(running + latest, key=lambda r: (r.label.lstrip("#").zfill(6), r.trial_id))
+        return rows, running, ended, shown
+
+    def _title(self, rows: list[TrialRow], running: list[TrialRow], ended: list[TrialRow]) -> str:
+        return (f"[{time.monotonic() - self.started:5.0f}s] {len(rows)} trials: "
+                f"{len(running)} running, {len(ended)} ended")
+
+    def table(self) -> str:
+        """The table as plain lines."""
+        rows, running, ended, shown = self._sorted()
         width = max(10, len(self.metric))
-        lines = [f"[{time.monotonic() - self.started:5.0f}s] {len(rows)} trials: "
-                 f"{len(running)} running, {len(ended)} ended",
+        lines = [self._title(rows, running, ended),
                  f"{'trial':<6} {'status':<17} {'epoch':>5} {self.metric:>{width}} {'train_loss':>10}  health"]
         for r in shown:
             lines.append(f"{r.label:<6} {r.status:<17} {fmt(r.epoch):>5} {fmt(r.objective):>{width}} "
@@ -143,6 +213,26 @@ class LiveTable(Callback):
         if len(shown) < len(rows):
             lines.append(f"({len(rows) - len(shown)} earlier ended trials not shown)")
         return "\n".join(lines)
+
+    def renderable(self) -> Any:
+        """The table for the terminal view: a rich Table with the same title, columns and rows as
+        the plain lines."""
+        from rich import box
+        from rich.table import Table
+
+        rows, running, ended, shown = self._sorted()
+        hidden = len(rows) - len(shown)
+        view = Table(title=self._title(rows, running, ended), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                     caption=f"({hidden} earlier ended trials not shown)" if hidden else None,
+                     caption_justify="left", pad_edge=False)
+        view.add_column("trial")
+        view.add_column("status")
+        for name in ("epoch", self.metric, "train_loss"):
+            view.add_column(name, justify="right")
+        view.add_column("health")
+        for r in shown:
+            view.add_row(r.label, r.status, fmt(r.epoch), fmt(r.objective), fmt(r.train_loss), r.health)
+        return view
 
 
 class OutcomeRecorder(Callback):
