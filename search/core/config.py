@@ -4,6 +4,7 @@
     seed: 0
     epochs: 30                       # length of one training run (hpsearch train)
     device: auto                     # auto | cpu | cuda
+    algorithm: auto                  # auto | random | tpe | rung-tpe (what suggests the next config)
     params: {...}                    # the model's flat config: data + fixed hyperparameters
     objective: {metric: val_fact_acc, mode: max}
     space: {lr: {loguniform: [1e-5, 1e-1]}, ...}
@@ -111,6 +112,13 @@ def parse_log(raw: Any) -> LogConfig:
     return parse(LogConfig, values, where="log.")
 
 
+# What suggests the next config (hpsearch.tune.samplers). ``auto`` is TPE: on the recorded grids
+# (benchmarks/replay.py) no other sampler was ahead on both; rung-tpe led on the symmetric grid only.
+ALGORITHMS = ("auto", "random", "tpe", "rung-tpe")
+AUTO_ALGORITHM = "tpe"
+Algorithm = Literal["auto", "random", "tpe", "rung-tpe"]
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: str
@@ -119,6 +127,7 @@ class RunConfig:
     seed: int = 0
     epochs: int = 10
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    algorithm: Algorithm = "auto"
     space: dict[str, Spec] = field(default_factory=dict)
     warm_start: tuple[dict[str, Any], ...] = ()
     budget: Budget = field(default_factory=Budget)
@@ -130,6 +139,11 @@ class RunConfig:
     exported: dict[str, Any] | None = None  # provenance written by `hpsearch export`; informational
 
     @property
+    def sampler(self) -> str:
+        """The algorithm the search runs: ``algorithm``, with ``auto`` resolved."""
+        return AUTO_ALGORITHM if self.algorithm == "auto" else self.algorithm
+
+    @property
     def max_epochs(self) -> int:
         return self.budget.max_epochs if self.budget.max_epochs is not None else self.epochs
 
@@ -139,6 +153,8 @@ class RunConfig:
             "model": self.model, "seed": self.seed, "epochs": self.epochs, "device": self.device,
             "params": dict(self.params), "objective": as_dict(self.objective),
         }
+        if self.algorithm != "auto":
+            out["algorithm"] = self.algorithm
         if self.space:
             out["space"] = {name: spec_to_yaml(s) for name, s in self.space.items()}
         if self.warm_start:
@@ -230,7 +246,7 @@ def build_config(raw: Any, source: str = "config", *, search: bool = True) -> Ru
     points = _warm_start(raw.get("warm_start") or [], space)
     return RunConfig(model=model, params=params, objective=objective, space=space,
                      warm_start=tuple(points), seed=top.seed, epochs=top.epochs, device=top.device,
-                     exported=top.exported, **sections)
+                     algorithm=top.algorithm, exported=top.exported, **sections)
 
 
 def check_sections(raw: Any, source: str = "config", *, search: bool = True) -> tuple[dict[str, Any], "_TopLevel"]:
@@ -249,7 +265,7 @@ def check_sections(raw: Any, source: str = "config", *, search: bool = True) -> 
     params_raw = raw.get("params") or {}
     if not isinstance(params_raw, Mapping):
         raise ConfigError(f"params: got {params_raw!r}, expected a mapping of the model's settings")
-    rest = {k: raw[k] for k in ("seed", "epochs", "device", "exported") if k in raw}
+    rest = {k: raw[k] for k in ("seed", "epochs", "device", "algorithm", "exported") if k in raw}
     sections = {}
     for name, cls in (("budget", Budget), ("scheduler", SchedulerConfig), ("health", HealthConfig),
                       ("resources", Resources), ("checkpoint", CheckpointConfig)):
@@ -296,6 +312,7 @@ class _TopLevel:
     seed: int = field(default=0, metadata=bounds(ge=0))
     epochs: int = field(default=10, metadata=bounds(ge=1))
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    algorithm: Algorithm = "auto"
     exported: dict[str, Any] | None = None
 
 

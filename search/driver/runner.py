@@ -135,7 +135,7 @@ def header(plan: preflight.Plan, verb: str = "run") -> str:
     where = "local Ray" if plan.address is None else f"Ray cluster at {plan.address}"
     space = ", ".join(c.space) or "nothing (fixed params)"
     return (f"hpsearch {verb} {plan.name}: {c.model}, {c.budget.num_samples} trials x up to {c.max_epochs} "
-            f"epochs, objective {c.objective.metric} ({c.objective.mode}), searching {space}\n"
+            f"epochs, objective {c.objective.metric} ({c.objective.mode}), searching {space} with {c.sampler}\n"
             f"  on {where} ({int(ray.cluster_resources().get('CPU', 0))} CPUs); run dir {plan.run_dir}")
 
 

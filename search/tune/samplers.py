@@ -22,9 +22,10 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.core.config import ALGORITHMS as CONFIG_ALGORITHMS
 from hpsearch.core.outcomes import HEALTH_OUTCOMES
 
-ALGORITHMS = ("random", "tpe", "rung-tpe")
+ALGORITHMS = tuple(a for a in CONFIG_ALGORITHMS if a != "auto")
 RANDOM_SHARE = 1 / 3        # BOHB's share of configs drawn at random
 
 

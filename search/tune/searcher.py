@@ -242,16 +242,17 @@ def warm_start_points(config: "RunConfig") -> list[dict[str, Any]]:
 
 
 def make_searcher(config: "RunConfig", run_dir: pathlib.Path, outcomes: "OutcomeLog",
-                  max_concurrent: int | None = None, algorithm: str = "tpe") -> Searcher:
-    """TPE (seeded with ``config.seed``, multivariate) over ``config.space``, its study stored at
-    ``study_storage(run_dir)`` as ``STUDY_NAME``; wrapped in a ConcurrencyLimiter of ``max_concurrent``
-    (default ``budget.max_concurrent``; 0 means no limiter)."""
+                  max_concurrent: int | None = None) -> Searcher:
+    """``config.algorithm``'s sampler (hpsearch.tune.samplers, seeded with ``config.seed``) over
+    ``config.space``, its study stored at ``study_storage(run_dir)`` as ``STUDY_NAME``; wrapped in a
+    ConcurrencyLimiter of ``max_concurrent`` (default ``budget.max_concurrent``; 0 means no limiter)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # hpsearch prints its own trial lines
     pathlib.Path(run_dir).mkdir(parents=True, exist_ok=True)
     searcher = HealthOptunaSearch(
         {name: spec.to_optuna() for name, spec in config.space.items()},
         metric=config.objective.metric, mode=config.objective.mode, storage=study_storage(run_dir),
-        seed=config.seed, outcomes=outcomes, warm_start=warm_start_points(config), algorithm=algorithm)
+        seed=config.seed, outcomes=outcomes, warm_start=warm_start_points(config),
+        algorithm=config.sampler)
     limit = config.budget.max_concurrent if max_concurrent is None else max_concurrent
     if limit > 0:
         return ConcurrencyLimiter(searcher, max_concurrent=limit)

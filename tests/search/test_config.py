@@ -105,3 +105,25 @@ def test_a_model_without_a_default_objective_needs_one():
         build_config({"model": MINIMAL})
     config = build_config({"model": MINIMAL, "objective": {"metric": "val_acc", "mode": "max"}})
     assert config.params == {}   # no declared Config: params pass through, the first report is checked
+
+
+@pytest.mark.parametrize("given, algorithm, sampler", [
+    ({}, "auto", "tpe"), ({"algorithm": "random"}, "random", "random"),
+    ({"algorithm": "rung-tpe"}, "rung-tpe", "rung-tpe"), ({"algorithm": "tpe"}, "tpe", "tpe"),
+])
+def test_the_algorithm_is_chosen_in_the_config_and_kept_in_the_run_dir(tmp_path, given, algorithm, sampler):
+
+    raw = {"model": "hpsearch.models.config:parse", "objective": {"metric": "val_acc", "mode": "max"},
+           "space": {"lr": {"loguniform": [1e-4, 1e-1]}}, **given}
+    config = build_config(raw)
+    assert (config.algorithm, config.sampler) == (algorithm, sampler)
+    dump_config(config, tmp_path / "search.yaml")
+    assert load_config(tmp_path / "search.yaml") == config
+
+
+def test_an_unknown_algorithm_is_one_line_naming_the_choices():
+    from hpsearch.core.config import build_config
+
+    with pytest.raises(ConfigError, match=r"^algorithm: .*'bohb'.*'rung-tpe'"):
+        build_config({"model": "hpsearch.models.config:parse", "objective": {"metric": "val_acc", "mode": "max"},
+                      "algorithm": "bohb"})

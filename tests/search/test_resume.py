@@ -236,11 +236,12 @@ def trial_rows(run_dir: Path) -> dict[str, list[dict]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGTERM, 143), (signal.SIGINT, 130)],
-                         ids=["SIGKILL", "SIGTERM", "SIGINT"])
-def test_a_search_interrupted_at_half_resumes_to_the_same_end(tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code, algorithm", [(signal.SIGKILL, -9, "auto"), (signal.SIGTERM, 143, "auto"),
+                                                  (signal.SIGINT, 130, "auto"), (signal.SIGKILL, -9, "rung-tpe")],
+                         ids=["SIGKILL", "SIGTERM", "SIGINT", "SIGKILL-rung-tpe"])
+def test_a_search_interrupted_at_half_resumes_to_the_same_end(tmp_path, sig, code, algorithm):
     config = tmp_path / "search.yaml"
-    config.write_text(yaml.safe_dump(KILL_SEARCH, sort_keys=False), encoding="utf-8")
+    config.write_text(yaml.safe_dump({**KILL_SEARCH, "algorithm": algorithm}, sort_keys=False), encoding="utf-8")
     run_dir = tmp_path / "runs" / "half"
     first = Driver(["run", str(config), "--name", "half", "--storage", str(tmp_path / "runs")],
                    tmp_path / "run.out", tmp_path)
