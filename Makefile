@@ -40,7 +40,9 @@ test-fast: install
 # `make bench-curves` records those again (about 25 minutes).
 bench: install
 	$(PY) -m benchmarks.detection
+	$(PY) -m benchmarks.corpus_detection
 	$(PY) -m benchmarks.replay
+	$(PY) -m benchmarks.algorithms
 	$(PY) -m benchmarks.live
 	$(PY) -m benchmarks.overhead
 	$(PY) -m benchmarks.throughput
@@ -48,6 +50,7 @@ bench: install
 bench-curves: install
 	$(PY) -m benchmarks.record_curves triplet
 	$(PY) -m benchmarks.record_curves symmetric
+	$(PY) -m benchmarks.record_real
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import detection, record_curves, replay, simulate, throughput
+from benchmarks import algorithms, detection, record_curves, replay, simulate, throughput
 from benchmarks.curves import CurveSet, default_paths
 from benchmarks.figures import random_expectation
 
@@ -174,3 +174,11 @@ def test_each_baseline_replays_the_same_search_for_the_same_seed(tiny_curves: st
     for name, strategy in simulate.STRATEGIES.items():
         first, again = strategy(curves, 5, 24), strategy(curves, 5, 24)
         assert replay.same_decisions(first, again), name
+
+
+def test_algorithms_writes_every_choice_per_grid(tmp_path: Path) -> None:
+    out = tmp_path / "B.md"
+    assert algorithms.main(["--seeds", "1", "--runs", "2", "--workers", "1", "--out", str(out)]) == 0
+    body = section(out, "algorithms")
+    for name in ("random", "tpe", "rung-tpe"):
+        assert f"| {name} |" in body

@@ -1,0 +1,91 @@
+"""The ``algorithm`` choices side by side on the recorded curve grids.
+
+    .venv/bin/python -m benchmarks.algorithms                      # writes its section of BENCHMARKS.md
+    .venv/bin/python -m benchmarks.algorithms --seeds 10 --out /tmp/B.md
+
+Each algorithm runs the product's searcher and scheduler over every recorded grid
+(benchmarks.simulate.hpsearch, study in memory) with the same epoch budget and the same seeds. Per
+grid and algorithm: how many seeds got within 1% of the grid's best healthy config inside the
+budget, the median epochs they spent to get there, and the median objective of the config returned
+at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import statistics
+import sys
+import warnings
+from typing import Any
+
+from benchmarks import simulate
+from benchmarks.common import Stamp, command_line, fmt, out_path, table, write_section
+from benchmarks.curves import CurveSet, default_paths
+from benchmarks.figures import target_value
+from hpsearch.core.config import ALGORITHMS
+
+CHOICES = tuple(a for a in ALGORITHMS if a != "auto")
+
+
+def _job(job: tuple[str, str, int, float, int]) -> tuple[tuple[str, str], tuple[float, float]]:
+    import optuna
+
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    path, algorithm, seed, runs, concurrency = job
+    curves = CurveSet.load(path)
+    budget = int(round(runs * curves.epochs))
+    trace = simulate.hpsearch(curves, seed, budget, storage="memory", concurrency=concurrency, algorithm=algorithm)
+    _, best = curves.best_final()
+    found = trace.returned_at(budget)
+    return (path, algorithm), (trace.epochs_to(target_value(best, curves.mode), curves.mode),
+                               found[2] if found is not None else math.nan)
+
+
+def figures(results: list[tuple[tuple[str, str], tuple[float, float]]]) -> dict[tuple[str, str], dict[str, Any]]:
+    by: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for key, value in results:
+        by.setdefault(key, []).append(value)
+    out = {}
+    for key, values in by.items():
+        hits = [e for e, _ in values if math.isfinite(e)]
+        returned = [v for _, v in values if math.isfinite(v)]
+        out[key] = {"seeds": len(values), "hits": len(hits),
+                    "epochs": statistics.median(hits) if hits else math.inf,
+                    "returned": statistics.median(returned) if returned else math.nan}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=40)
+    parser.add_argument("--runs", type=float, default=32, help="epoch budget in full-length runs")
+    parser.add_argument("--concurrency", type=int, default=2, help="trials at a time")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", help="markdown file for the section (default BENCHMARKS.md)")
+    args = parser.parse_args(argv)
+    stamp = Stamp(command_line("benchmarks.algorithms", argv))
+    paths = [str(p) for p in default_paths()]
+    jobs = [(p, a, s, args.runs, args.concurrency) for p in paths for a in CHOICES for s in range(args.seeds)]
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+        results = pool.map(_job, jobs)
+    found = figures(results)
+    rows = []
+    for path in paths:
+        for algorithm in CHOICES:
+            f = found[(path, algorithm)]
+            rows.append([CurveSet.load(path).model, algorithm, f"{f['hits']} / {f['seeds']}", fmt(f["epochs"]),
+                         fmt(f["returned"])])
+    body = table(["grid", "algorithm", "seeds within 1% of the best", "median epochs to get there",
+                  "median objective returned"], rows)
+    body += (f"\n\nBudget {args.runs:g} full-length runs per search, {args.concurrency} trials at a time, "
+             "the same seeds for every algorithm. `auto` runs TPE.")
+    print(body)
+    write_section("algorithms", "Algorithms on the recorded grids", body, stamp, out_path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
