@@ -211,8 +211,9 @@ def run(config: str | os.PathLike[str] | Mapping[str, Any], name: str | None = N
     """Search ``config`` (a YAML path or a dict) with keyword ``overrides``, as ``hpsearch run``
     does: the same checks first (a one-line ConfigError), then the search in this process (or, with
     a ``ray://`` address, on the cluster's head). ``name``, ``storage`` and ``address`` are the
-    command's options; ``stream`` takes the live table and the summary, as plain lines (default:
-    sys.stdout). Returns the Run, finished or interrupted."""
+    command's options; ``stream`` takes the live table and the summary (default: sys.stdout): a
+    view updated in place on a terminal, plain lines anywhere else (a notebook, a file, a pipe).
+    Returns the Run, finished or interrupted."""
     from hpsearch.driver.commands import run_plan
 
     raw, source, stem = read_source(config)
