@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpsearch import models
 from hpsearch.core.config import Budget, RunConfig, read_yaml
 from hpsearch.core.numbers import finite, number, one_line
 from hpsearch.core.objective import MODES, best, score
@@ -132,8 +133,6 @@ def _number_from_name(name: str) -> int | None:
 def _objective(raw: dict[str, Any]) -> tuple[str, str]:
     objective = raw.get("objective")
     if objective is None:
-        from hpsearch import models
-
         default = models.declared(raw.get("model", ""), "objective")
         if default is None:
             raise ConfigError("search.yaml: objective: missing and the model declares no default")
