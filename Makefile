@@ -37,7 +37,7 @@ test-fast: install
 
 # The benchmarks behind BENCHMARKS.md (each rewrites its own section; about 40 min on 2 cores,
 # best on an otherwise idle machine). They replay the curves shipped in benchmarks/data;
-# `make bench-curves` records those again (about 25 minutes).
+# `make bench-curves` records those again (about 25 minutes, and the real-data corpus about 20 more).
 bench: install
 	$(PY) -m benchmarks.detection
 	$(PY) -m benchmarks.corpus_detection
