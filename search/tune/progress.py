@@ -27,16 +27,19 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from hpsearch.core.advice import edge_of_range
 from hpsearch.core.numbers import as_float, fmt, one_line
 from hpsearch.core.objective import best, score
 from hpsearch.core.outcomes import RANKED
 from hpsearch.core.rundir import OutcomeLog
+from hpsearch.core.space import Spec
 from hpsearch.tune.snapshot import keep_snapshot
 
 MAX_ROWS = 24          # a longer table shows the running trials and the latest that ended
@@ -329,8 +332,10 @@ def error_line(trial: Any) -> str:
 
 
 def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metric: str, mode: str,
-            run_dir: Any, top: int = 5, elapsed_s: float | None = None, state: str = "finished") -> str:
-    """The end-of-run text: best trials, outcome counts with reasons, the run dir."""
+            run_dir: Any, top: int = 5, elapsed_s: float | None = None, state: str = "finished",
+            space: Mapping[str, Spec] | None = None) -> str:
+    """The end-of-run text: best trials, outcome counts with reasons, ranges whose edge the best
+    trials sit at (``space``: the searched specs; hpsearch.core.advice), the run dir."""
     ids = list(dict.fromkeys([*rows, *outcomes]))
     lines = [f"search {state}: {len(ids)} trials" + (f" in {elapsed_s:.0f}s" if elapsed_s is not None else "")]
 
@@ -342,7 +347,8 @@ def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metr
     # the best-looking objective of the search.
     healthy = [r for r in rows.values() if outcome(r.trial_id) in RANKED
                and score(best(r.values, mode), mode) > -math.inf]
-    ranked = sorted(healthy, key=lambda r: score(best(r.values, mode), mode), reverse=True)[:top]
+    ordered = sorted(healthy, key=lambda r: score(best(r.values, mode), mode), reverse=True)
+    ranked = ordered[:top]
     if ranked:
         lines.append(f"best trials by {metric} ({mode}), health-pruned and failed trials left out:")
         for r in ranked:
@@ -359,6 +365,10 @@ def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metr
             examples.setdefault(entry["outcome"], (row.label if row else trial_id, entry["reason"]))
     for name, (who, reason) in sorted(examples.items()):
         lines.append(f"  {name:<17} e.g. {who}: {reason}")
+    advice = edge_of_range(space or {}, [r.config for r in ordered])
+    if advice:
+        lines.append("ranges to widen:")
+        lines.extend(f"  {line}" for line in advice)
     lines.append(f"run dir: {run_dir}")
     lines.append(f"next: hpsearch report {run_dir}")
     return "\n".join(lines)

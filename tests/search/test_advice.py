@@ -14,6 +14,7 @@ from hpsearch.core.outcomes import RANKED
 from hpsearch.core.space import Spec
 from hpsearch.results.report import build_table, read_run
 from hpsearch.results.summary import render, summarize
+from hpsearch.tune.progress import TrialRow, summary
 from tests.fixtures.rundir_factory import FakeTrial, history, make_run
 
 LR = Spec("loguniform", 1e-4, 1e-1)
@@ -94,3 +95,13 @@ def test_the_report_says_which_range_to_widen(tmp_path, capsys, lrs, widen):
     assert ("ranges to widen:" in render(summary, width=200)) == widen
     if widen:
         assert summary["advice"][0].startswith("lr: the best trials sit at the upper edge")
+
+
+@pytest.mark.parametrize("lrs, widen", [([0.1, 0.09, 0.095, 1e-4, 1e-5, 3e-5], True),
+                                        ([1e-3, 2e-3, 5e-4, 1e-4, 1e-5, 0.1], False)])
+def test_the_end_of_search_summary_says_which_range_to_widen(lrs, widen):
+    rows = {f"t{i}": TrialRow(f"t{i}", f"#{i + 1}", status="completed", epoch=3, values=[0.1, 0.9 - 0.1 * i],
+                              config={"lr": lr}, seed=i) for i, lr in enumerate(lrs)}
+    outcomes = {t: {"outcome": "completed", "reason": ""} for t in rows}
+    text = summary(rows, outcomes, "val_acc", "max", "runs/x", space={"lr": Spec("loguniform", 1e-5, 1e-1)})
+    assert ("ranges to widen:\n  lr: the best trials sit at the upper edge" in text) == widen
