@@ -69,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = Stamp(command_line("benchmarks.algorithms", argv))
     paths = [str(p) for p in default_paths()]
     jobs = [(p, a, s, args.runs, args.concurrency) for p in paths for a in CHOICES for s in range(args.seeds)]
-    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
-        results = pool.map(_job, jobs)
+    if args.workers <= 1:       # in this process: no fork of a process that may hold Ray's threads
+        results = [_job(job) for job in jobs]
+    else:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            results = pool.map(_job, jobs)
     found = figures(results)
     rows = []
     for path in paths:
