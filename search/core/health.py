@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpsearch.core.numbers import as_float
+from hpsearch.core.numbers import as_float, fmt
 from hpsearch.models.config import ConfigError, bounds, check_bounds, coerce
 
 STATUSES = ("ok", "nonfinite", "exploding", "flatline", "collapsed")
@@ -61,10 +61,6 @@ def _validate(obj: Any, where: str) -> None:
         value = getattr(obj, f.name)
         coerce(value, hints[f.name], f"{where}{f.name}")
         check_bounds(value, f.metadata, f"{where}{f.name}")
-
-
-def _g(value: float) -> str:
-    return f"{value:.4g}"
 
 
 def _span(first: int, last: int) -> str:
@@ -145,8 +141,8 @@ class ExplodingRule:
             if first is None:
                 first = loss
             if best is not None and best > 0 and loss > self.factor * best and loss > first:
-                return Verdict("exploding", f"train_loss {_g(loss)} at epoch {epoch} is {loss / best:.1f}x "
-                               f"its best {_g(best)} (epoch {best_epoch}); limit {self.factor:g}x", epoch)
+                return Verdict("exploding", f"train_loss {fmt(loss)} at epoch {epoch} is {loss / best:.1f}x "
+                               f"its best {fmt(best)} (epoch {best_epoch}); limit {self.factor:g}x", epoch)
             previous = streak[-1] if streak else None
             if previous is not None and previous != 0 and (loss - previous) / abs(previous) > self.rate:
                 streak.append(loss)
@@ -154,7 +150,7 @@ class ExplodingRule:
                 streak = [loss]
             on_scale = first <= 0 or loss * self.factor >= first
             if len(streak) - 1 >= self.patience and on_scale:
-                values = " -> ".join(_g(v) for v in streak[-self.patience - 1:])
+                values = " -> ".join(fmt(v) for v in streak[-self.patience - 1:])
                 return Verdict("exploding", f"train_loss grew by more than {self.rate:.0%} per epoch for "
                                f"{self.patience} epochs in a row ({values}) at epoch {epoch}", epoch)
             if best is None or loss < best:
@@ -230,19 +226,19 @@ class FlatlineRule:
             repeated = len(window) >= 2 and abs(window[-1] - window[-2]) <= self.rel_tol * abs(loss)
             if spread is not None and (batches >= 3 if batches is not None else repeated) and \
                     0 <= spread <= self.rel_tol * abs(loss):
-                return Verdict("flatline", f"train_batch_loss_std {_g(spread)} at epoch {epoch}: every "
-                               f"batch had the same loss ({_g(loss)})", epoch)
+                return Verdict("flatline", f"train_batch_loss_std {fmt(spread)} at epoch {epoch}: every "
+                               f"batch had the same loss ({fmt(loss)})", epoch)
             grad = as_float(row.get("train_grad_norm"))
             no_grad, was_no_grad = grad is not None and grad == 0, no_grad
             if no_grad and was_no_grad:
                 return Verdict("flatline", f"train_grad_norm 0 at epoch {epoch - 1} and epoch {epoch} with "
-                               f"train_loss {_g(loss)}: no gradient reaches the parameters", epoch)
+                               f"train_loss {fmt(loss)}: no gradient reaches the parameters", epoch)
             if len(window) < self.patience:
                 continue
             top = max(abs(v) for v in window)
             relative = (max(window) - min(window)) / top
             if relative <= self.rel_tol:
-                values = ", ".join(_g(v) for v in window)
+                values = ", ".join(fmt(v) for v in window)
                 return Verdict("flatline", f"train_loss unchanged at epoch {epoch}: {values} over "
                                f"{_span(epoch - self.patience + 1, epoch)} (relative spread {relative:.2g} "
                                f"<= {self.rel_tol:g})", epoch)
@@ -275,8 +271,8 @@ class CollapsedRule:
                     continue
                 runs[metric] += 1
                 if runs[metric] >= self.patience:
-                    return Verdict("collapsed", f"{metric} {_g(value)} at epoch {epoch}: at or below its floor "
-                                   f"{_g(floors[metric])} over {_span(epoch - self.patience + 1, epoch)}", epoch)
+                    return Verdict("collapsed", f"{metric} {fmt(value)} at epoch {epoch}: at or below its floor "
+                                   f"{fmt(floors[metric])} over {_span(epoch - self.patience + 1, epoch)}", epoch)
         return None
 
 
