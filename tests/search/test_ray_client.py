@@ -73,6 +73,7 @@ def test_a_ray_client_search_runs_on_the_head_stops_on_sigint_and_resumes(tmp_pa
         assert "Stop signal received" not in text                       # Ray's own log lines stay out
         assert read_run(run_dir).state == "interrupted"
         done_before = {name: len(rows) for name, rows in trial_rows(run_dir).items()}
+        ended_before = set(read_outcomes(run_dir))
 
         second = subprocess.run([str(HPSEARCH), "resume", str(run_dir), "--address", address], cwd=tmp_path,
                                 env=cluster.client_env("resume"), capture_output=True, text=True, timeout=180)
@@ -86,10 +87,19 @@ def test_a_ray_client_search_runs_on_the_head_stops_on_sigint_and_resumes(tmp_pa
     outcomes = read_outcomes(run_dir)
     rows = trial_rows(run_dir)
     assert len(outcomes) == 4 == len(rows)
-    for name, trial in rows.items():                                  # no epoch run twice
+    # Every epoch is there; a trial that had ended is untouched; the trial training when SIGINT came
+    # repeats at most its last reported epoch (a result Tune had logged but whose checkpoint it had
+    # not yet registered when it saved its state: the resumed trial starts from the checkpoint
+    # before it, as a resumed local search does), and the report counts that epoch once.
+    for name, trial in rows.items():
         epochs = [r["epoch"] for r in trial]
-        assert epochs == list(range(1, len(epochs) + 1)), (name, epochs)
-        assert len(epochs) >= done_before.get(name, 0)
+        assert sorted(set(epochs)) == list(range(1, max(epochs) + 1)), (name, epochs)
+        assert len(epochs) - len(set(epochs)) <= 1, (name, epochs)
+        assert len(set(epochs)) >= done_before.get(name, 0)
+        if name.split("_", 2)[2] in ended_before:
+            assert len(epochs) == done_before[name], (name, epochs)        # ended: never run again
+    report = {t.trial_id: [r["epoch"] for r in t.rows] for t in read_run(run_dir).trials}
+    assert all(epochs == list(range(1, len(epochs) + 1)) for epochs in report.values()), report
     stuck = [o for o in outcomes.values() if o["outcome"] == "pruned_flatline"]
     assert stuck and all(o["epoch"] <= 3 for o in stuck)             # recorded once, as pruned
     assert {o["outcome"] for o in outcomes.values()} <= {"completed", "pruned_flatline"}
