@@ -124,36 +124,31 @@ class OutcomeLog:
         return dict(self._latest)
 
 
-def read_outcomes(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """trial_id -> its last outcome record. A torn last line (crash mid-write) is skipped."""
-    path = Path(run_dir) / OUTCOMES
-    latest: dict[str, dict[str, Any]] = {}
+def json_lines(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, in order; a line that does not parse (the torn last
+    line of a crash mid-write) or is not an object is skipped; no file reads as none."""
+    path = Path(path)
     if not path.exists():
-        return latest
+        return []
+    objects = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(entry, dict) and "trial_id" in entry:
-            latest[entry["trial_id"]] = entry
-    return latest
+        if isinstance(entry, dict):
+            objects.append(entry)
+    return objects
+
+
+def read_outcomes(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """trial_id -> its last outcome record. A torn last line (crash mid-write) is skipped."""
+    return {entry["trial_id"]: entry for entry in json_lines(Path(run_dir) / OUTCOMES) if "trial_id" in entry}
 
 
 def read_trial_results(trial_dir: str | Path) -> list[dict[str, Any]]:
     """Ray's result.json of one trial: one dict per report, a torn last line skipped."""
-    path = Path(trial_dir) / "result.json"
-    rows = []
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return json_lines(Path(trial_dir) / "result.json")
 
 
 def hold_lock(run_dir: str | Path) -> IO[str]:
