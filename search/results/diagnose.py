@@ -117,7 +117,7 @@ def divergence(table, params: Mapping[str, Any]) -> str | None:
     if diverged.empty:
         return None
     counts = ", ".join(f"{o} {n}" for o, n in diverged["outcome"].value_counts().sort_index().items())
-    head = f"{len(diverged)}/{len(table)} trials diverged ({counts})"
+    head = f"{len(diverged)}/{len(table)} trials diverged ({counts}: {_ids(list(diverged['trial_id']))})"
     column = _lr_column(table)
     if column is None:
         fixed = params.get("lr")

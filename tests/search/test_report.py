@@ -247,7 +247,8 @@ def _diagnosed_run(tmp_path, kind):
                   "consider w_parse ≈ 0.00"]),
     ("no_triplets", ["2/4 trials had no active triplets in their last epoch (train_active_triplets = 0): "
                      "a0000001_00001, a0000000_00000"]),
-    ("divergence", ["2/4 trials diverged (pruned_exploding 1, pruned_nonfinite 1) at lr 0.03–0.09; "
+    ("divergence", ["2/4 trials diverged (pruned_exploding 1, pruned_nonfinite 1: a0000003_00003, a0000002_00002) "
+                    "at lr 0.03–0.09; "
                     "finished trials used 0.0001–0.0003 — keep it below 0.03"]),
 ])
 def test_diagnoses_fire_on_runs_built_to_show_them_and_stay_silent_otherwise(tmp_path, kind, expected):
