@@ -29,32 +29,37 @@ from hpsearch.core.config import ALGORITHMS
 CHOICES = tuple(a for a in ALGORITHMS if a != "auto")
 
 
-def _job(job: tuple[str, str, int, float, int]) -> tuple[tuple[str, str], tuple[float, float]]:
+CONVERGE = (0, 5, 10)      # budget.converge_after values compared (auto), 0: off
+
+
+def _job(job: tuple[str, str, int, float, int, int]) -> tuple[tuple[str, str, int], tuple[float, float, int]]:
     import optuna
 
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    path, algorithm, seed, runs, concurrency = job
+    path, algorithm, seed, runs, concurrency, converge_after = job
     curves = CurveSet.load(path)
     budget = int(round(runs * curves.epochs))
-    trace = simulate.hpsearch(curves, seed, budget, storage="memory", concurrency=concurrency, algorithm=algorithm)
+    trace = simulate.hpsearch(curves, seed, budget, storage="memory", concurrency=concurrency, algorithm=algorithm,
+                              converge_after=converge_after)
     _, best = curves.best_final()
     found = trace.returned_at(budget)
-    return (path, algorithm), (trace.epochs_to(target_value(best, curves.mode), curves.mode),
-                               found[2] if found is not None else math.nan)
+    return (path, algorithm, converge_after), (trace.epochs_to(target_value(best, curves.mode), curves.mode),
+                                               found[2] if found is not None else math.nan, trace.spent)
 
 
-def figures(results: list[tuple[tuple[str, str], tuple[float, float]]]) -> dict[tuple[str, str], dict[str, Any]]:
-    by: dict[tuple[str, str], list[tuple[float, float]]] = {}
+def figures(results: list[tuple[tuple[str, str, int], tuple[float, float, int]]]) -> dict[tuple, dict[str, Any]]:
+    by: dict[tuple, list[tuple[float, float, int]]] = {}
     for key, value in results:
         by.setdefault(key, []).append(value)
     out = {}
     for key, values in by.items():
-        hits = [e for e, _ in values if math.isfinite(e)]
-        returned = [v for _, v in values if math.isfinite(v)]
+        hits = [e for e, _, _ in values if math.isfinite(e)]
+        returned = [v for _, v, _ in values if math.isfinite(v)]
         out[key] = {"seeds": len(values), "hits": len(hits),
                     "epochs": statistics.median(hits) if hits else math.inf,
-                    "returned": statistics.median(returned) if returned else math.nan}
+                    "returned": statistics.median(returned) if returned else math.nan,
+                    "spent": statistics.median(s for _, _, s in values)}
     return out
 
 
@@ -68,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stamp = Stamp(command_line("benchmarks.algorithms", argv))
     paths = [str(p) for p in default_paths()]
-    jobs = [(p, a, s, args.runs, args.concurrency) for p in paths for a in CHOICES for s in range(args.seeds)]
+    jobs = [(p, a, s, args.runs, args.concurrency, 0) for p in paths for a in CHOICES for s in range(args.seeds)]
+    jobs += [(p, "auto", s, args.runs, args.concurrency, c) for p in paths for c in CONVERGE for s in range(args.seeds)]
     if args.workers <= 1:       # in this process: no fork of a process that may hold Ray's threads
         results = [_job(job) for job in jobs]
     else:
@@ -78,13 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path in paths:
         for algorithm in CHOICES:
-            f = found[(path, algorithm)]
+            f = found[(path, algorithm, 0)]
             rows.append([CurveSet.load(path).model, algorithm, f"{f['hits']} / {f['seeds']}", fmt(f["epochs"]),
                          fmt(f["returned"])])
     body = table(["grid", "algorithm", "seeds within 1% of the best", "median epochs to get there",
                   "median objective returned"], rows)
     body += (f"\n\nBudget {args.runs:g} full-length runs per search, {args.concurrency} trials at a time, "
              "the same seeds for every algorithm. `auto` runs TPE.")
+    rows = []
+    for path in paths:
+        off = found[(path, "auto", 0)]
+        for after in CONVERGE:
+            f = found[(path, "auto", after)]
+            rows.append([CurveSet.load(path).model, after or "off", fmt(f["spent"]),
+                         f"{1 - f['spent'] / off['spent']:.0%}" if off["spent"] else "-", fmt(f["returned"]),
+                         fmt(f["returned"] - off["returned"]), f"{f['hits']} / {f['seeds']}"])
+    body += "\n\nStopping a converged search (`budget.converge_after`, `auto`, same seeds and budget):\n\n"
+    body += table(["grid", "converge_after", "median epochs spent", "epochs saved", "median objective returned",
+                   "objective lost (median)", "seeds within 1% of the best"], rows)
     print(body)
     write_section("algorithms", "Algorithms on the recorded grids", body, stamp, out_path(args.out))
     return 0

@@ -137,7 +137,7 @@ def tune_like(curves: CurveSet, name: str, seed: int, budget: int, searcher: Any
             return False
         trial_id = f"{launched + 1:05d}"
         config = searcher.suggest(trial_id)
-        if config is None:
+        if config is None or config == searcher.FINISHED:     # nothing now / the search has ended
             return False
         launched += 1
         record = TrialRecord(trial_id, curves.lookup(config))
@@ -211,7 +211,7 @@ def study_in_memory():
 
 def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, grace: int | None = None,
              reduction: float | None = None, name: str = "hpsearch", storage: str = "journal",
-             max_trials: int | None = None, algorithm: str = "auto") -> Trace:
+             max_trials: int | None = None, algorithm: str = "auto", converge_after: int = 0) -> Trace:
     """The product: make_searcher (HealthOptunaSearch, TPE, study in the journal file, or in memory with
     ``storage="memory"``) + make_scheduler (HealthASHA) + the trainable's health verdicts. No
     warm-start points (they are a demo's)."""
@@ -223,7 +223,7 @@ def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, gra
     sched = SchedulerConfig(grace_period=grace or run.scheduler.grace_period,
                             reduction_factor=reduction or run.scheduler.reduction_factor)
     run = dataclasses.replace(run, seed=seed, warm_start=(), scheduler=sched, algorithm=algorithm,
-                              budget=dataclasses.replace(run.budget, max_concurrent=0))
+                              budget=dataclasses.replace(run.budget, max_concurrent=0, converge_after=converge_after))
     in_memory = study_in_memory() if storage == "memory" else contextlib.nullcontext()
     with tempfile.TemporaryDirectory(prefix="hpsearch-replay-", dir=_fast_tmp()) as run_dir, in_memory:
         outcomes = OutcomeLog(None)

@@ -9,7 +9,7 @@
     objective: {metric: val_fact_acc, mode: max}
     space: {lr: {loguniform: [1e-5, 1e-1]}, ...}
     warm_start: [{lr: 3.0e-4, ...}]  # points tried first
-    budget: {num_samples: 32, max_epochs: 30, max_concurrent: 2}
+    budget: {num_samples: 32, max_epochs: 30, max_concurrent: 2, converge_after: 0}
     scheduler: {grace_period: 2, reduction_factor: 3}
     health: {flatline: {patience: 3}, ...}
     resources: {cpu: 1, gpu: 0}
@@ -32,6 +32,7 @@ from typing import Any, Literal
 import yaml
 
 from hpsearch import models
+from hpsearch.core.convergence import Convergence
 from hpsearch.core.health import HealthConfig
 from hpsearch.core.objective import MODES
 from hpsearch.core.space import Spec, parse_space
@@ -50,6 +51,10 @@ class Budget:
     max_epochs: int | None = field(default=None, metadata=bounds(ge=1))
     max_concurrent: int = field(default=0, metadata=bounds(ge=0, doc="0: as many as resources allow"))
     max_failures: int = field(default=1, metadata=bounds(ge=0))
+    # stop starting trials once the last `converge_after` ranked trials did not raise the best
+    # objective by more than `converge_delta` (relative); 0: run all num_samples (core.convergence)
+    converge_after: int = field(default=0, metadata=bounds(ge=0))
+    converge_delta: float = field(default=0.0, metadata=bounds(ge=0))
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,11 @@ class RunConfig:
     def sampler(self) -> str:
         """The algorithm the search runs: ``algorithm``, with ``auto`` resolved."""
         return AUTO_ALGORITHM if self.algorithm == "auto" else self.algorithm
+
+    @property
+    def convergence(self) -> Convergence:
+        """The search's stopping rule (``budget.converge_after``, ``budget.converge_delta``)."""
+        return Convergence(self.budget.converge_after, self.budget.converge_delta)
 
     @property
     def max_epochs(self) -> int:

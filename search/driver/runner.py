@@ -190,14 +190,14 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
 
     from hpsearch.tune.progress import LiveTable, OutcomeRecorder, ResultLog, SnapshotKeeper, summary
     from hpsearch.tune.scheduler import make_scheduler
-    from hpsearch.tune.searcher import close_open_trials, make_searcher
+    from hpsearch.tune.searcher import close_open_trials, inner_searcher, make_searcher
     from hpsearch.tune.trackers import make_trackers
 
     config, run_dir = plan.config, plan.run_dir
     metric, mode = config.objective.metric, config.objective.mode
     outcomes = OutcomeLog(run_dir)
     live = LiveTable(metric, outcomes, interval_s=interval_s, stream=stream)
-    state, ended, begun = "interrupted", False, time.monotonic()
+    state, ended, begun, early = "interrupted", False, time.monotonic(), ""
     try:
         cluster_notes(plan)
         # With a searcher, Tune keeps one trial pending at a time unless told otherwise, and a
@@ -225,13 +225,15 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
         live.print_table()
         unfinished = [r for r in live.rows.values() if outcomes.get(r.trial_id) is None]
         state = "finished" if ended and not unfinished else "interrupted"
+        early = inner.stopped_early if (inner := inner_searcher(searcher)) is not None and ended else ""
     finally:
         live.close()    # the terminal's live view ends, whatever happened
-        update_run_info(run_dir, state=state, finished=time.time(), **({"signal": stop.name} if stop.signum else {}))
+        update_run_info(run_dir, state=state, finished=time.time(), **({"signal": stop.name} if stop.signum else {}),
+                        **({"stopped_early": early} if early else {}))
         if started_here:
             ray.shutdown()
     print(summary(live.rows, outcomes.all(), metric, mode, run_dir, elapsed_s=time.monotonic() - begun,
-                  state=state, space=config.space), file=stream, flush=True)
+                  state=state, space=config.space, stopped_early=early), file=stream, flush=True)
     if state == "interrupted":
         by = f" by {stop.name}" if stop.signum else ""
         again = f"hpsearch resume {run_dir}" + (f" --address {plan.address}" if plan.address else "")

@@ -83,6 +83,7 @@ class Run:
     state: str                          # running | finished | interrupted | unknown ("running"
                                         # with no process holding run.lock reads as interrupted)
     trials: list[Trial] = field(default_factory=list)
+    stopped_early: str = ""             # why the search started no more trials (budget.converge_after)
 
 
 def _read_json(path: Path) -> Any:
@@ -165,7 +166,8 @@ def read_run(run_dir: str | Path) -> Run:
         state = "interrupted"
     run = Run(path=path, raw=raw, model=str(raw.get("model", "")), metric=metric, mode=mode,
               space=[str(k) for k in (raw.get("space") or {})], num_samples=budget.num_samples,
-              max_epochs=int(budget.max_epochs or epochs), state=state)
+              max_epochs=int(budget.max_epochs or epochs), state=state,
+              stopped_early=str(info.get("stopped_early", "")) if isinstance(info, dict) else "")
 
     outcomes = read_outcomes(path)
     seen = set()

@@ -95,7 +95,7 @@ def summarize(run: Run, table) -> dict[str, Any]:
     params = run.raw.get("params") or {}
     return {
         "run_dir": str(run.path), "model": run.model, "objective": run.metric, "mode": run.mode,
-        "state": run.state, "trials": len(table), "outcomes": ordered,
+        "state": run.state, "stopped_early": run.stopped_early, "trials": len(table), "outcomes": ordered,
         "running": int(counts["running"]), "epochs_spent": spent, "epoch_budget": budget,
         "budget_trials": trials, "max_epochs": run.max_epochs,
         "compute_saved": (1 - spent / budget) if budget else 0.0,
@@ -126,6 +126,8 @@ def render(summary: dict[str, Any], width: int | None = None) -> str:
              f"({summary['mode']}) · state {summary['state']}"]
     counts = ", ".join(f"{o} {n}" for o, n in summary["outcomes"].items())
     lines.append(f"trials: {summary['trials']}" + (f" — {counts}" if counts else ""))
+    if summary.get("stopped_early"):
+        lines.append(f"stopped early (budget.converge_after): {summary['stopped_early']}")
     if summary["state"] == "interrupted":
         lines.append(f"the run was interrupted: {summary['running']} trial(s) without an outcome are shown as "
                      f"running; `hpsearch resume {summary['run_dir']}` continues it")

@@ -333,11 +333,13 @@ def error_line(trial: Any) -> str:
 
 def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metric: str, mode: str,
             run_dir: Any, top: int = 5, elapsed_s: float | None = None, state: str = "finished",
-            space: Mapping[str, Spec] | None = None) -> str:
+            space: Mapping[str, Spec] | None = None, stopped_early: str = "") -> str:
     """The end-of-run text: best trials, outcome counts with reasons, ranges whose edge the best
     trials sit at (``space``: the searched specs; hpsearch.core.advice), the run dir."""
     ids = list(dict.fromkeys([*rows, *outcomes]))
     lines = [f"search {state}: {len(ids)} trials" + (f" in {elapsed_s:.0f}s" if elapsed_s is not None else "")]
+    if stopped_early:
+        lines.append(f"stopped early, as budget.converge_after asks: {stopped_early}")
 
     def outcome(trial_id: str) -> str:
         entry = outcomes.get(trial_id)

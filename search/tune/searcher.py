@@ -39,6 +39,7 @@ from ray.air.constants import TRAINING_ITERATION
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from hpsearch.core.convergence import Convergence
 from hpsearch.core.objective import score
 from hpsearch.core.outcomes import HEALTH_OUTCOMES
 from hpsearch.core.rundir import STUDY_NAME, read_outcomes, study_storage
@@ -73,7 +74,8 @@ class HealthOptunaSearch(OptunaSearch):
 
     def __init__(self, space: Mapping[str, Any], metric: str, mode: str, *, storage: optuna.storages.BaseStorage,
                  seed: int, outcomes: "OutcomeLog | None" = None, study_name: str = STUDY_NAME,
-                 warm_start: Sequence[Mapping[str, Any]] = (), algorithm: str = "tpe"):
+                 warm_start: Sequence[Mapping[str, Any]] = (), algorithm: str = "tpe",
+                 convergence: Convergence | None = None):
         if not space:
             raise ConfigError("space: empty; expected at least one parameter to search "
                               "(a single configuration is `hpsearch train`)")
@@ -81,6 +83,8 @@ class HealthOptunaSearch(OptunaSearch):
         super().__init__(space=dict(space), metric=metric, mode=mode, sampler=sampler,
                          study_name=study_name, storage=storage)
         self.outcomes = outcomes
+        self.convergence = convergence or Convergence()
+        self.stopped_early = ""  # the convergence reason, once the search has stopped starting trials
         self._reported_steps: dict[str, set[int]] = {}
         self._numbered = 0      # configs handed out: Ray's SearchGenerator numbers its trials the same way
         if not self.study.trials:  # a fresh study: a resumed one has its points already
@@ -108,7 +112,12 @@ class HealthOptunaSearch(OptunaSearch):
         out and numbers it with its own count (the index at the head of the experiment tag, which
         ``hpsearch.tune.trainable.trial_name`` puts in the folder name); this searcher counts its
         configs the same way, and both counts are saved in the same snapshot, so they agree after
-        a resume too."""
+        a resume too. Once ``convergence`` says the search has converged, no more configs:
+        ``Searcher.FINISHED`` (the running trials end as they would)."""
+        reason = self.convergence.after and self.convergence.check(ranked_values(self.study, self.mode), self.mode)
+        if reason:
+            self.stopped_early = reason
+            return Searcher.FINISHED
         config = super().suggest(trial_id)
         if config is None or config == Searcher.FINISHED:
             return config
@@ -122,10 +131,11 @@ class HealthOptunaSearch(OptunaSearch):
         """Ray's restore (this searcher as at Ray's last snapshot), keeping this run's OutcomeLog;
         a trial the study finished after that snapshot counts as completed, so it is neither told
         twice nor closed as failed."""
-        outcomes = self.outcomes
+        outcomes, convergence = self.outcomes, self.convergence
         del self._numbered                      # the saved state holds the count at Ray's snapshot
         super().restore(checkpoint_path)
-        self.outcomes = outcomes
+        self.outcomes, self.convergence = outcomes, convergence     # this run's, as search.yaml says
+        self.stopped_early = ""                 # found again from the study at the next suggestion
         if not hasattr(self, "_numbered"):      # saved before trials were numbered: one per trial asked
             self._numbered = len(self.asked)
         for trial_id, ot_trial in self.asked.items():
@@ -215,6 +225,19 @@ class HealthOptunaSearch(OptunaSearch):
         self.study.tell(ot_trial, value, state=state)
 
 
+def ranked_values(study: optuna.Study, mode: str) -> list[float]:
+    """Each trial that can rank the search (COMPLETE, or PRUNED by ASHA), in the order it ended:
+    its best reported objective (the searcher reports every finite value as an intermediate one)."""
+    ended = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+             if t.state == TrialState.COMPLETE or t.user_attrs.get("outcome") == "pruned_asha"]
+    ended.sort(key=lambda t: t.datetime_complete or t.datetime_start)
+    values = []
+    for trial in ended:
+        seen = [*trial.intermediate_values.values(), *([trial.value] if trial.value is not None else [])]
+        values.append(max(seen, key=lambda v: score(v, mode)) if seen else math.nan)
+    return values
+
+
 def inner_searcher(search_alg: Any) -> HealthOptunaSearch | None:
     """The HealthOptunaSearch inside a ConcurrencyLimiter / SearchGenerator, if any."""
     while isinstance(search_alg, (ConcurrencyLimiter, SearchGenerator)):
@@ -252,7 +275,7 @@ def make_searcher(config: "RunConfig", run_dir: pathlib.Path, outcomes: "Outcome
         {name: spec.to_optuna() for name, spec in config.space.items()},
         metric=config.objective.metric, mode=config.objective.mode, storage=study_storage(run_dir),
         seed=config.seed, outcomes=outcomes, warm_start=warm_start_points(config),
-        algorithm=config.sampler)
+        algorithm=config.sampler, convergence=config.convergence)
     limit = config.budget.max_concurrent if max_concurrent is None else max_concurrent
     if limit > 0:
         return ConcurrencyLimiter(searcher, max_concurrent=limit)

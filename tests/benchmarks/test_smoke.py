@@ -182,3 +182,4 @@ def test_algorithms_writes_every_choice_per_grid(tmp_path: Path) -> None:
     body = section(out, "algorithms")
     for name in ("random", "tpe", "rung-tpe"):
         assert f"| {name} |" in body
+    assert "Stopping a converged search" in body and "| off |" in body

@@ -252,3 +252,24 @@ def test_address_runs_the_search_on_a_ray_head_and_ships_the_user_module(tmp_pat
     finally:
         survivors = head.stop()
     assert survivors == [] and marked(head.tag) == []
+
+
+CONVERGING = {
+    "model": SCRIPTED, "seed": 2, "epochs": 3, "params": {"curve": "healthy"},
+    "space": {"quality": {"uniform": [0.2, 0.9]}},
+    # the best comes first; the next three do no better, so the fourth is the last one started
+    "warm_start": [{"quality": 0.9}, {"quality": 0.5}, {"quality": 0.4}, {"quality": 0.3}, {"quality": 0.6}],
+    "budget": {"num_samples": 10, "max_concurrent": 1, "max_failures": 0, "converge_after": 3},
+    "scheduler": {"grace_period": 3},
+}
+
+
+@pytest.mark.slow
+def test_a_converged_search_starts_no_more_trials_and_says_why(run_search):
+    code, out, run_dir = run_search(CONVERGING, "converging")
+    assert code == 0, out
+    assert len(read_outcomes(run_dir)) == 4 and {o["outcome"] for o in read_outcomes(run_dir).values()} == {"completed"}
+    info = read_run_info(run_dir)
+    assert info["state"] == "finished"
+    assert info["stopped_early"].startswith("the best objective (") and "last 3 ranked trials (4 in all)" in info["stopped_early"]
+    assert f"stopped early, as budget.converge_after asks: {info['stopped_early']}" in out
