@@ -72,7 +72,8 @@ class Case:
 
 CASES = [
     Case("unknown key", triplet(budget={"num_sampels": 4}), (),
-         "budget.num_sampels: unknown key (did you mean 'num_samples'?); allowed: converge_after, converge_delta, max_concurrent"),
+         "budget.num_sampels: unknown key (did you mean 'num_samples'?); "
+         "allowed: converge_after, converge_delta, max_concurrent"),
     Case("unknown model setting", triplet(params={"hiden_dim": 8}), (),
          "params.hiden_dim: unknown key (did you mean 'hidden_dim'?)", "model"),
     Case("bool where an int belongs", triplet(budget={"num_samples": True}), (),
