@@ -29,8 +29,8 @@ from typing import Any
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune import Callback
 
-from hpsearch.core.config import LogConfig, MlflowConfig
 from hpsearch.core.rundir import OutcomeLog
+from hpsearch.core.sections import LogConfig, MlflowConfig
 
 MLFLOW_STORE = "mlruns"        # the default MLflow file store, in the run dir
 

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from hpsearch.core.config import LogConfig, MlflowConfig, build_config
+from hpsearch.core.config import build_config
 from hpsearch.core.rundir import read_outcomes, read_trial_results
+from hpsearch.core.sections import LogConfig, MlflowConfig
 from hpsearch.models.config import ConfigError
 from hpsearch.tune.trackers import MLFLOW_STORE
 from tests.fixtures.cli import HPSEARCH, RAY_IMPORTED, block_ray, clean_env
