@@ -59,6 +59,24 @@ FLOAT_FLOOR = [0.8685, 0.1627, 0.01827, 7.244e-06, 1.103e-07, 9.686e-08, 9.686e-
 SLOW_FULL_BATCH = [1.11644, 1.1152, 1.11409, 1.11313, 1.11231, 1.11162, 1.11104, 1.11058, 1.11023, 1.10996,
                    1.10978, 1.10966, 1.10959, 1.10956]
 
+# Loss spikes of healthy MLPs recorded in benchmarks/data/real_curves.json.gz (epochs up to a few after
+# the spike): each fell 5x-30x, spiked back to at most about its first value, and went on to learn
+# (val accuracy 0.97, 0.96 and 0.96 at the end). The rules before that corpus stopped each as
+# exploding; now a spike must also rise above twice the first value (ExplodingRule.scale).
+# Digits, Adam lr 0.019, 5 warm-up epochs: 3 epochs of >100% growth from 1/29 of the start.
+WARMUP_BUMP = [1.35, 0.172, 0.0666, 0.047, 0.176, 0.402, 0.829, 0.87, 0.486, 0.147, 0.0354, 0.018]
+# Wine, Adam lr 0.0047: 11x its best and just above its first value.
+BACK_TO_START = [0.505, 0.0493, 0.154, 0.533, 0.159, 0.0173, 0.0096]
+# Breast cancer, Adam lr 0.011: x3 then x2.7 from its best, at half its first value.
+HALF_THE_START = [0.199, 0.0563, 0.124, 0.0663, 0.0235, 0.0111, 0.0333, 0.0912, 0.0448, 0.00528, 0.000371]
+# A divergence of that corpus (wine, SGD lr 1.5 after 4 warm-up epochs): the rise starts at epoch 4,
+# below its first value; at epoch 5 the loss is 17x its best and 2.6x its first.
+WINE_DIVERGED = [0.678, 0.106, 0.171, 0.527, 1.76, 4.46, 10.9, 235.0]
+# A healthy one the rule still stops (iris, Adam lr 0.23, full batch): a 30x spike at epoch 2 that the
+# model recovered from by epoch 8 (val accuracy 0.67 from 0.33). A divergence looks the same for the
+# 2 epochs the rule has (BENCHMARKS.md, "Health rules on real learning curves").
+IRIS_SPIKE = [1.1, 31.7, 84.3, 56.4, 5.14, 16.6, 1.75, 0.964, 9.56, 0.96, 0.573]
+
 CASES = [
     # name, history, collapse floors, objective, expected verdict, expected epoch, metric in the reason
     ("constant 0.1", curve([0.1] * 10), None, None, "flatline", 3, "train_loss"),
@@ -100,6 +118,15 @@ CASES = [
      curve(CONVERGED[:12] + [1e-5 * 3 ** k for k in range(1, 9)]), None, None, "exploding", 19, "train_loss"),
     ("first loss negative: growth alone decides", curve([-0.2, 0.1, 0.3, 0.9]), None, None,
      "exploding", 3, "train_loss"),
+    ("spike back to the start after a 29x fall (digits, warm-up): a bump, not divergence",
+     curve(WARMUP_BUMP), None, None, "ok", None, None),
+    ("11x its best, just above its first value (wine): a bump", curve(BACK_TO_START), None, None, "ok", None, None),
+    ("two epochs of growth to half the first value (breast cancer): a bump", curve(HALF_THE_START),
+     None, None, "ok", None, None),
+    ("divergence from below the start (wine): caught once above twice the start", curve(WINE_DIVERGED),
+     None, None, "exploding", 5, "train_loss"),
+    ("30x spike that recovers (iris, Adam lr 0.23): stopped, like a divergence", curve(IRIS_SPIKE),
+     None, None, "exploding", 2, "train_loss"),
     ("zero batch-loss spread over 10 batches", curve([0.7, 0.5, 0.45], train_batch_loss_std=[0.1, 0.0, 0.1],
                                                      train_batches=[10] * 3), None, None,
      "flatline", 2, "train_batch_loss_std"),
@@ -188,6 +215,10 @@ def test_settings_change_the_verdict():
     growth = curve([1.0, 0.8, 0.6, 1.8, 5.4, 16.2])
     assert assess(growth, HealthConfig(exploding=ExplodingRule(patience=3))).epoch == 6
     assert assess(growth, HealthConfig(exploding=ExplodingRule(enabled=False))).ok
+    bump = curve(WARMUP_BUMP)
+    assert assess(bump, HealthConfig()).ok
+    assert assess(bump, HealthConfig(exploding=ExplodingRule(scale=0))).epoch == 6  # the rule before
+    assert assess(bump, HealthConfig(exploding=ExplodingRule(trained=20))).epoch == 6  # 29x fall: trained
     nan = curve([1.0, NAN])
     assert assess(nan, HealthConfig(nonfinite=False)).ok
     collapse = curve(IMPROVING[:5], train_emb_std=[1e-4] * 5)
@@ -211,6 +242,8 @@ BAD_SETTINGS = [
     ({"exploding": {"factor": 1}}, "health.exploding.factor", "1.0"),
     ({"exploding": {"patience": 0}}, "health.exploding.patience", "0"),
     ({"exploding": {"rate": -0.5}}, "health.exploding.rate", "-0.5"),
+    ({"exploding": {"scale": -1}}, "health.exploding.scale", "-1"),
+    ({"exploding": {"trained": 1}}, "health.exploding.trained", "1"),
     ({"flatline": {"patience": 1}}, "health.flatline.patience", "1"),
     ({"flatline": {"rel_tol": 2}}, "health.flatline.rel_tol", "2.0"),
     ({"flatline": {"rel_tol": "tiny"}}, "health.flatline.rel_tol", "'tiny'"),
