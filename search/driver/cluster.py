@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from hpsearch.models import BUILTIN
 from hpsearch.models.config import ConfigError
 from hpsearch.tune.compat import GcsError, gcs_alive_node_addresses, gcs_answers
 
@@ -255,6 +256,25 @@ def model_modules(model: str) -> list[str]:
     if _installed(origin):
         return []
     return [str(origin.parent if spec.submodule_search_locations else origin)]
+
+
+# What a trial's worker imports before it trains: Ray Tune's function trainable, hpsearch's adapter,
+# torch, and what they import only when first used: torch._dynamo (torch.optim loads it at a model's
+# first optimizer step, over a second) and the modules of Ray's serializers (pydantic.v1,
+# starlette.datastructures, when installed), registered as the worker takes its first task. A local
+# Ray imports them in the workers it prestarts, while the driver assembles the search (a py-spy
+# profile of a trial worker, benchmarks/worker_profile.py, shows what is left).
+WORKER_MODULES = ("ray.tune", "torch", "torch._dynamo", "pydantic.v1", "starlette.datastructures",
+                  "hpsearch.tune.trainable")
+
+
+def worker_modules(model: str) -> list[str]:
+    """The modules a local Ray's workers import before their first trial: those of WORKER_MODULES
+    installed here, and a built-in ``model``'s module (a user's model module may be importable only
+    once the worker has joined the job, which puts the driver's sys.path on its own)."""
+    own = [BUILTIN[model].partition(":")[0]] if model in BUILTIN else []
+    # the top-level package only: finding a submodule would import its parent (torch) right here
+    return [name for name in WORKER_MODULES if importlib.util.find_spec(name.partition(".")[0]) is not None] + own
 
 
 def runtime_env(model: str | None = None) -> dict[str, Any]:

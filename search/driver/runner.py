@@ -26,11 +26,13 @@ how to resume. A second signal stops at once (the state saved at the last step s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,10 @@ from hpsearch.core.config import dump_config
 from hpsearch.core.numbers import one_line
 from hpsearch.core.rundir import SCHEDULER_STATE, SEARCH_YAML, OutcomeLog, hold_lock, update_run_info
 from hpsearch.driver import preflight
-from hpsearch.driver.cluster import check_cluster_storage, runtime_env
+from hpsearch.driver.cluster import check_cluster_storage, runtime_env, worker_modules
 from hpsearch.driver.signals import GracefulStop
 from hpsearch.models.config import ConfigError
+from hpsearch.tune.compat import callback_usage_tag_skipped, preload_option, trainable_actors_inherit_environment
 
 # Set before Ray is imported (run_command imports it only after the checks): no usage-stats
 # banner, and trials keep the working directory, so relative data paths keep working.
@@ -59,6 +62,9 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 KEEP_CHECKPOINTS = 2       # the best two by the objective, plus always the latest
+# Local Ray nodes started by start_local_ray in this process: their workers inherit the trial
+# actors' environment, so a trial may take one of the warm workers Ray prestarted there.
+WARM_NODES: set[str] = set()
 
 
 def start_ray(plan: preflight.Plan) -> bool:
@@ -68,10 +74,10 @@ def start_ray(plan: preflight.Plan) -> bool:
 
     if ray.is_initialized():
         return False
-    common = dict(logging_level=logging.ERROR, log_to_driver=False, runtime_env=plan.runtime_env)
     if plan.address is None:
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **common)
+        start_local_ray(plan)
         return True
+    common = dict(logging_level=logging.ERROR, log_to_driver=False, runtime_env=plan.runtime_env)
     try:
         ray.init(address=plan.address, **common)
     except (ConnectionError, RuntimeError) as err:
@@ -82,6 +88,61 @@ def start_ray(plan: preflight.Plan) -> bool:
         raise ConfigError(f"--address: could not join the Ray cluster at {plan.address}: "
                           f"{one_line(err, last=True)}{hint}") from None
     return True
+
+
+def start_local_ray(plan: preflight.Plan) -> None:
+    """A local Ray whose prestarted workers hold torch and the trainable before the first trial.
+
+    Ray prestarts one worker per CPU as the driver connects, and each imports the modules of
+    hpsearch.driver.cluster.worker_modules while the search is assembled. A trial's actor takes
+    such a worker only when neither the job nor the actor has a runtime_env, so the variables of
+    both (all a local search's runtime env holds, and what Tune would give its actors) reach the
+    workers through the environment the raylet inherits from this process, set while Ray starts
+    and restored after; ``search`` then registers the trainable without them
+    (hpsearch.tune.compat.trainable_actors_inherit_environment)."""
+    import ray
+
+    from hpsearch.tune.compat import tune_actor_env
+
+    extra = {key: value for key, value in plan.runtime_env.items() if key != "env_vars"}
+    options: dict[str, Any] = dict(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                                   logging_level=logging.ERROR, log_to_driver=False,
+                                   **preload_option(worker_modules(plan.config.model)))
+    if extra:  # something to ship: the workers start with the job's runtime env, cold
+        options["runtime_env"] = plan.runtime_env
+    with environment({**tune_actor_env(), **plan.runtime_env.get("env_vars", {})}):
+        ray.init(**options)
+    if not extra:
+        WARM_NODES.add(ray.get_runtime_context().get_node_id())
+
+
+@contextlib.contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``variables`` set for the duration; the previous values back after."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def lean_fit(plan: preflight.Plan) -> Iterator[None]:
+    """What ``Tuner.fit`` skips for hpsearch: counting its callbacks for Ray's usage statistics when
+    those are off (seconds of logger imports), and, on a local Ray start_local_ray started, the
+    runtime_env that would keep trials off the warm workers Ray prestarted."""
+    import ray
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(callback_usage_tag_skipped())
+        if plan.address is None and ray.get_runtime_context().get_node_id() in WARM_NODES:
+            stack.enter_context(trainable_actors_inherit_environment())
+        yield
 
 
 def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: list, resume: bool = False) -> Any:
@@ -215,7 +276,7 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
         if resumption is not None:
             print(f"  {resumption.describe()}", file=stream, flush=True)
         try:
-            with stop.tune_running():
+            with stop.tune_running(), lean_fit(plan):
                 tuner.fit()
             ended = stop.signum is None   # fit() returns as if complete after a graceful stop
         except KeyboardInterrupt:

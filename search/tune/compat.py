@@ -13,7 +13,9 @@ the CLI's fast path, where a config error must come back without Ray being impor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.core.numbers import one_line
@@ -83,6 +85,16 @@ def gcs_alive_node_addresses(address: str, timeout_s: float) -> list[str]:
     return sorted({info.node_manager_address for info in nodes.values() if info.state == alive})
 
 
+def preload_option(modules: list[str]) -> dict[str, Any]:
+    """The ``ray.init`` keyword that makes every Python worker of a local Ray it starts import
+    ``modules`` before it takes work: ``_system_config={"preload_python_modules": [...]}`` (a private
+    system setting of the raylet, which passes ``--worker-preload-modules`` to
+    ``ray/_private/workers/default_worker.py``; checked against ray 2.60.0). Workers Ray prestarts
+    for the first driver then hold torch and the trainable before the first trial asks for one.
+    A module that fails to import is logged in that worker's log and skipped."""
+    return {"_system_config": {"preload_python_modules": list(modules)}}
+
+
 # -- Ray Tune --------------------------------------------------------------------------------
 
 def build_tuner(trainable: Any, *, tune_config: Any, run_config: Any, resume_config: Any = None) -> Any:
@@ -95,6 +107,66 @@ def build_tuner(trainable: Any, *, tune_config: Any, run_config: Any, resume_con
 
     extra = {"_tuner_kwargs": {"resume_config": resume_config}} if resume_config is not None else {}
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config, **extra)
+
+
+def tune_actor_env() -> dict[str, str]:
+    """The variables Tune sets in every trainable actor's runtime_env besides the ones it copies from
+    the driver's environment: the private ``ray.tune.execution.class_cache.DEFAULT_ENV_VARS``
+    (checked against ray 2.60.0: ``PL_DISABLE_FORK=1``); empty on a Ray without it."""
+    from ray.tune.execution import class_cache
+
+    return dict(getattr(class_cache, "DEFAULT_ENV_VARS", {}))
+
+
+@contextlib.contextmanager
+def trainable_actors_inherit_environment() -> Iterator[bool]:
+    """While it is open, Tune registers trainable actors without the ``runtime_env`` of environment
+    variables it copies from the driver, so a trial's actor can take a worker Ray prestarted (those
+    have no runtime env; an actor with one waits for a worker of its own, seconds of Python and
+    torch imports). Only for a local Ray whose workers inherit that environment from the driver
+    (hpsearch.driver.runner.start_local_ray sets tune_actor_env there). Replaces the private
+    ``ray.tune.execution.class_cache._ActorClassCache.get`` (checked against ray 2.60.0) and puts
+    it back on exit; yields False, changing nothing, on a Ray without it."""
+    import ray
+    from ray.tune.execution import class_cache
+
+    cache = getattr(class_cache, "_ActorClassCache", None)
+    original = getattr(cache, "get", None)
+    if original is None:
+        yield False
+        return
+
+    def get(self: Any, trainable_cls: Any) -> Any:
+        if trainable_cls not in self._cache:
+            self._cache[trainable_cls] = ray.remote(trainable_cls)
+        return self._cache[trainable_cls]
+
+    cache.get = get
+    try:
+        yield True
+    finally:
+        cache.get = original
+
+
+@contextlib.contextmanager
+def callback_usage_tag_skipped() -> Iterator[bool]:
+    """While it is open, ``Tuner.fit`` does not count its callbacks for Ray's usage statistics when
+    those are off (RAY_USAGE_STATS_ENABLED=0, as hpsearch sets it): counting them imports every
+    logger integration Ray knows, MLflow's among them (1.6 s with MLflow 3 installed, whether the
+    search logs to it or not). Replaces the private ``ray.air._internal.usage.tag_callbacks``, which
+    ``ray.tune.tune.run`` calls (checked against ray 2.60.0), and puts it back on exit; yields
+    False, changing nothing, while usage statistics are on or on a Ray without it."""
+    from ray.air._internal import usage
+
+    original = getattr(usage, "tag_callbacks", None)
+    if original is None or os.environ.get("RAY_USAGE_STATS_ENABLED") != "0":
+        yield False
+        return
+    usage.tag_callbacks = lambda callbacks: False
+    try:
+        yield True
+    finally:
+        usage.tag_callbacks = original
 
 
 def pace_experiment_snapshots(next_gap_s: Callable[[float], float]) -> bool:

@@ -116,6 +116,54 @@ def test_pace_experiment_snapshots_replaces_rays_auto_period(monkeypatch):
     assert fixed._checkpoint_period == 30.0       # a number in TUNE_GLOBAL_CHECKPOINT_S stays as set
 
 
+def test_trainable_actors_inherit_environment_registers_the_trainable_without_a_runtime_env():
+    from ray.tune.execution import class_cache
+
+    cache_class = private(class_cache, "_ActorClassCache", "trainable_actors_inherit_environment")
+    original = private(cache_class, "get", "trainable_actors_inherit_environment")
+    defaults = private(class_cache, "DEFAULT_ENV_VARS", "tune_actor_env")
+    assert compat.tune_actor_env() == defaults and all(isinstance(v, str) for v in defaults.values())
+    assert "self._class_cache.get(" in inspect.getsource(private(tune_controller(), "_schedule_trial_actor",
+                                                                "trainable_actors_inherit_environment")), \
+        "TuneController no longer registers trainables through _ActorClassCache.get"
+
+    class Trainable:
+        pass
+
+    tunes = cache_class().get(Trainable)._default_options.get("runtime_env")
+    assert set(defaults) <= set(tunes["env_vars"]), f"Tune registers trainables with runtime_env {tunes}"
+    with compat.trainable_actors_inherit_environment() as replaced:
+        assert replaced is True
+        cache = cache_class()
+        remote = cache.get(Trainable)
+        assert remote._default_options.get("runtime_env") is None
+        assert cache.get(Trainable) is remote          # still registered once
+    assert cache_class.get is original
+
+
+def test_callback_usage_tag_skipped_replaces_the_tag_tune_run_calls(monkeypatch):
+    from ray.air._internal import usage
+    from ray.tune import tune as tune_module
+
+    original = private(usage, "tag_callbacks", "callback_usage_tag_skipped")
+    assert "air_usage.tag_callbacks(" in inspect.getsource(tune_module.run), \
+        "ray.tune.tune.run no longer calls ray.air._internal.usage.tag_callbacks"
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    with compat.callback_usage_tag_skipped() as skipped:
+        assert skipped is True and usage.tag_callbacks is not original
+        assert usage.tag_callbacks([object()]) is False
+    assert usage.tag_callbacks is original
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")     # the user asked for usage statistics: kept
+    with compat.callback_usage_tag_skipped() as skipped:
+        assert skipped is False and usage.tag_callbacks is original
+
+
+def tune_controller() -> Any:
+    from ray.tune.execution import tune_controller as module
+
+    return module.TuneController
+
+
 # -- Ray's OptunaSearch ----------------------------------------------------------------------
 
 def test_searcher_study_is_the_study_rays_optuna_search_asks():
