@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from hpsearch.driver.cluster import WORKER_MODULES, worker_modules
 from tests.fixtures.cli import clean_env, write_config
 from tests.fixtures.toy_models import MINIMAL
-
-pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent("""
     import io, json, os, sys, time
@@ -84,6 +83,21 @@ def run_script(tmp_path: Path, raw: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def test_the_worker_modules_hold_a_built_in_models_module_and_import_nothing_here():
+    # this process may hold torch already (other tests); a fresh one shows worker_modules imports none of it
+    done = subprocess.run([sys.executable, "-c", "import sys; from hpsearch.driver.cluster import worker_modules; "
+                           "worker_modules('triplet'); print('torch' in sys.modules)"],
+                          capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
+    triplet = worker_modules("triplet")
+    assert {"ray.tune", "torch", "hpsearch.tune.trainable"} <= set(triplet)     # installed wherever hpsearch is
+    assert set(triplet) - set(WORKER_MODULES) == {"hpsearch.models.triplet.model"}
+    assert worker_modules("symmetric")[-1] == "hpsearch.models.symmetric.model"
+    # a user's module: imported once the worker joins the job, which puts the driver's sys.path on it
+    assert set(worker_modules(MINIMAL)) <= set(WORKER_MODULES)
+
+
+@pytest.mark.slow
 def test_a_local_search_gets_warm_workers_and_a_trainable_that_fits_them(tmp_path):
     raw = {"model": MINIMAL, "objective": {"metric": "val_acc", "mode": "max"}, "seed": 0,
            "space": {"x": {"uniform": [0.1, 0.9]}},
