@@ -33,7 +33,7 @@ import heapq
 import math
 import tempfile
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -211,10 +211,12 @@ def study_in_memory():
 
 def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, grace: int | None = None,
              reduction: float | None = None, name: str = "hpsearch", storage: str = "journal",
-             max_trials: int | None = None, algorithm: str = "auto", converge_after: int = 0) -> Trace:
+             max_trials: int | None = None, algorithm: str = "auto", converge_after: int = 0,
+             warm_start: Sequence[Mapping[str, Any]] = ()) -> Trace:
     """The product: make_searcher (HealthOptunaSearch, TPE, study in the journal file, or in memory with
     ``storage="memory"``) + make_scheduler (HealthASHA) + the trainable's health verdicts. No
-    warm-start points (they are a demo's)."""
+    warm-start points unless ``warm_start`` names some (the grid's own are a demo's); they are
+    asked first, in order, as a search with ``warm_start:`` in its YAML asks them."""
     from hpsearch.core.config import SchedulerConfig
     from hpsearch.tune.scheduler import make_scheduler
     from hpsearch.tune.searcher import make_searcher
@@ -222,7 +224,7 @@ def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, gra
     run = curves.run
     sched = SchedulerConfig(grace_period=grace or run.scheduler.grace_period,
                             reduction_factor=reduction or run.scheduler.reduction_factor)
-    run = dataclasses.replace(run, seed=seed, warm_start=(), scheduler=sched, algorithm=algorithm,
+    run = dataclasses.replace(run, seed=seed, warm_start=tuple(dict(p) for p in warm_start), scheduler=sched, algorithm=algorithm,
                               budget=dataclasses.replace(run.budget, max_concurrent=0, converge_after=converge_after))
     in_memory = study_in_memory() if storage == "memory" else contextlib.nullcontext()
     with tempfile.TemporaryDirectory(prefix="hpsearch-replay-", dir=_fast_tmp()) as run_dir, in_memory:
@@ -263,17 +265,24 @@ def plain_asha(curves: CurveSet, seed: int, budget: int, concurrency: int = 2) -
                      OutcomeLog(None), health=False, rule=ray_rule, concurrency=concurrency)
 
 
-def optuna_alone(curves: CurveSet, seed: int, budget: int) -> Trace:
-    """Optuna without Ray: study.optimize, TPE (same settings) + HyperbandPruner, one trial at a
-    time; a NaN objective makes Optuna fail the trial. Best: ``study.best_trial``."""
-    trace = Trace("Optuna alone (TPE + HyperbandPruner)", seed, budget)
-    space = curves.run.space
+def _optuna_study(curves: CurveSet, seed: int) -> optuna.Study:
     # named: HyperbandPruner puts a trial in a bracket by a hash of the study's name, and an
     # unnamed study gets a random one, which made the same seed prune differently run to run
-    study = optuna.create_study(direction=direction(curves.mode),
-                                study_name=f"optuna-alone-{seed}",
-                                sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
-                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=curves.epochs))
+    return optuna.create_study(direction=direction(curves.mode),
+                               study_name=f"optuna-alone-{seed}",
+                               sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
+                               pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=curves.epochs))
+
+
+def optuna_alone(curves: CurveSet, seed: int, budget: int, concurrency: int = 1) -> Trace:
+    """Optuna without Ray: study.optimize, TPE (same settings) + HyperbandPruner, one trial at a
+    time; a NaN objective makes Optuna fail the trial. Best: ``study.best_trial``. With
+    ``concurrency`` > 1: ``concurrency`` workers sharing the study (``optuna_workers``)."""
+    if concurrency > 1:
+        return optuna_workers(curves, seed, budget, concurrency)
+    trace = Trace("Optuna alone (TPE + HyperbandPruner)", seed, budget)
+    space = curves.run.space
+    study = _optuna_study(curves, seed)
 
     def objective(trial: optuna.Trial) -> float:
         record = TrialRecord(str(trial.number), curves.lookup(suggest_params(trial, space)))
@@ -304,6 +313,59 @@ def optuna_alone(curves: CurveSet, seed: int, budget: int) -> Trace:
             study.stop()
 
     study.optimize(objective, n_trials=100_000, catch=(), callbacks=[stop])
+    return trace
+
+
+def optuna_workers(curves: CurveSet, seed: int, budget: int, concurrency: int) -> Trace:
+    """Optuna alone with ``concurrency`` workers sharing one study (what ``study.optimize(n_jobs=k)``
+    or k processes on one storage do), replayed deterministically with ask and tell on the epoch
+    clock of ``tune_like``: every running trial reports one epoch per tick, a freed worker asks at
+    once. TPE + HyperbandPruner as in ``optuna_alone``; a NaN final value fails the trial; best: the
+    best completed trial."""
+    trace = Trace("Optuna alone (TPE + HyperbandPruner)", seed, budget)
+    space, mode, E = curves.run.space, curves.mode, curves.epochs
+    study = _optuna_study(curves, seed)
+    running: list[tuple[int, int, int]] = []      # heap of (tick of the next report, launch order, number)
+    state: dict[int, tuple[optuna.Trial, TrialRecord]] = {}
+    best = -math.inf
+
+    def launch(now: int) -> None:
+        trial = study.ask()
+        record = TrialRecord(str(trial.number), curves.lookup(suggest_params(trial, space)))
+        trace.trials.append(record)
+        state[trial.number] = (trial, record)
+        heapq.heappush(running, (now + 1, trial.number, trial.number))
+
+    for _ in range(concurrency):
+        launch(0)
+    while running and trace.spent < budget:
+        tick, _, number = heapq.heappop(running)
+        trial, record = state[number]
+        value = float(curves.rows(record.index)[record.epochs].get(curves.metric, math.nan))
+        record.epochs += 1
+        record.values.append(value)
+        trace.spent += 1
+        if record.epochs < E and trace.spent >= budget:
+            record.outcome = "stopped"
+            break
+        trial.report(value, record.epochs)
+        if trial.should_prune():
+            record.outcome = "pruned_asha"
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif record.epochs >= E:
+            record.outcome = "completed"
+            if score(value, mode) > -math.inf:
+                study.tell(trial, value)
+                if score(value, mode) > best:
+                    best = score(value, mode)
+                    trace.incumbents.append((trace.spent, record.index, record.epochs, value))
+            else:                                  # Optuna fails a trial whose value is NaN
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            heapq.heappush(running, (tick + 1, number, number))
+            continue
+        if trace.spent < budget:
+            launch(tick)
     return trace
 
 

@@ -108,7 +108,7 @@ def test_a_model_without_a_default_objective_needs_one():
 
 
 @pytest.mark.parametrize("given, algorithm, sampler", [
-    ({}, "auto", "tpe"), ({"algorithm": "random"}, "random", "random"),
+    ({}, "auto", "rung-tpe"), ({"algorithm": "random"}, "random", "random"),
     ({"algorithm": "rung-tpe"}, "rung-tpe", "rung-tpe"), ({"algorithm": "tpe"}, "tpe", "tpe"),
 ])
 def test_the_algorithm_is_chosen_in_the_config_and_kept_in_the_run_dir(tmp_path, given, algorithm, sampler):
