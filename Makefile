@@ -39,6 +39,7 @@ test-fast: install
 # best on an otherwise idle machine). They replay the curves shipped in benchmarks/data;
 # `make bench-curves` records those again (about 25 minutes, and the real-data corpus about 20 more).
 bench: install
+	$(PIP) -e ".[test,bench]"
 	$(PY) -m benchmarks.detection
 	$(PY) -m benchmarks.corpus_detection
 	$(PY) -m benchmarks.replay

@@ -22,9 +22,9 @@ from benchmarks.common import ROOT
 from hpsearch.driver.cluster import runtime_env
 
 
-def start_ray() -> float:
-    """Start the local Ray hpsearch would start (hpsearch.driver.runner.start_ray); seconds it took (0 when a
-    session was already up)."""
+def start_ray(model: str = "triplet") -> float:
+    """Start the local Ray hpsearch would start for a search of ``model`` (hpsearch.driver.runner.start_ray);
+    seconds it took (0 when a session was already up)."""
     import ray
 
     from hpsearch.driver import runner
@@ -32,8 +32,56 @@ def start_ray() -> float:
     if ray.is_initialized():
         return 0.0
     began = time.perf_counter()
-    runner.start_ray(types.SimpleNamespace(address=None, runtime_env=runtime_env()))
+    runner.start_ray(types.SimpleNamespace(address=None, runtime_env=runtime_env(),
+                                          config=types.SimpleNamespace(model=model)))
     return time.perf_counter() - began
+
+
+def idle_workers() -> list[Any]:
+    """The idle Ray workers of the local Ray this process started (psutil processes)."""
+    import psutil
+
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error, OSError):
+            if (process.cmdline() or [""])[0] == "ray::IDLE":
+                found.append(process)
+    return found
+
+
+def idle_workers_ready(timeout_s: float = 120.0) -> int:
+    """Wait until the workers Ray prestarted for this process are done importing: torch mapped and
+    no CPU used for half a second (or none is left idle); how many there were."""
+    import psutil
+
+    def settled(process: Any) -> bool:
+        try:
+            if not any("libtorch" in m.path for m in process.memory_maps()):
+                return False
+            before = sum(process.cpu_times()[:2])
+            time.sleep(0.5)
+            return sum(process.cpu_times()[:2]) - before < 0.05
+        except (psutil.Error, OSError):
+            return True      # gone: nothing to wait for
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        workers = idle_workers()
+        if workers and all(settled(p) for p in workers):
+            return len(workers)
+        time.sleep(0.2)
+    return 0
+
+
+def fresh_ray(model: str = "triplet") -> None:
+    """A new local Ray as ``hpsearch run`` starts it, its prestarted workers done importing: what the
+    next search finds when it starts (hpsearch.driver.runner.start_local_ray). Not timed."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start_ray(model)
+    idle_workers_ready()
 
 
 def write_config(path: Path, raw: dict[str, Any]) -> Path:
@@ -78,14 +126,29 @@ def actor_reuse(enabled: bool) -> Iterator[None]:
         yield
 
 
-def run_search(plan: Any, reuse: bool = True) -> tuple[float, int]:
-    """``hpsearch run`` on a started Ray (hpsearch.driver.runner.run); (wall seconds, exit code). A trial that
-    ended in an error makes the measurement meaningless: that raises, with the trial's reason."""
+@contextlib.contextmanager
+def more_callbacks(callbacks: Sequence[Any]) -> Iterator[None]:
+    """The runner's Tuner with ``callbacks`` after its own."""
+    from hpsearch.driver import runner
+
+    original = runner.make_tuner
+
+    def make_tuner(plan: Any, searcher: Any, scheduler: Any, own: list, **kwargs: Any) -> Any:
+        return original(plan, searcher, scheduler, [*own, *callbacks], **kwargs)
+
+    with mock.patch.object(runner, "make_tuner", make_tuner):
+        yield
+
+
+def run_search(plan: Any, reuse: bool = True, callbacks: Sequence[Any] = ()) -> tuple[float, int]:
+    """``hpsearch run`` on a started Ray (hpsearch.driver.runner.run), with extra Tune ``callbacks``;
+    (wall seconds, exit code). A trial that ended in an error makes the measurement meaningless:
+    that raises, with the trial's reason."""
     from hpsearch.core.rundir import read_outcomes
     from hpsearch.driver import runner
 
     began = time.perf_counter()
-    with actor_reuse(reuse):
+    with actor_reuse(reuse), more_callbacks(callbacks):
         code = runner.run(plan, interval_s=3600.0, stream=io.StringIO())
     wall = time.perf_counter() - began
     errors = [e for e in read_outcomes(plan.run_dir).values() if e["outcome"] == "error"]

@@ -16,11 +16,19 @@
 4. Where the driver's time goes: cProfile of a search of trivial trials, grouped by package.
 5. Peak memory: PSS summed over every process of ``hpsearch run`` (2 trials) against one
    ``hpsearch train`` process (benchmarks.memory).
+6. The fixed cost of a search, warm workers against the start before them (benchmarks.startup).
+7. Bookkeeping as a search grows to 10,000 trivial trials: wall per trial and driver memory per
+   window of 1,000 (benchmarks.scaling).
+
+Every search measured here starts on a new local Ray whose prestarted workers are done importing
+(benchmarks.harness.fresh_ray), as a search started by ``hpsearch run`` finds it; starting Ray is
+not counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -28,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import harness
+from benchmarks import harness, scaling, startup, worker_profile
 from benchmarks.common import Stamp, command_line, fmt, log, out_path, table, verdict, write_section
 from benchmarks.harness import trivial_config
 from benchmarks.memory import peak_memory
@@ -37,9 +45,11 @@ SIZES = {
     # wall: (trial compute goal s, trials, CPUs per trial)
     "full": {"rounds": 3, "epochs": 6, "both_intervals": True,
              "wall": ((0.7, 24, 1), (3.5, 12, 1), (3.5, 12, 2)), "trivial": 1000, "trivial_noreuse": 40,
-             "reports": 10, "report_trials": 100, "optuna_trials": 1000, "profile_trials": 200},
+             "reports": 10, "report_trials": 100, "optuna_trials": 1000, "profile_trials": 200,
+             "startup_rounds": 5, "scaling": (10000, 1000), "tpe_sizes": (1000, 5000, 10000)},
     "smoke": {"rounds": 1, "epochs": 2, "both_intervals": False, "wall": ((0.7, 2, 1),), "trivial": 2,
-              "trivial_noreuse": 0, "reports": 2, "report_trials": 0, "optuna_trials": 5, "profile_trials": 0},
+              "trivial_noreuse": 0, "reports": 2, "report_trials": 0, "optuna_trials": 5, "profile_trials": 0,
+              "startup_rounds": 1, "scaling": (20, 10), "tpe_sizes": (10, 20)},
 }
 
 
@@ -106,14 +116,20 @@ def epoch_ratio(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
     default = CheckpointConfig().interval
     quick = load_config(harness.ROOT / "configs" / "quickstart.yaml").checkpoint.interval
     E = size["epochs"] + 1
-    rows, checks = [], []
+    rows, checks, profiles = [], [], []
     for label, model, params in model_cases(smoke):
         for interval in sorted({default, quick, E}) if size["both_intervals"] else [default]:
             ratios, plain_med, tune_med, inside_med = [], [], [], []
             for r in range(size["rounds"]):
                 _, plain = plain_epochs(model, params, E)
-                tuned, inside, _ = trainable_epochs(work, f"epoch-{model}-{interval}-{r}",
-                                                    _model_config(model, params, E, interval))
+                sample = interval == default and r == 0    # one worker profile per model, as shipped
+                if sample:
+                    harness.fresh_ray(model)                # its workers ready, so no imports in the profile
+                with worker_profile.sampled(work) if sample else contextlib.nullcontext() as workers:
+                    tuned, inside, _ = trainable_epochs(work, f"epoch-{model}-{interval}-{r}",
+                                                        _model_config(model, params, E, interval))
+                if sample:
+                    profiles.append(worker_profile.describe(workers, f"the {label} trial, checkpoint every epoch"))
                 p, t, i = statistics.median(plain[1:]), statistics.median(tuned[1:]), statistics.median(inside[1:])
                 ratios.append(t / p)
                 plain_med.append(p), tune_med.append(t), inside_med.append(i)
@@ -125,10 +141,10 @@ def epoch_ratio(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
                          f"{(statistics.median(tune_med) - statistics.median(inside_med)) * 1000:.1f}",
                          fmt(ratio), f"{min(ratios):.3f}-{max(ratios):.3f}"])
             if interval == default:
-                checks.append([f"trainable epoch / plain epoch, {label}", fmt(ratio), "<= 1.05", verdict(ratio, 1.05)])
+                checks.append([f"trainable epoch / plain epoch, {label}", fmt(ratio), "<= 1.02", verdict(ratio, 1.02)])
     header = ["model", "checkpoint", "plain epoch ms", "trainable epoch ms",
               "adapter ms/epoch (report+health+ckpt)", "ratio (median)", "ratio range"]
-    return table(header, rows), checks
+    return table(header, rows) + "\n\n" + "\n\n".join(profiles), checks
 
 
 def _plain_trial(params: dict[str, Any], epochs: int, threads: int, repeats: int) -> float:
@@ -164,6 +180,7 @@ def wall_vs_ideal(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
         raw = _model_config("triplet", params, E, interval, cpu=cpu)
         raw["budget"]["num_samples"] = n
         config = harness.write_config(work / f"wall-{goal}-{cpu}.yaml", raw)
+        harness.fresh_ray()
         wall, code = harness.run_search(harness.plan_for(config, work / "runs", f"wall-{goal}-{cpu}"))
         log(f"wall: {n} trials of ~{goal} s, {cpu} cpu: {wall:.1f} s (plain trial {trial_s:.2f} s, "
             f"{threads_s:.2f} s with {cpu} threads)")
@@ -175,17 +192,18 @@ def wall_vs_ideal(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
         rows.append([f"{trial_s:.2f} s ({E} epochs)", n, f"{cpu} ({slots} at a time)", f"{threads_s:.2f}",
                      f"{ideal:.1f}", f"{wall:.1f}", fmt(ratio), f"{(wall - ideal) / n * slots:.2f}"])
         if cpu == 1:
-            limit = 1.5 if goal < 1 else 1.2
+            limit = 1.3 if goal < 1 else 1.1
             checks.append([f"search wall / ideal, {trial_s:.2f} s trials", fmt(ratio), f"<= {limit}",
                            verdict(ratio, limit)])
     fixed = harness.write_config(work / "wall-fixed.yaml", trivial_config(1, 1))
+    harness.fresh_ray()
     fixed_s, _ = harness.run_search(harness.plan_for(fixed, work / "runs", "wall-fixed"))
     header = ["plain trial, 1 thread", "trials", "CPUs (threads) per trial", "plain trial with those threads s",
               "ideal s (1-thread compute / 2 cores)", "search wall s", "wall / ideal",
               "extra s per trial per slot"]
     text = table(header, rows)
-    text += (f"\n\nFixed cost of a search (`hpsearch run` of one trivial trial, 1 epoch, Ray already up): "
-             f"{fixed_s:.1f} s; it is part of every search wall above.")
+    text += (f"\n\nFixed cost of a search (one trivial trial, 1 epoch, Ray up and its workers idle): "
+             f"{fixed_s:.1f} s; it is part of every search wall above (the next section measures it apart).")
     return text, checks
 
 
@@ -222,6 +240,7 @@ def bookkeeping(work: Path, size: dict) -> tuple[str, list]:
         if n == 0:  # the smoke run: the shipped search only
             continue
         config = harness.write_config(work / f"trivial-{n}-{reports}-{reuse}.yaml", trivial_config(n, reports))
+        harness.fresh_ray()
         wall, code = harness.run_search(harness.plan_for(config, work / "runs", f"trivial-{n}-{reports}-{reuse}"), reuse)
         per_trial[(reuse, reports)] = wall / n
         log(f"bookkeeping: {label}: {n} trials in {wall:.1f} s")
@@ -235,7 +254,7 @@ def bookkeeping(work: Path, size: dict) -> tuple[str, list]:
                      f"{seconds * size['optuna_trials']:.1f}", f"{seconds * 1000:.1f}"])
     ms = per_trial[(True, 1)] * 1000
     checks.append([f"bookkeeping per trivial trial over {size['trivial']} trials (actor reuse)", f"{ms:.0f} ms",
-                   "<= 50 ms", verdict(ms, 50)])
+                   "<= 25 ms", verdict(ms, 25)])
     text = table(["search", "trials", "reports per trial", "wall s", "ms per trial (wall / trials, 2 slots)"], rows)
     if (True, size["reports"]) in per_trial:
         per_report = (per_trial[(True, size["reports"])] - per_trial[(True, 1)]) / (size["reports"] - 1)
@@ -293,13 +312,47 @@ def driver_profile(work: Path, trials: int) -> str:
             + ", ".join(f"{k} {v / total:.0%} ({v / trials * 1000:.0f} ms/trial)" for k, v in top) + ".")
 
 
+def worker_and_driver_profile(work: Path, smoke: bool) -> str:
+    """A search of ~0.7 s quickstart trials with the driver under cProfile and its trial workers
+    sampled by py-spy: where the time around the trials goes, on both sides."""
+    import cProfile
+    import pstats
+
+    params = harness.quickstart()["params"]
+    if smoke:
+        params = {**params, "samples_per_class": 20}
+    raw = _model_config("triplet", params, 9, harness.quickstart()["checkpoint"]["interval"])
+    raw["budget"]["num_samples"] = 4 if smoke else 24
+    config = harness.write_config(work / "profile-quick.yaml", raw)
+    harness.fresh_ray()
+    profiler = cProfile.Profile()
+    with worker_profile.sampled(work) as workers:
+        began = time.perf_counter()
+        profiler.enable()
+        harness.run_search(harness.plan_for(config, work / "runs", "profile-quick"))
+        profiler.disable()
+        wall = time.perf_counter() - began
+    groups: dict[str, float] = {}
+    for (filename, _, name), (_, _, tottime, _, _) in pstats.Stats(profiler).stats.items():
+        key = _group(filename, name)
+        groups[key] = groups.get(key, 0.0) + tottime
+    total = sum(groups.values())
+    top = sorted(groups.items(), key=lambda kv: -kv[1])[:6]
+    what = f"{raw['budget']['num_samples']} quickstart trials of 9 epochs ({wall:.0f} s)"
+    return (f"The driver during {what}, cProfile: " + ", ".join(f"{k} {v / total:.0%}" for k, v in top) + ". "
+            + worker_profile.describe(workers, what))
+
+
 PARTS = {  # part -> section title
     "epoch": "Overhead: epoch time under the trainable vs a plain loop",
     "wall": "Overhead: search wall time vs ideal (2 cores)",
     "bookkeeping": "Overhead: bookkeeping per trivial trial",
     "profile": "Overhead: where the driver's time goes",
     "memory": "Overhead: peak memory",
+    "fixed": "Overhead: fixed cost of a search",
+    "scaling": "Overhead: bookkeeping as a search grows",
 }
+NO_RAY_HERE = ("memory", "fixed")   # their own processes, each with its own Ray: before this one starts Ray
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,9 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=list(PARTS), help="run only these parts")
     args = parser.parse_args(argv)
     size = SIZES["smoke" if args.smoke else "full"]
-    parts = sorted(args.only or list(PARTS), key=lambda p: p != "memory")
-    if args.smoke:
-        parts = [p for p in parts if p != "profile"]
+    parts = sorted(args.only or list(PARTS), key=lambda p: p not in NO_RAY_HERE)
     harness.cwd_root()
     printed = []
     with tempfile.TemporaryDirectory(prefix="hpsearch-overhead-") as tmp:
@@ -322,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             stamp = Stamp(command_line("benchmarks.overhead", [*(["--smoke"] if args.smoke else []), "--only", part]))
             if part == "memory":
                 text, checks = peak_memory(work, args.smoke)
+            elif part == "fixed":
+                text, checks = startup.measure(work, size["startup_rounds"])
             else:
                 if not ray_started:
                     log(f"local Ray up in {harness.start_ray():.1f} s (not counted in any figure)")
@@ -332,8 +385,15 @@ def main(argv: list[str] | None = None) -> int:
                     text, checks = wall_vs_ideal(work, size, args.smoke)
                 elif part == "bookkeeping":
                     text, checks = bookkeeping(work, size)
+                elif part == "scaling":
+                    trials, window = size["scaling"]
+                    text, checks = scaling.measure(work, trials, window, tpe_sizes=size["tpe_sizes"])
                 else:
-                    text, checks = driver_profile(work, size["profile_trials"]), []
+                    text = worker_and_driver_profile(work, args.smoke)
+                    if size["profile_trials"]:
+                        harness.fresh_ray("triplet")
+                        text = driver_profile(work, size["profile_trials"]) + "\n\n" + text
+                    checks = []
             log(f"{part} measured")
             if checks:
                 text += "\n\n" + table(["target", "measured", "target", ""], checks)

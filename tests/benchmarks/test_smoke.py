@@ -140,9 +140,10 @@ def test_overhead_writes_every_part(tmp_path: Path, ray_session: None) -> None:
     out = tmp_path / "B.md"
     overhead.main(["--smoke", "--out", str(out)])
     for part, needle in (("memory", "peak PSS MiB"), ("epoch", "trainable epoch ms"), ("wall", "wall / ideal"),
-                         ("bookkeeping", "Optuna alone")):
+                         ("bookkeeping", "Optuna alone"), ("fixed", "x cold"), ("scaling", "driver USS MiB")):
         body = section(out, f"overhead-{part}")
         assert needle in body and "| target | measured | target |" in body
+    assert "Trial workers during" in section(out, "overhead-profile")
 
 
 @pytest.mark.slow
@@ -176,10 +177,29 @@ def test_each_baseline_replays_the_same_search_for_the_same_seed(tiny_curves: st
         assert replay.same_decisions(first, again), name
 
 
-def test_algorithms_writes_every_choice_per_grid(tmp_path: Path) -> None:
+def test_algorithms_writes_every_choice_and_peer_per_grid_and_the_goals(tmp_path: Path) -> None:
     out = tmp_path / "B.md"
-    assert algorithms.main(["--seeds", "1", "--runs", "2", "--workers", "1", "--out", str(out)]) == 0
+    assert algorithms.main(["--smoke", "--out", str(out)]) == 0
     body = section(out, "algorithms")
-    for name in ("random", "tpe", "rung-tpe"):
-        assert f"| {name} |" in body
+    for grid in ("### triplet", "### symmetric", "### mlp on digits (real data)"):
+        assert grid in body
+    assert body.count("2 trials at a time:") == 3 and body.count("8 trials at a time:") == 3
+    for name in ("random", "tpe", "rung-tpe", "auto (= ", "random search, no pruning (peer)",
+                 "ASHA + OptunaSearch, no health rules (peer)", "Optuna alone (TPE + HyperbandPruner) (peer)",
+                 "random search, exact expectation"):
+        assert f"| {name}" in body, name
+    assert "### Goals for `auto`" in body
+    goals = re.findall(r"^\| [^|]+ \| [28] \| (.+?) \|.*\| (met|missed[^|]*|not measured) \|$", body, re.MULTILINE)
+    assert len(goals) == 3 * 2 * 6, goals
     assert "Stopping a converged search" in body and "| off |" in body
+
+
+def test_optuna_alone_with_one_worker_is_study_optimize(tiny_curves: str) -> None:
+    """The ask-and-tell replay of Optuna's workers (the peer at 2 and 8 trials at a time) makes, with
+    one worker, the decisions study.optimize makes."""
+    curves = CurveSet.load(tiny_curves)
+    for seed in (0, 1):
+        assert replay.same_decisions(simulate.optuna_alone(curves, seed, 24),
+                                     simulate.optuna_workers(curves, seed, 24, 1))
+    eight = simulate.optuna_alone(curves, 0, 24, concurrency=8)
+    assert eight.spent == 24 and len(eight.trials) >= 8

@@ -1,0 +1,115 @@
+"""Bookkeeping as a search grows: a search of many trivial trials (benchmarks.toy.Trivial, one report
+each), the wall per trial in each window of consecutive trial ends and the driver's memory at the
+end of each window, for a sampler that costs the same at every trial (``algorithm: random``: what
+Tune, the journal-backed Optuna study, the scheduler and hpsearch's callbacks cost) and for the
+shipped default (``auto``, TPE, whose every suggestion reads every finished trial).
+
+Also what one TPE suggestion costs against the size of the study, in Optuna alone (in memory,
+``ask`` + ``tell``), which is the growth TPE brings to any search that uses it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness
+from benchmarks.common import fmt, log, table, verdict
+
+GOAL_TIME, GOAL_MEMORY = 1.2, 1.2
+
+
+class Pace:
+    """A Tune callback keeping the time of every trial end and the driver's memory every ``window``
+    ends (RSS and USS of this process, MiB)."""
+
+    def __new__(cls, window: int) -> Any:
+        import psutil
+        from ray.tune import Callback
+
+        class _Pace(Callback):
+            def __init__(self) -> None:
+                self.ends: list[float] = []
+                self.memory: list[tuple[int, float, float]] = []
+
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self.ends.append(time.perf_counter())
+                if len(self.ends) % window == 0:
+                    full = psutil.Process().memory_full_info()   # (Tune pickles callbacks: no handle kept)
+                    self.memory.append((len(self.ends), full.rss / 2**20, full.uss / 2**20))
+
+        return _Pace()
+
+
+def tpe_suggestion_ms(sizes: tuple[int, ...], repeats: int = 20) -> list[tuple[int, float]]:
+    """ms per ``ask`` + ``tell`` of Optuna's TPE (multivariate, as hpsearch builds it) on an in-memory
+    study already holding ``n`` finished trials of one float."""
+    import numpy as np
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    rng = np.random.default_rng(0)
+    space = {"x": FloatDistribution(0.0, 1.0)}
+    out = []
+    for n in sizes:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, multivariate=True))
+        study.add_trials([optuna.trial.create_trial(params={"x": float(x)}, distributions=space, value=float(v))
+                          for x, v in rng.random((n, 2))])
+        began = time.perf_counter()
+        for _ in range(repeats):
+            trial = study.ask(space)
+            study.tell(trial, 0.5)
+        out.append((n, (time.perf_counter() - began) / repeats * 1000))
+    return out
+
+
+def one_search(work: Path, algorithm: str, trials: int, window: int) -> tuple[list[list], float, float, float]:
+    """Rows per window, and (time ratio last / first window, USS ratio, wall s)."""
+    raw = harness.trivial_config(trials, 1)
+    raw["algorithm"] = algorithm
+    config = harness.write_config(work / f"scaling-{algorithm}-{trials}.yaml", raw)
+    pace = Pace(window)
+    wall, code = harness.run_search(harness.plan_for(config, work / "runs", f"scaling-{algorithm}-{trials}"),
+                                    callbacks=[pace])
+    if code != 0:
+        raise RuntimeError(f"scaling {algorithm}: hpsearch run exited {code}")
+    ends = pace.ends
+    rows, per_trial = [], []
+    for k, (count, rss, uss) in enumerate(pace.memory):
+        start = ends[k * window - 1] if k else ends[0]
+        span = window if k else window - 1            # the first window: from the first end on
+        ms = (ends[count - 1] - start) / span * 1000
+        per_trial.append(ms)
+        rows.append([algorithm, f"{k * window + 1}-{count}", f"{ms:.1f}", f"{rss:.0f}", f"{uss:.0f}"])
+    time_ratio = per_trial[-1] / per_trial[0]
+    memory_ratio = pace.memory[-1][2] / pace.memory[0][2]
+    log(f"scaling {algorithm}: {trials} trials in {wall:.0f} s; last/first window {time_ratio:.2f}, "
+        f"USS {memory_ratio:.2f}")
+    return rows, time_ratio, memory_ratio, wall
+
+
+def measure(work: Path, trials: int, window: int, algorithms: tuple[str, ...] = ("random", "auto"),
+            tpe_sizes: tuple[int, ...] = (1000, 5000, 10000)) -> tuple[str, list]:
+    rows, checks, walls = [], [], []
+    for algorithm in algorithms:
+        got, time_ratio, memory_ratio, wall = one_search(work, algorithm, trials, window)
+        rows += got
+        walls.append(f"{algorithm} {wall:.0f} s")
+        last = f"trials {trials - window + 1}-{trials}"
+        checks.append([f"wall per trivial trial, {last} / trials 1-{window} (`algorithm: {algorithm}`)",
+                       fmt(time_ratio), f"<= {GOAL_TIME}", verdict(time_ratio, GOAL_TIME)])
+        checks.append([f"driver memory (USS) after {trials} trials / after {window} (`algorithm: {algorithm}`)",
+                       fmt(memory_ratio), f"<= {GOAL_MEMORY}", verdict(memory_ratio, GOAL_MEMORY)])
+    text = table(["algorithm", "trials ended", "ms per trial (wall, 2 slots)", "driver RSS MiB", "driver USS MiB"],
+                 rows)
+    tpe = tpe_suggestion_ms(tpe_sizes)
+    text += (f"\n\nSearches of {trials} trivial trials, one report each, 2 at a time, actor reuse (wall: "
+             + ", ".join(walls) + "). The first window is timed from the first trial's end, so the fixed "
+             "cost of the search is not in it.\n\nOne TPE suggestion (Optuna alone, in memory, `ask` + `tell`) "
+             "against the trials already in the study: "
+             + ", ".join(f"{n} trials {ms:.1f} ms" for n, ms in tpe)
+             + f" (median {statistics.median(ms for _, ms in tpe):.1f} ms).")
+    return text, checks
