@@ -1,16 +1,15 @@
 """Bookkeeping as a search grows: a search of many trivial trials (benchmarks.toy.Trivial, one report
 each), the wall per trial in each window of consecutive trial ends and the driver's memory at the
-end of each window, for a sampler that costs the same at every trial (``algorithm: random``: what
-Tune, the journal-backed Optuna study, the scheduler and hpsearch's callbacks cost) and for the
-shipped default (``auto``, TPE, whose every suggestion reads every finished trial).
+end of each window, for the shipped default (``auto``: rung-tpe, which fits on at most
+hpsearch.tune.samplers.MAX_POINTS observations) and, with ``algorithms``, any other (``random``
+isolates what Tune, the journal-backed Optuna study, the scheduler and hpsearch's callbacks cost).
 
-Also what one TPE suggestion costs against the size of the study, in Optuna alone (in memory,
-``ask`` + ``tell``), which is the growth TPE brings to any search that uses it.
+Also what one suggestion of each model-based sampler costs against the size of the study, in
+Optuna alone (in memory, ``ask`` + ``tell``): the growth a sampler brings to any search using it.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -43,26 +42,31 @@ class Pace:
         return _Pace()
 
 
-def tpe_suggestion_ms(sizes: tuple[int, ...], repeats: int = 20) -> list[tuple[int, float]]:
-    """ms per ``ask`` + ``tell`` of Optuna's TPE (multivariate, as hpsearch builds it) on an in-memory
-    study already holding ``n`` finished trials of one float."""
+def suggestion_ms(sizes: tuple[int, ...], repeats: int = 20) -> dict[str, list[tuple[int, float]]]:
+    """ms per ``ask`` + ``tell`` of each model-based sampler hpsearch offers (hpsearch.tune.samplers)
+    on an in-memory study already holding ``n`` finished trials of one float (value reported at
+    epoch 1 as well, which rung-tpe fits on)."""
     import numpy as np
     import optuna
     from optuna.distributions import FloatDistribution
 
+    from hpsearch.tune.samplers import make_sampler
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    rng = np.random.default_rng(0)
     space = {"x": FloatDistribution(0.0, 1.0)}
-    out = []
-    for n in sizes:
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, multivariate=True))
-        study.add_trials([optuna.trial.create_trial(params={"x": float(x)}, distributions=space, value=float(v))
-                          for x, v in rng.random((n, 2))])
-        began = time.perf_counter()
-        for _ in range(repeats):
-            trial = study.ask(space)
-            study.tell(trial, 0.5)
-        out.append((n, (time.perf_counter() - began) / repeats * 1000))
+    out: dict[str, list[tuple[int, float]]] = {}
+    for algorithm in ("tpe", "rung-tpe"):
+        rng = np.random.default_rng(0)
+        for n in sizes:
+            study = optuna.create_study(direction="maximize", sampler=make_sampler(algorithm, space, 0))
+            study.add_trials([optuna.trial.create_trial(params={"x": float(x)}, distributions=space, value=float(v),
+                                                        intermediate_values={1: float(v)})
+                              for x, v in rng.random((n, 2))])
+            began = time.perf_counter()
+            for _ in range(repeats):
+                trial = study.ask(space)
+                study.tell(trial, 0.5)
+            out.setdefault(algorithm, []).append((n, (time.perf_counter() - began) / repeats * 1000))
     return out
 
 
@@ -91,7 +95,7 @@ def one_search(work: Path, algorithm: str, trials: int, window: int) -> tuple[li
     return rows, time_ratio, memory_ratio, wall
 
 
-def measure(work: Path, trials: int, window: int, algorithms: tuple[str, ...] = ("random", "auto"),
+def measure(work: Path, trials: int, window: int, algorithms: tuple[str, ...] = ("auto",),
             tpe_sizes: tuple[int, ...] = (1000, 5000, 10000)) -> tuple[str, list]:
     rows, checks, walls = [], [], []
     for algorithm in algorithms:
@@ -105,11 +109,11 @@ def measure(work: Path, trials: int, window: int, algorithms: tuple[str, ...] = 
                        fmt(memory_ratio), f"<= {GOAL_MEMORY}", verdict(memory_ratio, GOAL_MEMORY)])
     text = table(["algorithm", "trials ended", "ms per trial (wall, 2 slots)", "driver RSS MiB", "driver USS MiB"],
                  rows)
-    tpe = tpe_suggestion_ms(tpe_sizes)
+    costs = suggestion_ms(tpe_sizes)
     text += (f"\n\nSearches of {trials} trivial trials, one report each, 2 at a time, actor reuse (wall: "
              + ", ".join(walls) + "). The first window is timed from the first trial's end, so the fixed "
-             "cost of the search is not in it.\n\nOne TPE suggestion (Optuna alone, in memory, `ask` + `tell`) "
-             "against the trials already in the study: "
-             + ", ".join(f"{n} trials {ms:.1f} ms" for n, ms in tpe)
-             + f" (median {statistics.median(ms for _, ms in tpe):.1f} ms).")
+             "cost of the search is not in it.\n\nOne suggestion of each model-based sampler (Optuna alone, "
+             "in memory, `ask` + `tell`) against the trials already in the study: "
+             + "; ".join(f"{algorithm}: " + ", ".join(f"{n} trials {ms:.1f} ms" for n, ms in rows)
+                         for algorithm, rows in costs.items()) + ".")
     return text, checks

@@ -27,6 +27,7 @@ from hpsearch.core.outcomes import HEALTH_OUTCOMES
 
 ALGORITHMS = tuple(a for a in CONFIG_ALGORITHMS if a != "auto")
 RANDOM_SHARE = 1 / 3        # BOHB's share of configs drawn at random
+MAX_POINTS = 500            # observations one suggestion fits on (bounded: see ``bounded``)
 
 
 class RungTPESampler(optuna.samplers.BaseSampler):
@@ -53,6 +54,7 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         points = observations(study.get_trials(deepcopy=False), self._min_points)
         if points is None:
             return {}
+        points = bounded(points, MAX_POINTS, maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE)
         shadow = optuna.create_study(
             direction=study.direction,
             sampler=optuna.samplers.TPESampler(seed=int(rng.integers(2**31)), multivariate=True,
@@ -90,6 +92,21 @@ def observations(trials: list[FrozenTrial], min_points: int) -> list[tuple[dict[
     return None
 
 
+def bounded(points: list[tuple[dict[str, Any], float]], limit: int,
+            maximize: bool) -> list[tuple[dict[str, Any], float]]:
+    """At most ``limit`` observations (oldest first, as ``observations`` gives them): the best tenth
+    of ``limit`` by value, and the most recent of the rest. TPE's good set is at most the best 25, so
+    it is unchanged; its other set becomes the recent past. One suggestion then costs the same at
+    trial 10,000 as at trial 1,000 (fitting on every point: 41 ms at 1,000, 350 ms at 10,000)."""
+    if len(points) <= limit:
+        return points
+    best = max(1, limit // 10)
+    order = sorted(range(len(points)), key=lambda i: points[i][1], reverse=maximize)
+    keep = set(order[:best])
+    rest = [i for i in range(len(points)) if i not in keep][-(limit - best):]
+    return [points[i] for i in sorted(keep | set(rest))]
+
+
 def make_sampler(algorithm: str, space: Mapping[str, BaseDistribution], seed: int) -> optuna.samplers.BaseSampler:
     """The sampler of one ``algorithm`` (one of ALGORITHMS; ``auto`` is resolved by the config)."""
     if algorithm == "random":
@@ -101,4 +118,5 @@ def make_sampler(algorithm: str, space: Mapping[str, BaseDistribution], seed: in
     raise ValueError(f"algorithm: got {algorithm!r}, expected one of {', '.join(ALGORITHMS)}")
 
 
-__all__ = ["ALGORITHMS", "RANDOM_SHARE", "RungTPESampler", "make_sampler", "observations", "usable"]
+__all__ = ["ALGORITHMS", "MAX_POINTS", "RANDOM_SHARE", "RungTPESampler", "bounded", "make_sampler", "observations",
+           "usable"]

@@ -9,7 +9,7 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpsearch.tune.samplers import ALGORITHMS, RungTPESampler, make_sampler, observations, usable
+from hpsearch.tune.samplers import ALGORITHMS, RungTPESampler, bounded, make_sampler, observations, usable
 
 SPACE = {"x": FloatDistribution(0.0, 1.0), "n": IntDistribution(1, 8)}
 
@@ -81,3 +81,19 @@ def test_every_algorithm_makes_a_sampler(algorithm):
 def test_an_unknown_algorithm_is_refused():
     with pytest.raises(ValueError, match="algorithm: got 'bohb'"):
         make_sampler("bohb", SPACE, seed=0)
+
+
+@pytest.mark.parametrize("maximize, expected", [
+    (True, list(range(10, 30))),             # the best 2 (28, 29) and the 18 latest of the rest (10-27)
+    (False, [0, 1, *range(12, 30)]),         # the best 2 (0, 1) and the 18 latest of the rest (12-29)
+])
+def test_a_suggestion_fits_on_the_best_and_the_most_recent_points_only(maximize, expected):
+    points = [({"x": i}, float(i)) for i in range(30)]              # 30 points, oldest first, point i worth i
+    assert bounded(points, 30, maximize) == points                  # within the limit: every point
+    assert [p[0]["x"] for p in bounded(points, 20, maximize)] == expected
+
+
+def test_the_best_points_are_kept_however_old():
+    points = [({"x": 0}, 1.0)] + [({"x": i}, 0.0) for i in range(1, 40)]   # the oldest is the best
+    kept = bounded(points, 10, maximize=True)
+    assert kept[0] == ({"x": 0}, 1.0) and [p[0]["x"] for p in kept[1:]] == list(range(31, 40))
