@@ -44,10 +44,11 @@ from benchmarks.memory import peak_memory
 SIZES = {
     # wall: (trial compute goal s, trials, CPUs per trial)
     "full": {"rounds": 3, "epochs": 6, "both_intervals": True,
-             "wall": ((0.7, 24, 1), (3.5, 12, 1), (3.5, 12, 2)), "trivial": 1000, "trivial_noreuse": 40,
+             "wall": ((0.7, 24, 1), (3.5, 12, 1), (3.5, 12, 2)), "trivial": 1000, "trivial_algorithms": 1000,
+             "trivial_noreuse": 40,
              "reports": 10, "report_trials": 100, "optuna_trials": 1000, "profile_trials": 200,
              "startup_rounds": 5, "scaling": (10000, 1000), "tpe_sizes": (1000, 5000, 10000)},
-    "smoke": {"rounds": 1, "epochs": 2, "both_intervals": False, "wall": ((0.7, 2, 1),), "trivial": 2,
+    "smoke": {"rounds": 1, "epochs": 2, "both_intervals": False, "wall": ((0.7, 2, 1),), "trivial": 2, "trivial_algorithms": 0,
               "trivial_noreuse": 0, "reports": 2, "report_trials": 0, "optuna_trials": 5, "profile_trials": 0,
               "startup_rounds": 1, "scaling": (20, 10), "tpe_sizes": (10, 20)},
 }
@@ -180,17 +181,22 @@ def wall_vs_ideal(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
         raw = _model_config("triplet", params, E, interval, cpu=cpu)
         raw["budget"]["num_samples"] = n
         config = harness.write_config(work / f"wall-{goal}-{cpu}.yaml", raw)
-        harness.fresh_ray()
-        wall, code = harness.run_search(harness.plan_for(config, work / "runs", f"wall-{goal}-{cpu}"))
-        log(f"wall: {n} trials of ~{goal} s, {cpu} cpu: {wall:.1f} s (plain trial {trial_s:.2f} s, "
-            f"{threads_s:.2f} s with {cpu} threads)")
-        if code != 0:
-            raise RuntimeError(f"wall-{goal}-{cpu}: hpsearch run exited {code}")
+        walls = []
+        for r in range(repeats):          # each on a new Ray; the median, and the range beside it
+            harness.fresh_ray()
+            wall, code = harness.run_search(harness.plan_for(config, work / "runs", f"wall-{goal}-{cpu}-{r}"))
+            log(f"wall: {n} trials of ~{goal} s, {cpu} cpu: {wall:.1f} s (plain trial {trial_s:.2f} s, "
+                f"{threads_s:.2f} s with {cpu} threads)")
+            if code != 0:
+                raise RuntimeError(f"wall-{goal}-{cpu}: hpsearch run exited {code}")
+            walls.append(wall)
+        wall = statistics.median(walls)
         ideal = n * trial_s / 2
         ratio = wall / ideal
         slots = 2 // cpu
         rows.append([f"{trial_s:.2f} s ({E} epochs)", n, f"{cpu} ({slots} at a time)", f"{threads_s:.2f}",
-                     f"{ideal:.1f}", f"{wall:.1f}", fmt(ratio), f"{(wall - ideal) / n * slots:.2f}"])
+                     f"{ideal:.1f}", f"{wall:.1f} ({min(walls):.1f}-{max(walls):.1f})", fmt(ratio),
+                     f"{(wall - ideal) / n * slots:.2f}"])
         if cpu == 1:
             limit = 1.3 if goal < 1 else 1.1
             checks.append([f"search wall / ideal, {trial_s:.2f} s trials", fmt(ratio), f"<= {limit}",
@@ -199,7 +205,7 @@ def wall_vs_ideal(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
     harness.fresh_ray()
     fixed_s, _ = harness.run_search(harness.plan_for(fixed, work / "runs", "wall-fixed"))
     header = ["plain trial, 1 thread", "trials", "CPUs (threads) per trial", "plain trial with those threads s",
-              "ideal s (1-thread compute / 2 cores)", "search wall s", "wall / ideal",
+              "ideal s (1-thread compute / 2 cores)", f"search wall s (median of {repeats}, range)", "wall / ideal",
               "extra s per trial per slot"]
     text = table(header, rows)
     text += (f"\n\nFixed cost of a search (one trivial trial, 1 epoch, Ray up and its workers idle): "
@@ -232,17 +238,22 @@ def optuna_alone(trials: int, reports: int) -> float:
 
 def bookkeeping(work: Path, size: dict) -> tuple[str, list]:
     rows, checks = [], []
-    runs = [("hpsearch, actor reuse (shipped)", size["trivial"], 1, True),
-            ("hpsearch, no actor reuse", size["trivial_noreuse"], 1, False),
-            (f"hpsearch, actor reuse, {size['reports']} reports per trial", size["report_trials"], size["reports"], True)]
+    runs = [("hpsearch, actor reuse (shipped: `auto`, rung-tpe)", size["trivial"], 1, True, "auto"),
+            ("hpsearch, actor reuse, `algorithm: tpe`", size["trivial_algorithms"], 1, True, "tpe"),
+            ("hpsearch, actor reuse, `algorithm: random`", size["trivial_algorithms"], 1, True, "random"),
+            ("hpsearch, no actor reuse", size["trivial_noreuse"], 1, False, "auto"),
+            (f"hpsearch, actor reuse, {size['reports']} reports per trial", size["report_trials"], size["reports"], True,
+             "auto")]
     per_trial = {}
-    for label, n, reports, reuse in runs:
+    for label, n, reports, reuse, algorithm in runs:
         if n == 0:  # the smoke run: the shipped search only
             continue
-        config = harness.write_config(work / f"trivial-{n}-{reports}-{reuse}.yaml", trivial_config(n, reports))
+        tag = f"trivial-{n}-{reports}-{reuse}-{algorithm}"
+        config = harness.write_config(work / f"{tag}.yaml", {**trivial_config(n, reports), "algorithm": algorithm})
         harness.fresh_ray()
-        wall, code = harness.run_search(harness.plan_for(config, work / "runs", f"trivial-{n}-{reports}-{reuse}"), reuse)
-        per_trial[(reuse, reports)] = wall / n
+        wall, code = harness.run_search(harness.plan_for(config, work / "runs", tag), reuse)
+        if algorithm == "auto":
+            per_trial[(reuse, reports)] = wall / n
         log(f"bookkeeping: {label}: {n} trials in {wall:.1f} s")
         if code != 0:
             raise RuntimeError(f"{label}: hpsearch run exited {code}")
