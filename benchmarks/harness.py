@@ -100,6 +100,19 @@ def quickstart(**changes: Any) -> dict[str, Any]:
     return raw
 
 
+def model_config(model: str, params: dict[str, Any], epochs: int, interval: int, cpu: float = 1.0) -> dict:
+    """A search config with a one-point space (lr fixed to a hair): every trial trains the same."""
+    from hpsearch import models
+
+    full = models.validate_params(model, params)
+    lr = float(full["lr"])
+    return {"model": model, "seed": 0, "epochs": epochs, "params": params,
+            "space": {"lr": {"uniform": [lr, lr * 1.0001]}},
+            "budget": {"num_samples": 1, "max_epochs": epochs, "max_failures": 0},
+            "scheduler": {"grace_period": epochs, "reduction_factor": 2},
+            "resources": {"cpu": cpu, "gpu": 0}, "checkpoint": {"interval": interval}}
+
+
 def plan_for(config: Path, storage: Path, name: str, sets: Sequence[str] = ()) -> Any:
     """The checked plan ``hpsearch run CONFIG --name NAME --storage STORAGE --set ...`` would run."""
     from hpsearch.cli import _parser

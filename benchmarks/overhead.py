@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import harness, scaling, startup, worker_profile
+from benchmarks import harness, profiles, scaling, startup, worker_profile
 from benchmarks.common import Stamp, command_line, fmt, log, out_path, table, verdict, write_section
 from benchmarks.harness import trivial_config
 from benchmarks.memory import peak_memory
@@ -65,19 +65,6 @@ def model_cases(smoke: bool) -> list[tuple[str, str, dict[str, Any]]]:
     if "symmetric" in BUILTIN:
         cases.append(("symmetric (100 stories)", "symmetric", {"num_stories": 100}))
     return cases
-
-
-def _model_config(model: str, params: dict[str, Any], epochs: int, interval: int, cpu: float = 1.0) -> dict:
-    """A search config with a one-point space (lr fixed to a hair): every trial trains the same."""
-    from hpsearch import models
-
-    full = models.validate_params(model, params)
-    lr = float(full["lr"])
-    return {"model": model, "seed": 0, "epochs": epochs, "params": params,
-            "space": {"lr": {"uniform": [lr, lr * 1.0001]}},
-            "budget": {"num_samples": 1, "max_epochs": epochs, "max_failures": 0},
-            "scheduler": {"grace_period": epochs, "reduction_factor": 2},
-            "resources": {"cpu": cpu, "gpu": 0}, "checkpoint": {"interval": interval}}
 
 
 def plain_epochs(model: str, params: dict[str, Any], epochs: int, threads: int = 1) -> tuple[float, list[float]]:
@@ -128,7 +115,7 @@ def epoch_ratio(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
                     harness.fresh_ray(model)                # its workers ready, so no imports in the profile
                 with worker_profile.sampled(work) if sample else contextlib.nullcontext() as workers:
                     tuned, inside, _ = trainable_epochs(work, f"epoch-{model}-{interval}-{r}",
-                                                        _model_config(model, params, E, interval))
+                                                        harness.model_config(model, params, E, interval))
                 if sample:
                     profiles.append(worker_profile.describe(workers, f"the {label} trial, checkpoint every epoch"))
                 p, t, i = statistics.median(plain[1:]), statistics.median(tuned[1:]), statistics.median(inside[1:])
@@ -178,7 +165,7 @@ def wall_vs_ideal(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
             calibrated[goal] = (E, trial_s)
         E, trial_s = calibrated[goal]
         threads_s = trial_s if cpu == 1 else _plain_trial(params, E, cpu, repeats)
-        raw = _model_config("triplet", params, E, interval, cpu=cpu)
+        raw = harness.model_config("triplet", params, E, interval, cpu=cpu)
         raw["budget"]["num_samples"] = n
         config = harness.write_config(work / f"wall-{goal}-{cpu}.yaml", raw)
         walls = []
@@ -274,86 +261,6 @@ def bookkeeping(work: Path, size: dict) -> tuple[str, list]:
     return text, checks
 
 
-def _group(filename: str, name: str) -> str:
-    """Which part of the stack a profiled function belongs to."""
-    if filename == "~" or filename.startswith("<"):
-        waits = ("acquire", "sleep", "poll", "select", "wait", "recv", "read")
-        return "waiting (locks, sleeps, polls)" if any(w in name for w in waits) else "builtins"
-    if "site-packages/" in filename:
-        package = filename.split("site-packages/", 1)[1].split("/", 1)[0]
-        if package in ("sqlalchemy", "alembic"):
-            return "SQLAlchemy"
-        if package == "optuna":
-            if "/samplers/" in filename:
-                return "Optuna (TPE, trials)"
-            return "Optuna journal storage" if "/storages/" in filename else "Optuna (study)"
-        if package == "ray":
-            return "Ray Tune" if "/tune/" in filename or "/train/" in filename else "Ray core"
-        return package
-    if "/search/" in filename or "/models/" in filename or "/benchmarks/" in filename:
-        return "hpsearch (search/, models/)"
-    if "sqlite3" in filename:
-        return "SQLAlchemy"
-    return "Python standard library"
-
-
-def driver_profile(work: Path, trials: int) -> str:
-    """Where the driver's own time goes in a search of trivial trials (cProfile of the main thread,
-    which runs Tune's controller, the searcher, the scheduler and the callbacks)."""
-    import cProfile
-    import pstats
-
-    config = harness.write_config(work / f"profile-{trials}.yaml", trivial_config(trials, 1))
-    plan = harness.plan_for(config, work / "runs", f"profile-{trials}")
-    profiler = cProfile.Profile()
-    began = time.perf_counter()
-    profiler.enable()
-    harness.run_search(plan)
-    profiler.disable()
-    wall = time.perf_counter() - began
-    stats = pstats.Stats(profiler)
-    groups: dict[str, float] = {}
-    for (filename, _, name), (_, _, tottime, _, _) in stats.stats.items():
-        key = _group(filename, name)
-        groups[key] = groups.get(key, 0.0) + tottime
-    total = sum(groups.values())
-    top = sorted(groups.items(), key=lambda kv: -kv[1])[:8]
-    return (f"Where the driver's time goes ({trials} trivial trials under cProfile, {wall:.0f} s, "
-            f"{wall / trials * 1000:.0f} ms per trial with the profiler on): "
-            + ", ".join(f"{k} {v / total:.0%} ({v / trials * 1000:.0f} ms/trial)" for k, v in top) + ".")
-
-
-def worker_and_driver_profile(work: Path, smoke: bool) -> str:
-    """A search of ~0.7 s quickstart trials with the driver under cProfile and its trial workers
-    sampled by py-spy: where the time around the trials goes, on both sides."""
-    import cProfile
-    import pstats
-
-    params = harness.quickstart()["params"]
-    if smoke:
-        params = {**params, "samples_per_class": 20}
-    raw = _model_config("triplet", params, 9, harness.quickstart()["checkpoint"]["interval"])
-    raw["budget"]["num_samples"] = 4 if smoke else 24
-    config = harness.write_config(work / "profile-quick.yaml", raw)
-    harness.fresh_ray()
-    profiler = cProfile.Profile()
-    with worker_profile.sampled(work) as workers:
-        began = time.perf_counter()
-        profiler.enable()
-        harness.run_search(harness.plan_for(config, work / "runs", "profile-quick"))
-        profiler.disable()
-        wall = time.perf_counter() - began
-    groups: dict[str, float] = {}
-    for (filename, _, name), (_, _, tottime, _, _) in pstats.Stats(profiler).stats.items():
-        key = _group(filename, name)
-        groups[key] = groups.get(key, 0.0) + tottime
-    total = sum(groups.values())
-    top = sorted(groups.items(), key=lambda kv: -kv[1])[:6]
-    what = f"{raw['budget']['num_samples']} quickstart trials of 9 epochs ({wall:.0f} s)"
-    return (f"The driver during {what}, cProfile: " + ", ".join(f"{k} {v / total:.0%}" for k, v in top) + ". "
-            + worker_profile.describe(workers, what))
-
-
 PARTS = {  # part -> section title
     "epoch": "Overhead: epoch time under the trainable vs a plain loop",
     "wall": "Overhead: search wall time vs ideal (2 cores)",
@@ -400,10 +307,10 @@ def main(argv: list[str] | None = None) -> int:
                     trials, window = size["scaling"]
                     text, checks = scaling.measure(work, trials, window, tpe_sizes=size["tpe_sizes"])
                 else:
-                    text = worker_and_driver_profile(work, args.smoke)
+                    text = profiles.worker_and_driver(work, args.smoke)
                     if size["profile_trials"]:
                         harness.fresh_ray("triplet")
-                        text = driver_profile(work, size["profile_trials"]) + "\n\n" + text
+                        text = profiles.driver(work, size["profile_trials"]) + "\n\n" + text
                     checks = []
             log(f"{part} measured")
             if checks:
