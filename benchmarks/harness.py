@@ -37,16 +37,23 @@ def start_ray(model: str = "triplet") -> float:
     return time.perf_counter() - began
 
 
-def idle_workers() -> list[Any]:
-    """The idle Ray workers of the local Ray this process started (psutil processes)."""
+def ray_workers(named: str = "ray::") -> list[Any]:
+    """The Ray worker processes (psutil) of the local Ray this process started whose name starts
+    with ``named`` (``ray::IDLE`` for the idle ones); Ray's agents are not workers."""
     import psutil
 
     found = []
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error, OSError):
-            if (process.cmdline() or [""])[0] == "ray::IDLE":
+            name = (process.cmdline() or [""])[0]
+            if name.startswith(named) and "Agent" not in name:
                 found.append(process)
     return found
+
+
+def idle_workers() -> list[Any]:
+    """The idle Ray workers of the local Ray this process started (psutil processes)."""
+    return ray_workers("ray::IDLE")
 
 
 def idle_workers_ready(timeout_s: float = 120.0) -> int:

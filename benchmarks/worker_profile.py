@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
+
 GROUPS = (  # (label, what a frame of the stack holds), the first that any frame matches wins; a
     # trial's training thread runs under Ray Tune's function trainable, so Tune comes after the rest
     ("checkpoints (save, hand to Tune)", ("save_checkpoint", "persist_current_checkpoint")),
@@ -38,18 +40,6 @@ def _group(stack: str) -> str:
     return "other (standard library, threads)"
 
 
-def _workers(known: set[int]) -> list[Any]:
-    import psutil
-
-    found = []
-    for process in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error, OSError):
-            name = (process.cmdline() or [""])[0]
-            if name.startswith("ray::") and process.pid not in known and "Agent" not in name:
-                found.append(process)
-    return found
-
-
 @contextlib.contextmanager
 def sampled(out: Path, rate: int = 100) -> Iterator[dict[str, Any] | None]:
     """Sample every Ray worker of this process while the block runs; on exit the dict holds
@@ -65,7 +55,7 @@ def sampled(out: Path, rate: int = 100) -> Iterator[dict[str, Any] | None]:
 
     def attach() -> None:
         while not stop.is_set():
-            for process in _workers(known):
+            for process in (p for p in harness.ray_workers() if p.pid not in known):
                 known.add(process.pid)
                 path = out / f"worker-{process.pid}.txt"
                 running.append((subprocess.Popen([spy, "record", "--pid", str(process.pid), "--rate", str(rate),
