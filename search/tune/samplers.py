@@ -41,6 +41,7 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         self._min_points = min_points if min_points is not None else len(self._space) + 1
         self._random_share = random_share
         self._random = optuna.samplers.RandomSampler(seed=seed)
+        self._fit_study = FitStudy()
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return dict(self._space)
@@ -55,14 +56,13 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         if points is None:
             return {}
         points = bounded(points, MAX_POINTS, maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE)
-        shadow = optuna.create_study(
-            direction=study.direction,
-            sampler=optuna.samplers.TPESampler(seed=int(rng.integers(2**31)), multivariate=True,
-                                               n_startup_trials=0))
-        shadow.add_trials([optuna.trial.create_trial(params={k: p[k] for k in search_space},
-                                                     distributions=search_space, value=value)
-                           for p, value in points if all(k in p for k in search_space)])
-        return dict(shadow.ask(search_space).params)
+        points = [({k: p[k] for k in search_space}, value) for p, value in points if all(k in p for k in search_space)]
+        shadow = self._fit_study.holding(points, search_space, study.direction)
+        shadow.sampler = optuna.samplers.TPESampler(seed=int(rng.integers(2**31)), multivariate=True,
+                                                    n_startup_trials=0)
+        asked = shadow.ask(search_space)
+        shadow.tell(asked, state=TrialState.FAIL)   # out of the next fit: TPE reads COMPLETE trials only
+        return dict(asked.params)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -70,6 +70,43 @@ class RungTPESampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self._random.reseed_rng()
+
+
+class FitStudy:
+    """The in-memory study TPE is fitted on: the observations as COMPLETE trials, in order. Kept
+    between suggestions: when the new observations extend the last ones (the usual case while a
+    search grows), only the new ones are added; otherwise it is built again. Trials are written
+    through the storage API, which copies nothing (``Study.add_trials`` deep-copies each trial:
+    75 ms for 500 observations against about 30 ms). TPE sees the same COMPLETE trials in the same
+    order either way, so a suggestion does not depend on what was asked before."""
+
+    def __init__(self) -> None:
+        self._storage = optuna.storages.InMemoryStorage()
+        self._study: optuna.Study | None = None
+        self._held: list[tuple[tuple, float]] = []      # the observations the study holds, in order
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}       # a cache: a sampler saved with its searcher (Ray's snapshot) builds it again
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()
+
+    def holding(self, points: list[tuple[dict[str, Any], float]], space: Mapping[str, BaseDistribution],
+                direction: optuna.study.StudyDirection) -> optuna.Study:
+        keys = [(tuple((name, p[name]) for name in space), float(v)) for p, v in points]
+        if self._study is None or self._study.direction != direction or keys[:len(self._held)] != self._held:
+            self._storage = optuna.storages.InMemoryStorage()
+            self._study = optuna.create_study(storage=self._storage, direction=direction)
+            self._held = []
+        storage = self._storage
+        study_id = storage.get_study_id_from_name(self._study.study_name)
+        for params, value in points[len(self._held):]:
+            trial_id = storage.create_new_trial(study_id)
+            for name, distribution in space.items():
+                storage.set_trial_param(trial_id, name, distribution.to_internal_repr(params[name]), distribution)
+            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(value)])
+        self._held = keys
+        return self._study
 
 
 def usable(trial: FrozenTrial) -> bool:

@@ -42,7 +42,7 @@ from ray.tune.search.optuna import OptunaSearch
 from hpsearch.core.convergence import Convergence
 from hpsearch.core.objective import score
 from hpsearch.core.outcomes import HEALTH_OUTCOMES
-from hpsearch.core.rundir import STUDY_NAME, read_outcomes, study_storage
+from hpsearch.core.rundir import STUDY_NAME, study_storage
 from hpsearch.models.config import ConfigError
 from hpsearch.tune.compat import (
     searcher_finished,
@@ -200,13 +200,14 @@ class HealthOptunaSearch(OptunaSearch):
             steps.add(step)
 
     def _outcome(self, trial_id: str) -> dict[str, Any] | None:
-        """The OutcomeLog's record of the trial; read from disk when this copy of the log has not
-        seen it (a searcher restored by Ray holds its own copy)."""
+        """The OutcomeLog's record of the trial; this copy of the log catches up with the file first
+        when it has not seen the trial (a searcher restored by Ray holds its own copy)."""
         if self.outcomes is None:
             return None
         entry = self.outcomes.get(trial_id)
-        if entry is None and self.outcomes.path is not None and self.outcomes.path.exists():
-            entry = read_outcomes(self.outcomes.path.parent).get(trial_id)
+        if entry is None:
+            self.outcomes.catch_up()
+            entry = self.outcomes.get(trial_id)
         return entry
 
     def _finish(self, trial_id: str, state: TrialState, value: float | None, outcome: str, reason: str) -> None:

@@ -176,6 +176,35 @@ def test_result_log_writes_each_row_to_the_run_dir_and_closes_a_torn_line(tmp_pa
     assert json.loads((trial_dir / "params.json").read_text()) == {"quality": 0.5}
 
 
+def test_an_outcome_log_catches_up_with_what_another_copy_appended_and_the_last_record_wins(tmp_path):
+    ours, theirs = OutcomeLog(tmp_path), OutcomeLog(tmp_path)   # a searcher restored by Ray holds its own
+    ours.record("a", "completed", "", 3)
+    theirs.record("b", "pruned_asha", "below the rung", 2)
+    theirs.record("a", "pruned_flatline", "flat", 3)
+    assert ours.get("b") is None                                 # not read until asked to catch up
+    ours.catch_up()
+    assert ours.get("b")["outcome"] == "pruned_asha"
+    assert ours.get("a")["outcome"] == "pruned_flatline"         # the file's order decides, as a fresh read
+    assert ours.all() == OutcomeLog(tmp_path).all()
+
+
+def test_an_outcome_log_leaves_a_torn_line_for_later_and_rereads_a_replaced_file(tmp_path):
+    log = OutcomeLog(tmp_path)
+    path = tmp_path / "outcomes.jsonl"
+    whole = json.dumps({"trial_id": "a", "outcome": "completed"}) + "\n"
+    torn = json.dumps({"trial_id": "b", "outcome": "error"})
+    path.write_text(whole + torn[:10], encoding="utf-8")
+    log.catch_up()
+    assert set(log.all()) == {"a"}
+    with path.open("a", encoding="utf-8") as fh:                 # the writer finishes its line
+        fh.write(torn[10:] + "\n")
+    log.catch_up()
+    assert log.get("b")["outcome"] == "error"
+    path.write_text(json.dumps({"trial_id": "c", "outcome": "completed"}) + "\n", encoding="utf-8")
+    log.catch_up()                                               # shorter than what was read: from the start
+    assert log.get("c")["outcome"] == "completed"
+
+
 def test_placed_files_sort_after_rays_own_file_of_the_session_and_before_a_later_session():
     for pattern in ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl"):
         ours = placed_name(pattern.format(SESSION))

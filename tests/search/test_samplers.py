@@ -4,12 +4,15 @@ stored study and the trial number alone, so a resumed search samples as an unint
 
 from __future__ import annotations
 
+import pickle
+
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpsearch.tune.samplers import ALGORITHMS, RungTPESampler, bounded, make_sampler, observations, usable
+from hpsearch.tune.samplers import ALGORITHMS, FitStudy, RungTPESampler, bounded, make_sampler, observations, usable
 
 SPACE = {"x": FloatDistribution(0.0, 1.0), "n": IntDistribution(1, 8)}
 
@@ -97,3 +100,40 @@ def test_the_best_points_are_kept_however_old():
     points = [({"x": 0}, 1.0)] + [({"x": i}, 0.0) for i in range(1, 40)]   # the oldest is the best
     kept = bounded(points, 10, maximize=True)
     assert kept[0] == ({"x": 0}, 1.0) and [p[0]["x"] for p in kept[1:]] == list(range(31, 40))
+
+
+def test_the_kept_fit_study_suggests_what_a_fresh_fit_would():
+    """One sampler asked at every step of a growing study (its fit study extended, or rebuilt when
+    the bound drops old points) suggests what a new sampler suggests from the same stored trials."""
+    import hpsearch.tune.samplers as module
+
+    rng = np.random.default_rng(0)
+    history = [trial(TrialState.COMPLETE, {1: float(v)}, x=float(x), n=int(n))
+               for x, v, n in zip(rng.random(40), rng.random(40), rng.integers(1, 9, 40))]
+    kept = RungTPESampler(SPACE, seed=5, min_points=3, random_share=0.0)
+    for size in (5, 6, 9, 14, 30, 40):
+        for limit in (1000, 12):                      # 12: old points dropped, so the kept study is rebuilt
+            module.MAX_POINTS = limit
+            try:
+                fresh = RungTPESampler(SPACE, seed=5, min_points=3, random_share=0.0)
+                a, b = study_with(history[:size]), study_with(history[:size])
+                a.sampler, b.sampler = kept, fresh
+                assert a.ask(SPACE).params == b.ask(SPACE).params
+            finally:
+                module.MAX_POINTS = 500
+
+
+def test_the_fit_study_matches_optunas_own_trials_and_is_not_saved_with_the_sampler():
+    points = [({"x": x, "n": 1 + i % 8}, v) for i, (x, v) in enumerate([(0.1, 0.3), (0.7, 0.9), (0.4, 0.5),
+                                                                        (0.9, 0.8), (0.2, 0.1)])]
+    ours = FitStudy().holding(points, SPACE, optuna.study.StudyDirection.MAXIMIZE)
+    theirs = optuna.create_study(direction="maximize")
+    theirs.add_trials([create_trial(params=p, distributions=SPACE, value=v) for p, v in points])
+    for study in (ours, theirs):
+        study.sampler = optuna.samplers.TPESampler(seed=1, multivariate=True, n_startup_trials=0)
+    assert ours.ask(SPACE).params == theirs.ask(SPACE).params
+    sampler = RungTPESampler(SPACE, seed=5, min_points=3, random_share=0.0)
+    sampler._fit_study.holding(points, SPACE, optuna.study.StudyDirection.MAXIMIZE)
+    restored = pickle.loads(pickle.dumps(sampler))             # as Ray's searcher snapshot saves it
+    unused = RungTPESampler(SPACE, seed=5, min_points=3, random_share=0.0)
+    assert restored._fit_study._held == [] and len(pickle.dumps(sampler)) == len(pickle.dumps(unused))
