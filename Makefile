@@ -35,7 +35,7 @@ test-fast: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not slow"
 
-# The benchmarks behind BENCHMARKS.md (each rewrites its own section; about 2.5 h on 2 cores,
+# The benchmarks behind BENCHMARKS.md (each rewrites its own section; about 3 h on 2 cores,
 # best on an otherwise idle machine). They replay the curves shipped in benchmarks/data;
 # `make bench-curves` records those again (about 25 minutes, and the real-data corpus about 20 more).
 bench: install
@@ -44,6 +44,7 @@ bench: install
 	$(PY) -m benchmarks.corpus_detection
 	$(PY) -m benchmarks.replay
 	$(PY) -m benchmarks.algorithms
+	$(PY) -m benchmarks.rung_noise
 	$(PY) -m benchmarks.real_data --out BENCHMARKS.md
 	$(PY) -m benchmarks.real_search
 	$(PY) -m benchmarks.live

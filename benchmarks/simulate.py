@@ -212,18 +212,18 @@ def study_in_memory():
 def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, grace: int | None = None,
              reduction: float | None = None, name: str = "hpsearch", storage: str = "journal",
              max_trials: int | None = None, algorithm: str = "auto", converge_after: int = 0,
-             warm_start: Sequence[Mapping[str, Any]] = ()) -> Trace:
+             warm_start: Sequence[Mapping[str, Any]] = (), rungs: Mapping[str, Any] | None = None) -> Trace:
     """The product: make_searcher (HealthOptunaSearch, TPE, study in the journal file, or in memory with
     ``storage="memory"``) + make_scheduler (HealthASHA) + the trainable's health verdicts. No
     warm-start points unless ``warm_start`` names some (the grid's own are a demo's); they are
-    asked first, in order, as a search with ``warm_start:`` in its YAML asks them."""
-    from hpsearch.core.config import SchedulerConfig
+    asked first, in order, as a search with ``warm_start:`` in its YAML asks them. ``rungs``: other
+    ``scheduler:`` settings (min_trials, compare, keep_warm_start) over the grid's own."""
     from hpsearch.tune.scheduler import make_scheduler
     from hpsearch.tune.searcher import make_searcher
 
     run = curves.run
-    sched = SchedulerConfig(grace_period=grace or run.scheduler.grace_period,
-                            reduction_factor=reduction or run.scheduler.reduction_factor)
+    sched = dataclasses.replace(run.scheduler, grace_period=grace or run.scheduler.grace_period,
+                                reduction_factor=reduction or run.scheduler.reduction_factor, **(rungs or {}))
     run = dataclasses.replace(run, seed=seed, warm_start=tuple(dict(p) for p in warm_start), scheduler=sched, algorithm=algorithm,
                               budget=dataclasses.replace(run.budget, max_concurrent=0, converge_after=converge_after))
     in_memory = study_in_memory() if storage == "memory" else contextlib.nullcontext()

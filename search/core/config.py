@@ -10,7 +10,7 @@
     space: {lr: {loguniform: [1e-5, 1e-1]}, ...}
     warm_start: [{lr: 3.0e-4, ...}]  # points tried first
     budget: {num_samples: 32, max_epochs: 30, max_concurrent: 2, converge_after: 0}
-    scheduler: {grace_period: 2, reduction_factor: 3}
+    scheduler: {grace_period: 2, reduction_factor: 3, compare: best, min_trials: 1, keep_warm_start: true}
     health: {flatline: {patience: 3}, ...}
     resources: {cpu: 1, gpu: 0}
     checkpoint: {interval: 1}

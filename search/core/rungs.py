@@ -14,6 +14,13 @@ arithmetic of one bracket of Ray's ``AsyncHyperBandScheduler`` (``_Bracket``), w
   whole bracket is plain JSON (``to_json`` / ``load``), so a resumed search carries its rungs and
   stops on (Ray drops scheduler state on restore, ray#30838).
 
+Three settings make a rung's decision hold up on a noisy objective (chosen by the replay with noise,
+benchmarks/rung_noise.py): ``min_trials`` (a rung stops nobody until that many other trials are
+recorded there: a cutoff from one or two values is mostly their noise), ``compare`` ("best": a trial
+is recorded with its best value so far instead of its last, so one noisy epoch does not decide it)
+and ``exempt`` (trials no rung stops: the warm-start points, the configs the user already trusts;
+health rules still apply to them).
+
 The Tune side (when to ask, what STOP means, the health verdict, the OutcomeLog, the state file)
 is hpsearch.tune.scheduler.
 """
@@ -29,9 +36,10 @@ from hpsearch.core.numbers import fmt
 from hpsearch.core.objective import score, sign
 from hpsearch.core.outcomes import HEALTH_OUTCOMES, Outcome
 
-STATE_VERSION = 2          # 2 added "decided"; a version-1 state loads with no decisions
-# what a state must agree on with the search that loads it
-SETTINGS = ("metric", "mode", "max_t", "grace_period", "reduction_factor", "time_attr")
+STATE_VERSION = 3          # 2 added "decided", 3 "best", "exempt" and the settings min_trials and compare
+# what a state must agree on with the search that loads it (an older state lacks the last two)
+SETTINGS = ("metric", "mode", "max_t", "grace_period", "reduction_factor", "time_attr", "min_trials", "compare")
+COMPARE = ("last", "best")
 
 
 def rung_milestones(grace_period: int, max_t: int, reduction_factor: float) -> list[float]:
@@ -99,16 +107,20 @@ class Bracket:
     """
 
     def __init__(self, metric: str, mode: str, max_t: int, grace_period: int = 1, reduction_factor: float = 3.0,
-                 time_attr: str = "training_iteration"):
+                 time_attr: str = "training_iteration", min_trials: int = 1, compare: str = "last"):
         self.metric = metric
         self.mode = mode
         self.max_t = max_t
         self.grace_period = grace_period
         self.reduction_factor = float(reduction_factor)
         self.time_attr = time_attr
+        self.min_trials = min_trials
+        self.compare = compare
         self.rungs = [Rung(m) for m in rung_milestones(grace_period, max_t, self.reduction_factor)]
         self.decided: dict[str, Stop] = {}
         self.stopped = {"health": 0, "asha": 0}
+        self.best: dict[str, float] = {}        # each trial's best score so far ("best" only)
+        self.exempt: set[str] = set()           # trials no rung stops
 
     @property
     def milestones(self) -> list[float]:
@@ -127,20 +139,31 @@ class Bracket:
                 return None if trial_id in rung.scores else rung
         return None
 
+    def observe(self, trial_id: str, value: Any) -> float:
+        """Note a healthy result's objective ``value``; return the score a rung records for it: the
+        value's own (-inf when it is not a finite number), or with ``compare`` "best" the trial's
+        best so far (a non-finite value is -inf all the same: it ranks last)."""
+        mine = score(value, self.mode)
+        if self.compare == "best" and mine > -math.inf:
+            mine = max(mine, self.best.get(trial_id, -math.inf))
+            self.best[trial_id] = mine
+        return mine
+
     def record(self, rung: Rung, trial_id: str, value: Any) -> float:
-        """Put the trial's objective ``value`` at ``rung`` as its score (-inf when it is not a
-        finite number) and return that score."""
-        rung.scores[trial_id] = score(value, self.mode)
+        """Put the trial's objective ``value`` at ``rung`` (as ``observe`` scores it) and return that score."""
+        rung.scores[trial_id] = self.observe(trial_id, value)
         return rung.scores[trial_id]
 
     def rank(self, rung: Rung, trial_id: str, epoch: int, value: Any) -> Stop | None:
         """Record ``value`` at ``rung`` and decide on it against the trials recorded there before:
         a ``pruned_asha`` stop when it is not a finite number or falls below the cutoff, with a reason
-        naming value, cutoff, epoch, rung and count; None to go on (always, at an empty rung)."""
-        bar = cutoff(rung.scores.values(), self.reduction_factor)
+        naming value, cutoff, epoch, rung and count; None to go on: always for an exempt trial, and
+        while fewer than ``min_trials`` others are recorded at the rung (at least one)."""
+        others = list(rung.scores.values())
         mine = self.record(rung, trial_id, value)
-        if bar is None:
+        if trial_id in self.exempt or len(others) < max(1, self.min_trials):
             return None
+        bar = cutoff(others, self.reduction_factor)
         where = f"at epoch {epoch} (rung {fmt(rung.milestone)}, {len(rung.scores)} trials)"
         if mine == -math.inf:
             what = "is missing" if value is None else f"{fmt(value)} is not a finite number"
@@ -148,7 +171,10 @@ class Bracket:
                                epoch)
         if mine < bar:
             verb = "below" if self.mode == "max" else "above"
-            return self.decide(trial_id, Outcome.PRUNED_ASHA.value, f"{self.metric} {fmt(value)} {verb} rung cutoff "
+            shown = fmt(value)
+            if mine != score(value, self.mode):                # compared on a better value before this one
+                shown += f" (best so far {fmt(mine * sign(self.mode))})"
+            return self.decide(trial_id, Outcome.PRUNED_ASHA.value, f"{self.metric} {shown} {verb} rung cutoff "
                                f"{fmt(bar * sign(self.mode))} {where}", epoch)
         return None
 
@@ -174,6 +200,7 @@ class Bracket:
         return {
             "version": STATE_VERSION, **self.settings(), "stopped": dict(self.stopped),
             "decided": {trial_id: asdict(stop) for trial_id, stop in self.decided.items()},
+            "best": dict(self.best), "exempt": sorted(self.exempt),
             "rungs": [{"milestone": rung.milestone,
                        "scores": {t: (None if s == -math.inf else s) for t, s in rung.scores.items()}}
                       for rung in self.rungs],
@@ -181,12 +208,13 @@ class Bracket:
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Take over what ``to_json`` wrote (version 1, from before stops were kept, loads with no
-        stops). ValueError for another version or a state from other settings."""
+        stops; before version 3 a state names no min_trials or compare, and takes this search's).
+        ValueError for another version or a state from other settings."""
         version = state.get("version") if isinstance(state, Mapping) else None
-        if version not in (1, STATE_VERSION):
+        if version not in (1, 2, STATE_VERSION):
             raise ValueError(f"scheduler state: got version {version!r}, expected {STATE_VERSION}")
         for key, mine in self.settings().items():
-            if state.get(key) != mine:
+            if (key in state or version == STATE_VERSION) and state.get(key) != mine:
                 raise ValueError(f"scheduler state: {key} is {state.get(key)!r}, this search has {mine!r}")
         milestones = [rung["milestone"] for rung in state["rungs"]]
         if milestones != self.milestones:
@@ -197,6 +225,8 @@ class Bracket:
         self.stopped = {"health": int(state["stopped"]["health"]), "asha": int(state["stopped"]["asha"])}
         self.decided = {str(t): Stop(str(d["outcome"]), str(d.get("reason", "")), d.get("epoch"))
                         for t, d in (state.get("decided") or {}).items()}
+        self.best = {str(t): float(s) for t, s in (state.get("best") or {}).items()}
+        self.exempt = {str(t) for t in state.get("exempt") or ()}
 
 
-__all__ = ["SETTINGS", "STATE_VERSION", "Bracket", "Rung", "Stop", "cutoff", "percentile", "rung_milestones"]
+__all__ = ["COMPARE", "SETTINGS", "STATE_VERSION", "Bracket", "Rung", "Stop", "cutoff", "percentile", "rung_milestones"]

@@ -34,6 +34,13 @@ class Budget:
 class SchedulerConfig:
     grace_period: int = field(default=2, metadata=bounds(ge=1))
     reduction_factor: float = field(default=3.0, metadata=bounds(gt=1))
+    # a rung stops nobody until this many other trials are recorded there (core.rungs)
+    min_trials: int = field(default=1, metadata=bounds(ge=1))
+    # what a rung compares: each trial's "best" value so far, or its "last" (Ray's ASHA); "best" got
+    # more replayed searches within 1% of the best, with and without noise (benchmarks/rung_noise.py)
+    compare: Literal["last", "best"] = "best"
+    # the warm-start points run to the end unless a health rule stops them
+    keep_warm_start: bool = True
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,11 +76,13 @@ class HealthASHA(FIFOScheduler):
 
     def __init__(self, metric: str, mode: str, max_t: int, grace_period: int = 1,
                  reduction_factor: float = 3.0, outcomes: OutcomeLog | None = None,
-                 time_attr: str = "training_iteration", state_path: str | Path | None = None):
+                 time_attr: str = "training_iteration", state_path: str | Path | None = None,
+                 min_trials: int = 1, compare: str = "last", exempt_points: Sequence[Mapping[str, Any]] = ()):
         super().__init__()
         self._metric = metric
         self._mode = mode
-        self.bracket = Bracket(metric, mode, max_t, grace_period, reduction_factor, time_attr)
+        self.bracket = Bracket(metric, mode, max_t, grace_period, reduction_factor, time_attr, min_trials, compare)
+        self.exempt_points = [dict(point) for point in exempt_points]
         self.outcomes = outcomes
         self.state_path = Path(state_path) if state_path is not None else None
         self._next_step: list[Callable[[Any], None]] = []
@@ -94,6 +96,14 @@ class HealthASHA(FIFOScheduler):
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         """Metric and mode are fixed at construction; Tune may repeat them, not change them."""
         return metric in (None, self._metric) and mode in (None, self._mode)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        """A trial whose config is one of ``exempt_points`` (on every key the point names) is
+        exempt from the rungs: it runs to the end unless a health rule stops it."""
+        super().on_trial_add(tune_controller, trial)
+        config = getattr(trial, "config", None) or {}
+        if any(all(same(config.get(key), value) for key, value in point.items()) for point in self.exempt_points):
+            self.bracket.exempt.add(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         trial_id, epoch = trial.trial_id, epoch_of(result, self.bracket.time_attr)
@@ -111,6 +121,7 @@ class HealthASHA(FIFOScheduler):
             return STOP
         rung = self.bracket.due(trial_id, epoch)
         if rung is None:
+            self.bracket.observe(trial_id, result.get(self._metric))
             return CONTINUE
         stop = self.bracket.rank(rung, trial_id, epoch, result.get(self._metric))
         if stop is not None:
@@ -183,13 +194,24 @@ class HealthASHA(FIFOScheduler):
         return STOP
 
 
+def same(a: Any, b: Any) -> bool:
+    """Whether a config value is a warm-start point's value (numbers within float rounding)."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    if numbers:
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
 def make_scheduler(config: RunConfig, outcomes: OutcomeLog, state_path: str | Path | None = None) -> HealthASHA:
-    """The search's scheduler: ASHA over ``config.objective`` with the config's rungs, writing every
-    stop to ``outcomes`` and its state to ``state_path`` (when given)."""
+    """The search's scheduler: ASHA over ``config.objective`` with the config's rungs and noise
+    settings (``scheduler.min_trials``, ``compare``, and ``keep_warm_start``: the warm-start points
+    exempt from the rungs), writing every stop to ``outcomes`` and its state to ``state_path`` (when
+    given)."""
+    rungs = config.scheduler
     return HealthASHA(metric=config.objective.metric, mode=config.objective.mode, max_t=config.max_epochs,
-                      grace_period=config.scheduler.grace_period,
-                      reduction_factor=config.scheduler.reduction_factor, outcomes=outcomes,
-                      state_path=state_path)
+                      grace_period=rungs.grace_period, reduction_factor=rungs.reduction_factor, outcomes=outcomes,
+                      state_path=state_path, min_trials=rungs.min_trials, compare=rungs.compare,
+                      exempt_points=config.warm_start if rungs.keep_warm_start else ())
 
 
-__all__ = ["HealthASHA", "epoch_of", "health_outcome", "make_scheduler"]
+__all__ = ["HealthASHA", "epoch_of", "health_outcome", "make_scheduler", "same"]

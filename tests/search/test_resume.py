@@ -172,7 +172,7 @@ KILL_SEARCH = {
     # one trial at a time: ASHA's rungs then fill in warm-start order, so the uninterrupted end
     # below is fixed and a resumed search must reach exactly it
     "budget": {"num_samples": 6, "max_failures": 0, "max_concurrent": 1},
-    "scheduler": {"grace_period": 2, "reduction_factor": 2},
+    "scheduler": {"grace_period": 2, "reduction_factor": 2, "keep_warm_start": False},   # the points script trials
     "resources": {"cpu": 1}, "checkpoint": {"interval": 1},
 }
 EXPECTED = {0.6: ("completed", 8), 0.7: ("completed", 8), 0.3: ("pruned_asha", 2), 0.35: ("pruned_asha", 2),

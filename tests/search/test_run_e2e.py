@@ -84,7 +84,7 @@ TOY_SEARCH = {
                    {"curve": "explode", "epoch_sleep": 0.0},
                    {"curve": "healthy", "quality": 0.3, "epoch_sleep": 0.4}],
     "budget": {"num_samples": 8, "max_failures": 0},
-    "scheduler": {"grace_period": 4, "reduction_factor": 2},
+    "scheduler": {"grace_period": 4, "reduction_factor": 2, "keep_warm_start": False},   # the points script trials
     "checkpoint": {"interval": 2},
 }
 

@@ -133,6 +133,43 @@ def test_rank(mode, before, value, reason):
         assert bracket.stopped == {"health": 0, "asha": 1}
 
 
+NOISY = [
+    # name, min_trials, compare, exempt, the trial's values before the rung, others at the rung, value,
+    # the stop's reason (None: go on)   -- at epoch 3, rung 3
+    ("one other is enough by default", 1, "last", False, [], [0.8], 0.4,
+     "val_acc 0.4 below rung cutoff 0.8 at epoch 3 (rung 3, 2 trials)"),
+    ("too few others to cut", 3, "last", False, [], [0.8, 0.9], 0.4, None),
+    ("enough others", 3, "last", False, [], [0.8, 0.9, 0.85], 0.4,
+     "val_acc 0.4 below rung cutoff 0.8667 at epoch 3 (rung 3, 4 trials)"),
+    ("one bad epoch under best so far", 1, "best", False, [0.9, 0.7], [0.8], 0.4, None),
+    ("best so far still below", 1, "best", False, [0.5, 0.6], [0.8], 0.4,
+     "val_acc 0.4 (best so far 0.6) below rung cutoff 0.8 at epoch 3 (rung 3, 2 trials)"),
+    ("best so far is this value", 1, "best", False, [0.3], [0.8], 0.4,
+     "val_acc 0.4 below rung cutoff 0.8 at epoch 3 (rung 3, 2 trials)"),
+    ("best so far, but NaN now", 1, "best", False, [0.9, 0.9], [0.8], NAN,
+     "val_acc nan is not a finite number, so it ranks last at epoch 3 (rung 3, 2 trials)"),
+    ("a warm-start point is never cut", 1, "last", True, [], [0.9, 0.95], 0.1, None),
+]
+
+
+@pytest.mark.parametrize("min_trials, compare, exempt, history, others, value, reason", [c[1:] for c in NOISY],
+                         ids=[c[0] for c in NOISY])
+def test_rank_on_a_noisy_objective(min_trials, compare, exempt, history, others, value, reason):
+    bracket = Bracket("val_acc", "max", max_t=9, grace_period=3, reduction_factor=3, min_trials=min_trials,
+                      compare=compare)
+    if exempt:
+        bracket.exempt.add("x")
+    rung = bracket.due("x", 3)
+    for i, earlier in enumerate(others):
+        bracket.record(rung, f"t{i}", earlier)
+    for earlier in history:                                    # epochs 1 and 2: no rung there
+        bracket.observe("x", earlier)
+    stop = bracket.rank(rung, "x", 3, value)
+    assert (None if stop is None else stop.reason) == reason
+    if compare == "best" and history and value == value:
+        assert rung.scores["x"] == max(*history, value)       # recorded with its best so far
+
+
 def test_a_health_stop_withdraws_the_trials_values_from_every_rung():
     bracket = Bracket("val_acc", "max", max_t=9, grace_period=1, reduction_factor=3)
     for epoch in (1, 3):
@@ -175,8 +212,9 @@ def small_bracket() -> Bracket:
 
 
 ON_DISK = {
-    "version": 2, "metric": "val_acc", "mode": "max", "max_t": 8, "grace_period": 2, "reduction_factor": 2.0,
-    "time_attr": "training_iteration", "stopped": {"health": 0, "asha": 3},
+    "version": 3, "metric": "val_acc", "mode": "max", "max_t": 8, "grace_period": 2, "reduction_factor": 2.0,
+    "time_attr": "training_iteration", "min_trials": 1, "compare": "last", "stopped": {"health": 0, "asha": 3},
+    "best": {}, "exempt": [],
     "decided": {"nan": {"outcome": "pruned_asha", "epoch": 2,
                         "reason": "val_acc nan is not a finite number, so it ranks last at epoch 2 (rung 2, 3 trials)"},
                 "c": {"outcome": "pruned_asha", "epoch": 2,
@@ -190,7 +228,7 @@ ON_DISK = {
 
 def test_the_state_is_the_on_disk_format_in_strict_json():
     state = json.loads(json.dumps(small_bracket().to_json(), allow_nan=False))   # -inf written as null
-    assert state == ON_DISK and STATE_VERSION == 2
+    assert state == ON_DISK and STATE_VERSION == 3
 
 
 def test_json_round_trip_carries_rungs_stops_and_counters():
@@ -202,6 +240,15 @@ def test_json_round_trip_carries_rungs_stops_and_counters():
     assert restored.to_json() == original.to_json()
     # and decides on as the original does
     assert restored.rank(restored.due("d", 2), "d", 2, 0.5) == original.rank(original.due("d", 2), "d", 2, 0.5)
+
+
+def test_a_version_2_state_takes_this_searchs_noise_settings():
+    """A run dir written before min_trials and compare existed resumes under this search's."""
+    old = {k: v for k, v in ON_DISK.items() if k not in ("min_trials", "compare", "best", "exempt")}
+    bracket = Bracket("val_acc", "max", max_t=8, grace_period=2, reduction_factor=2, min_trials=3, compare="best")
+    bracket.load({**old, "version": 2})
+    assert bracket.decided == small_bracket().decided and bracket.best == {} and bracket.exempt == set()
+    assert (bracket.min_trials, bracket.compare) == (3, "best")
 
 
 def test_a_version_1_state_loads_with_no_stops():
@@ -218,7 +265,9 @@ def test_a_version_1_state_loads_with_no_stops():
 
 REFUSED = [
     # name, change to the state, the message
-    ("another version", {"version": 3}, "got version 3, expected 2"),
+    ("another version", {"version": 4}, "got version 4, expected 3"),
+    ("another min_trials", {"min_trials": 3}, "min_trials is 3, this search has 1"),
+    ("another compare", {"compare": "best"}, "compare is 'best', this search has 'last'"),
     ("no version", {"version": None}, "got version None"),
     ("another grace period", {"grace_period": 1}, "grace_period is 1, this search has 2"),
     ("another mode", {"mode": "min"}, "mode is 'min', this search has 'max'"),

@@ -4,6 +4,7 @@ is in test_rungs.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -183,6 +184,35 @@ def test_make_scheduler_reads_the_config():
     assert (scheduler.metric, scheduler.mode, scheduler.bracket.max_t) == ("val_acc", "min", 20)
     assert scheduler.bracket.milestones == [2, 4, 8, 16] and scheduler.outcomes is outcomes
     assert scheduler.set_search_properties("val_acc", "min") and not scheduler.set_search_properties("loss", None)
+
+
+def test_warm_start_points_run_on_past_a_rung_when_kept_and_best_so_far_is_compared():
+    """The issue's case: a warm-start point whose last value dips below a cutoff set by one earlier
+    trial. ASHA's rule stops it; ``keep_warm_start`` exempts it (health rules still apply);
+    ``compare: best`` keeps it on its best value so far; ``min_trials`` waits for more trials."""
+    point = {"lr": 0.002, "hidden_dim": 64}
+    rung = {"other": results([0.40, 0.44, 0.4425]), "warm": results([0.45, 0.49, 0.43])}   # rung at epoch 3
+
+    def made(**settings):
+        rungs = SchedulerConfig(grace_period=3, reduction_factor=3, min_trials=1, compare="last", keep_warm_start=False)
+        config = RunConfig(model="m", params={}, objective=Objective("val_acc", "max"), budget=Budget(max_epochs=9),
+                           scheduler=dataclasses.replace(rungs, **settings),
+                           warm_start=(point,))
+        scheduler = make_scheduler(config, OutcomeLog(None))
+        for name, config_ in (("other", {"lr": 0.01, "hidden_dim": 64}), ("warm", {"lr": 0.002 + 1e-15, "hidden_dim": 64})):
+            scheduler.on_trial_add(None, SimpleNamespace(trial_id=name, config=config_))
+        return scheduler
+
+    assert drive(made(), rung) == {"other": None, "warm": 3}
+    defaults = SchedulerConfig()
+    assert (defaults.min_trials, defaults.compare, defaults.keep_warm_start) == (1, "best", True)
+    kept = made(keep_warm_start=True)
+    assert drive(kept, rung) == {"other": None, "warm": None} and kept.bracket.exempt == {"warm"}
+    assert drive(made(compare="best"), rung) == {"other": None, "warm": None}     # best so far 0.49
+    assert drive(made(min_trials=2), rung) == {"other": None, "warm": None}       # one other is too few
+    kept = made(keep_warm_start=True)                                             # exempt from rungs, not health
+    assert drive(kept, {"warm": results([0.5] * 9, [0.1] * 9)})["warm"] is not None
+    assert kept.bracket.decided["warm"].outcome == "pruned_flatline"
 
 
 def test_a_final_result_takes_its_place_at_a_due_rung_and_an_unhealthy_one_does_not():

@@ -292,7 +292,7 @@ def test_with_real_ray_tune(tmp_path):
                        space={"kind": Spec("choice", choices=tuple(KIND_CURVES))},
                        warm_start=tuple({"kind": kind} for kind in KIND_CURVES),
                        budget=Budget(num_samples=len(KIND_CURVES), max_epochs=6, max_concurrent=1),
-                       scheduler=SchedulerConfig(grace_period=1, reduction_factor=3))
+                       scheduler=SchedulerConfig(grace_period=1, reduction_factor=3, keep_warm_start=False))
     run_dir = tmp_path / "run"
     outcomes = OutcomeLog(run_dir.mkdir() or run_dir)
     searcher = make_searcher(config, run_dir, outcomes)
