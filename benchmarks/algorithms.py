@@ -37,7 +37,7 @@ from typing import Any
 
 from benchmarks import simulate
 from benchmarks.common import Stamp, command_line, fmt, log, out_path, quantiles, table, write_section
-from benchmarks.curves import default_paths
+from benchmarks.curves import CurveSet, default_paths
 from benchmarks.figures import iqr_text, random_expectation, ratio, target_value
 from benchmarks.grids import REAL_DEFAULT, grid, hit_share, simulate_points, title, warm_value, within
 from hpsearch.core.config import ALGORITHMS, AUTO_ALGORITHM
@@ -65,6 +65,17 @@ CACHED = 0                      # searches the last run_jobs took from its cache
 Job = tuple[str, str, int, int, int, int, bool]   # grid, strategy, seed, budget, concurrency, converge_after, warm
 
 
+def replay(curves: CurveSet, strategy: str, seed: int, budget: int, concurrency: int, converge_after: int = 0,
+           warm: bool = False) -> simulate.Trace:
+    """One replayed search on ``curves``: an ``algorithm`` through the product's searcher and scheduler
+    (study in memory; the grid's warm-start points first with ``warm``), or a peer of PEERS."""
+    if strategy in PEERS:
+        kind = strategy.split("-", 1)[1]
+        return simulate.STRATEGIES[kind](curves, seed, budget, concurrency=concurrency)
+    return simulate.hpsearch(curves, seed, budget, storage="memory", concurrency=concurrency, algorithm=strategy,
+                             converge_after=converge_after, warm_start=simulate_points(curves) if warm else ())
+
+
 def _job(job: Job) -> tuple[Job, dict[str, Any]]:
     import logging
 
@@ -75,12 +86,7 @@ def _job(job: Job) -> tuple[Job, dict[str, Any]]:
     logging.getLogger("ray").setLevel(logging.ERROR)
     name, strategy, seed, budget, concurrency, converge_after, warm = job
     curves = grid(name)
-    if strategy in PEERS:
-        kind = strategy.split("-", 1)[1]
-        trace = simulate.STRATEGIES[kind](curves, seed, budget, concurrency=concurrency)
-    else:
-        trace = simulate.hpsearch(curves, seed, budget, storage="memory", concurrency=concurrency, algorithm=strategy,
-                                  converge_after=converge_after, warm_start=simulate_points(curves) if warm else ())
+    trace = replay(curves, strategy, seed, budget, concurrency, converge_after, warm)
     _, best = curves.best_final()
     E = curves.epochs
     final = trace.returned_at(budget)

@@ -151,11 +151,18 @@ def test_live_writes_live_and_replay_side_by_side(tmp_path: Path, ray_session: N
     from benchmarks import live
 
     out = tmp_path / "B.md"
-    live.main(["--seeds", "1", "--budget-runs", "1", "--out", str(out), "--set", "samples_per_class=20",
-               "--set", "epochs=2", "--set", "budget.max_epochs=2", "--set", "scheduler.grace_period=1"])
+    ran = [live.AUTO_ALGORITHM, "peer-random", "peer-asha", "peer-optuna"]  # every way a live search runs
+    live.main(["--seeds", "1", "--budget-runs", "2", "--strategies", *ran, "--out", str(out), "--set", "epochs=2",
+               "--set", "budget.max_epochs=2", "--set", "scheduler.grace_period=1",
+               "--set", "triplet@samples_per_class=20", "--set", "real:mlp:digits@val_fraction=0.9"])
     body = section(out, "live")
-    for title in live.TITLES.values():
-        assert f"| {title} |" in body
+    parts = body.split("### ")[1:]
+    assert [p.splitlines()[0] for p in parts] == ["triplet", "mlp on digits (real data)"]
+    for part in parts:
+        assert [line.split(" | ")[0] for line in part.splitlines() if line.startswith("| ")][1:] == \
+            [f"| {live.TITLES[k]}" for k in ran]
+        assert re.search(r"Kendall's tau \S+ \(p \S+, \d strategies\)", part)
+        assert re.search(r"the live ranking (agrees|does not agree) with the replay's\.$", part, re.MULTILINE)
 
 
 def test_a_grid_whose_best_is_rare_gets_the_budget_random_search_needs_to_find_it(tiny_curves: str) -> None:
