@@ -40,6 +40,7 @@ STATE_VERSION = 3          # 2 added "decided", 3 "best", "exempt" and the setti
 # what a state must agree on with the search that loads it (an older state lacks the last two)
 SETTINGS = ("metric", "mode", "max_t", "grace_period", "reduction_factor", "time_attr", "min_trials", "compare")
 COMPARE = ("last", "best")
+LEGACY = {"min_trials": 1, "compare": "last"}   # the rules a state from before version 3 was decided by
 
 
 def rung_milestones(grace_period: int, max_t: int, reduction_factor: float) -> list[float]:
@@ -208,8 +209,9 @@ class Bracket:
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Take over what ``to_json`` wrote (version 1, from before stops were kept, loads with no
-        stops; before version 3 a state names no min_trials or compare, and takes this search's).
-        ValueError for another version or a state from other settings."""
+        stops; a state from before version 3 was decided by ASHA's rule, which it keeps: min_trials
+        1 and compare "last", whatever this search's config says, so a resumed search decides as it
+        began). ValueError for another version or a state from other settings."""
         version = state.get("version") if isinstance(state, Mapping) else None
         if version not in (1, 2, STATE_VERSION):
             raise ValueError(f"scheduler state: got version {version!r}, expected {STATE_VERSION}")
@@ -227,6 +229,8 @@ class Bracket:
                         for t, d in (state.get("decided") or {}).items()}
         self.best = {str(t): float(s) for t, s in (state.get("best") or {}).items()}
         self.exempt = {str(t) for t in state.get("exempt") or ()}
+        if version != STATE_VERSION:
+            self.min_trials, self.compare = LEGACY["min_trials"], LEGACY["compare"]
 
 
-__all__ = ["COMPARE", "SETTINGS", "STATE_VERSION", "Bracket", "Rung", "Stop", "cutoff", "percentile", "rung_milestones"]
+__all__ = ["COMPARE", "LEGACY", "SETTINGS", "STATE_VERSION", "Bracket", "Rung", "Stop", "cutoff", "percentile", "rung_milestones"]

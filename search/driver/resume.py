@@ -264,6 +264,7 @@ class Resumption:
 
         if self.scheduler_state is not None:
             scheduler.restore_state(self.scheduler_state)
+        scheduler.observe_history(self.rows)
         if self.plan.retire:
             scheduler.on_next_step(partial(retire_finished, self.plan.retire))
         inner = inner_searcher(searcher)

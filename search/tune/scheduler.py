@@ -28,7 +28,8 @@ from hpsearch.core.numbers import as_float, fmt
 from hpsearch.core.objective import sign
 from hpsearch.core.outcomes import VERDICT_OUTCOME
 from hpsearch.core.rundir import write_json_atomic
-from hpsearch.core.rungs import Bracket, Stop, cutoff
+from hpsearch.core.rungs import STATE_VERSION, Bracket, Stop, cutoff
+from hpsearch.tune.searcher import warm_start_points
 
 if TYPE_CHECKING:
     from hpsearch.core.config import RunConfig
@@ -64,9 +65,11 @@ class HealthASHA(FIFOScheduler):
        real), whatever its rank.
     2. the result has no epoch (``time_attr``) -> CONTINUE (nothing to compare).
     3. epoch >= max_t -> STOP: the trial is complete (the runner records "completed", not us).
-    4. no rung is due at this epoch -> CONTINUE.
-    5. the bracket ranks the objective at the due rung (``Bracket.rank``): not a finite number
-       while another trial is recorded there, or below the rung's cutoff -> STOP, ``pruned_asha``.
+    4. no rung is due at this epoch -> CONTINUE (the value is noted: with ``compare: best`` a rung
+       records each trial's best value so far).
+    5. the bracket ranks the objective at the due rung (``Bracket.rank``): unless the trial is exempt
+       (a warm-start point, with ``keep_warm_start``) or fewer than ``min_trials`` others are
+       recorded there, not a finite number, or below the rung's cutoff -> STOP, ``pruned_asha``.
     6. CONTINUE.
 
     A result without ``health`` counts as healthy (the trainable reports a verdict every epoch; a
@@ -98,7 +101,7 @@ class HealthASHA(FIFOScheduler):
         return metric in (None, self._metric) and mode in (None, self._mode)
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        """A trial whose config is one of ``exempt_points`` (on every key the point names) is
+        """A trial whose config is one of ``exempt_points`` (each names every searched parameter) is
         exempt from the rungs: it runs to the end unless a health rule stops it."""
         super().on_trial_add(tune_controller, trial)
         config = getattr(trial, "config", None) or {}
@@ -175,8 +178,21 @@ class HealthASHA(FIFOScheduler):
         return self.bracket.to_json()
 
     def restore_state(self, state: dict[str, Any]) -> None:
-        """Load what ``state()`` wrote; ValueError for state from a scheduler with other settings."""
+        """Load what ``state()`` wrote; ValueError for state from a scheduler with other settings. A
+        state from before warm-start points could be exempt keeps none exempt (Bracket.load keeps
+        its other rules too)."""
         self.bracket.load(state)
+        if state.get("version") != STATE_VERSION:
+            self.exempt_points = []
+
+    def observe_history(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Note every healthy result a resumed search's trials reported before (trial_id -> the run
+        dir's rows): the best value so far a rung compares is then the uninterrupted search's, also
+        for the epochs after the last saved state."""
+        for trial_id, results in rows.items():
+            for result in results:
+                if result.get("health") in (None, "ok") and epoch_of(result, self.bracket.time_attr) is not None:
+                    self.bracket.observe(trial_id, result.get(self._metric))
 
     # -- taking a decision ------------------------------------------------------------------------
 
@@ -202,6 +218,17 @@ def same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def exempt_points(config: RunConfig) -> list[dict[str, Any]]:
+    """The warm-start points as the searcher asks them (``warm_start_points``: searched keys a point
+    leaves out filled from ``params`` where they lie in the space) that name every searched
+    parameter, on those parameters. A point that leaves one to the sampler is not one config, so no
+    trial is exempt for it."""
+    if not config.space:
+        return []
+    return [{name: point[name] for name in config.space} for point in warm_start_points(config)
+            if all(name in point for name in config.space)]
+
+
 def make_scheduler(config: RunConfig, outcomes: OutcomeLog, state_path: str | Path | None = None) -> HealthASHA:
     """The search's scheduler: ASHA over ``config.objective`` with the config's rungs and noise
     settings (``scheduler.min_trials``, ``compare``, and ``keep_warm_start``: the warm-start points
@@ -211,7 +238,7 @@ def make_scheduler(config: RunConfig, outcomes: OutcomeLog, state_path: str | Pa
     return HealthASHA(metric=config.objective.metric, mode=config.objective.mode, max_t=config.max_epochs,
                       grace_period=rungs.grace_period, reduction_factor=rungs.reduction_factor, outcomes=outcomes,
                       state_path=state_path, min_trials=rungs.min_trials, compare=rungs.compare,
-                      exempt_points=config.warm_start if rungs.keep_warm_start else ())
+                      exempt_points=exempt_points(config) if rungs.keep_warm_start else ())
 
 
-__all__ = ["HealthASHA", "epoch_of", "health_outcome", "make_scheduler", "same"]
+__all__ = ["HealthASHA", "epoch_of", "exempt_points", "health_outcome", "make_scheduler", "same"]

@@ -242,13 +242,14 @@ def test_json_round_trip_carries_rungs_stops_and_counters():
     assert restored.rank(restored.due("d", 2), "d", 2, 0.5) == original.rank(original.due("d", 2), "d", 2, 0.5)
 
 
-def test_a_version_2_state_takes_this_searchs_noise_settings():
-    """A run dir written before min_trials and compare existed resumes under this search's."""
+def test_a_version_2_state_keeps_the_rule_it_was_decided_by():
+    """A run dir written before min_trials and compare existed resumes under ASHA's rule, whatever
+    the defaults are now: its rungs hold last values, and a resumed search decides as it began."""
     old = {k: v for k, v in ON_DISK.items() if k not in ("min_trials", "compare", "best", "exempt")}
     bracket = Bracket("val_acc", "max", max_t=8, grace_period=2, reduction_factor=2, min_trials=3, compare="best")
     bracket.load({**old, "version": 2})
     assert bracket.decided == small_bracket().decided and bracket.best == {} and bracket.exempt == set()
-    assert (bracket.min_trials, bracket.compare) == (3, "best")
+    assert (bracket.min_trials, bracket.compare) == (1, "last")
 
 
 def test_a_version_1_state_loads_with_no_stops():

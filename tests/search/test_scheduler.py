@@ -14,6 +14,7 @@ import pytest
 from hpsearch.core.config import Budget, Objective, RunConfig, SchedulerConfig
 from hpsearch.core.health import HealthConfig, assess
 from hpsearch.core.rundir import OutcomeLog, read_outcomes
+from hpsearch.core.space import Spec
 from hpsearch.tune.scheduler import HealthASHA, make_scheduler
 
 STOP, CONTINUE = "STOP", "CONTINUE"
@@ -196,6 +197,7 @@ def test_warm_start_points_run_on_past_a_rung_when_kept_and_best_so_far_is_compa
     def made(**settings):
         rungs = SchedulerConfig(grace_period=3, reduction_factor=3, min_trials=1, compare="last", keep_warm_start=False)
         config = RunConfig(model="m", params={}, objective=Objective("val_acc", "max"), budget=Budget(max_epochs=9),
+                           space={"lr": Spec("loguniform", low=1e-5, high=1.0), "hidden_dim": Spec("int", low=8, high=128)},
                            scheduler=dataclasses.replace(rungs, **settings),
                            warm_start=(point,))
         scheduler = make_scheduler(config, OutcomeLog(None))
@@ -213,6 +215,35 @@ def test_warm_start_points_run_on_past_a_rung_when_kept_and_best_so_far_is_compa
     kept = made(keep_warm_start=True)                                             # exempt from rungs, not health
     assert drive(kept, {"warm": results([0.5] * 9, [0.1] * 9)})["warm"] is not None
     assert kept.bracket.decided["warm"].outcome == "pruned_flatline"
+
+
+def test_only_a_point_that_names_every_searched_parameter_exempts_a_trial():
+    """A point that leaves a parameter to the sampler is not one config: the trials it seeds, and
+    any other trial sharing its named values, stay under the rungs."""
+    space = {"lr": Spec("loguniform", low=1e-5, high=1.0), "optimizer": Spec("choice", choices=("adam", "sgd"))}
+    config = RunConfig(model="m", params={}, objective=Objective("val_acc", "max"), budget=Budget(max_epochs=9),
+                       space=space, warm_start=({"optimizer": "adam"}, {"lr": 0.01, "optimizer": "sgd"}, {}))
+    scheduler = make_scheduler(config, OutcomeLog(None))
+    for name, trial_config in (("adam", {"lr": 3e-4, "optimizer": "adam"}), ("sgd", {"lr": 0.01, "optimizer": "sgd"}),
+                               ("other", {"lr": 0.05, "optimizer": "sgd"})):
+        scheduler.on_trial_add(None, SimpleNamespace(trial_id=name, config=trial_config))
+    assert scheduler.bracket.exempt == {"sgd"}
+
+
+def test_a_resumed_search_compares_the_best_value_its_trials_reported_before():
+    """The state is saved at rungs only; the best value so far of the epochs after it comes back from
+    the run dir's rows (Resumption.apply), so the resumed search decides as the uninterrupted one."""
+    rows = results([0.5, 0.6, 0.9, 0.7, 0.65, 0.6])                # rungs at epochs 2 and 6
+    live, resumed = asha(max_t=18, grace_period=2), asha(max_t=18, grace_period=2)
+    live.bracket.compare = resumed.bracket.compare = "best"
+    for epoch, row in enumerate(rows[:5], 1):
+        live.on_trial_result(None, SimpleNamespace(trial_id="a"), row)
+        if epoch == 2:
+            saved = json.loads(json.dumps(live.state()))            # what the rung at epoch 2 persisted
+    resumed.restore_state(saved)
+    assert resumed.bracket.best == {"a": 0.6}
+    resumed.observe_history({"a": rows[:5], "unhealthy": [{**rows[0], "health": "nonfinite", "val_acc": 9.0}]})
+    assert resumed.bracket.best == live.bracket.best == {"a": 0.9}
 
 
 def test_a_final_result_takes_its_place_at_a_due_rung_and_an_unhealthy_one_does_not():
