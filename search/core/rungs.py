@@ -39,7 +39,6 @@ from hpsearch.core.outcomes import HEALTH_OUTCOMES, Outcome
 STATE_VERSION = 3          # 2 added "decided", 3 "best", "exempt" and the settings min_trials and compare
 # what a state must agree on with the search that loads it (an older state lacks the last two)
 SETTINGS = ("metric", "mode", "max_t", "grace_period", "reduction_factor", "time_attr", "min_trials", "compare")
-COMPARE = ("last", "best")
 LEGACY = {"min_trials": 1, "compare": "last"}   # the rules a state from before version 3 was decided by
 
 
@@ -233,4 +232,4 @@ class Bracket:
             self.min_trials, self.compare = LEGACY["min_trials"], LEGACY["compare"]
 
 
-__all__ = ["COMPARE", "LEGACY", "SETTINGS", "STATE_VERSION", "Bracket", "Rung", "Stop", "cutoff", "percentile", "rung_milestones"]
+__all__ = ["LEGACY", "SETTINGS", "STATE_VERSION", "Bracket", "Rung", "Stop", "cutoff", "percentile", "rung_milestones"]

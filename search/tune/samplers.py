@@ -83,6 +83,7 @@ class FitStudy:
     def __init__(self) -> None:
         self._storage = optuna.storages.InMemoryStorage()
         self._study: optuna.Study | None = None
+        self._study_id = -1
         self._held: list[tuple[tuple, float]] = []      # the observations the study holds, in order
 
     def __getstate__(self) -> dict[str, Any]:
@@ -97,14 +98,13 @@ class FitStudy:
         if self._study is None or self._study.direction != direction or keys[:len(self._held)] != self._held:
             self._storage = optuna.storages.InMemoryStorage()
             self._study = optuna.create_study(storage=self._storage, direction=direction)
+            self._study_id = self._storage.get_study_id_from_name(self._study.study_name)
             self._held = []
-        storage = self._storage
-        study_id = storage.get_study_id_from_name(self._study.study_name)
         for params, value in points[len(self._held):]:
-            trial_id = storage.create_new_trial(study_id)
+            trial_id = self._storage.create_new_trial(self._study_id)
             for name, distribution in space.items():
-                storage.set_trial_param(trial_id, name, distribution.to_internal_repr(params[name]), distribution)
-            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(value)])
+                self._storage.set_trial_param(trial_id, name, distribution.to_internal_repr(params[name]), distribution)
+            self._storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(value)])
         self._held = keys
         return self._study
 

@@ -105,7 +105,7 @@ class HealthASHA(FIFOScheduler):
         exempt from the rungs: it runs to the end unless a health rule stops it."""
         super().on_trial_add(tune_controller, trial)
         config = getattr(trial, "config", None) or {}
-        if any(all(same(config.get(key), value) for key, value in point.items()) for point in self.exempt_points):
+        if any({name: config.get(name) for name in point} == point for point in self.exempt_points):
             self.bracket.exempt.add(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -210,14 +210,6 @@ class HealthASHA(FIFOScheduler):
         return STOP
 
 
-def same(a: Any, b: Any) -> bool:
-    """Whether a config value is a warm-start point's value (numbers within float rounding)."""
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
-    if numbers:
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
 def exempt_points(config: RunConfig) -> list[dict[str, Any]]:
     """The warm-start points as the searcher asks them (``warm_start_points``: searched keys a point
     leaves out filled from ``params`` where they lie in the space) that name every searched
@@ -241,4 +233,4 @@ def make_scheduler(config: RunConfig, outcomes: OutcomeLog, state_path: str | Pa
                       exempt_points=exempt_points(config) if rungs.keep_warm_start else ())
 
 
-__all__ = ["HealthASHA", "epoch_of", "exempt_points", "health_outcome", "make_scheduler", "same"]
+__all__ = ["HealthASHA", "epoch_of", "exempt_points", "health_outcome", "make_scheduler"]

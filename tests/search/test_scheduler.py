@@ -201,7 +201,7 @@ def test_warm_start_points_run_on_past_a_rung_when_kept_and_best_so_far_is_compa
                            scheduler=dataclasses.replace(rungs, **settings),
                            warm_start=(point,))
         scheduler = make_scheduler(config, OutcomeLog(None))
-        for name, config_ in (("other", {"lr": 0.01, "hidden_dim": 64}), ("warm", {"lr": 0.002 + 1e-15, "hidden_dim": 64})):
+        for name, config_ in (("other", {"lr": 0.01, "hidden_dim": 64}), ("warm", {"lr": 0.002, "hidden_dim": 64})):
             scheduler.on_trial_add(None, SimpleNamespace(trial_id=name, config=config_))
         return scheduler
 
