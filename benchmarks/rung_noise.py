@@ -26,7 +26,7 @@ import multiprocessing
 import statistics
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -101,12 +101,26 @@ def _job(job: tuple[str, str, float, int, int, int]) -> tuple[tuple, dict[str, A
                  "epochs_to": reached}
 
 
-def run(jobs: list[tuple], workers: int) -> dict[tuple, dict[str, Any]]:
+def run(jobs: list[tuple], workers: int, job: Callable = _job) -> dict[tuple, dict[str, Any]]:
+    """``job`` (a module-level function: job -> (job, result)) over ``jobs`` in ``workers`` processes."""
     log(f"{len(jobs)} searches in {workers} process(es)")
     if workers <= 1:
-        return dict(map(_job, jobs))
+        return dict(map(job, jobs))
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        return dict(pool.imap_unordered(_job, jobs, chunksize=4))
+        return dict(pool.imap_unordered(job, jobs, chunksize=4))
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The options of a replay on a noisy objective (this module's and benchmarks.ranking's)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=32, help="epoch budget per search, in full-length runs")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--val-samples", type=int, default=800, dest="val_samples")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (the smoke test)")
+    parser.add_argument("--out", help="markdown file for the section (default BENCHMARKS.md)")
+    return parser
 
 
 def rows_for(found: Mapping[tuple, dict[str, Any]], name: str, sd: float, concurrency: int, seeds: int,
@@ -126,15 +140,7 @@ def rows_for(found: Mapping[tuple, dict[str, Any]], name: str, sd: float, concur
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=30)
-    parser.add_argument("--runs", type=int, default=32, help="epoch budget per search, in full-length runs")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[2, 8])
-    parser.add_argument("--val-samples", type=int, default=800, dest="val_samples")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes (the smoke test)")
-    parser.add_argument("--out", help="markdown file for the section (default BENCHMARKS.md)")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__).parse_args(argv)
     if args.smoke:
         args.seeds, args.runs, args.concurrency, args.workers = 2, 6, [2], 1
     stamp = Stamp(command_line("benchmarks.rung_noise", argv))

@@ -21,8 +21,8 @@ make the same decisions.
 ``optuna_alone`` is what an Optuna user writes: ``study.optimize`` with TPE and HyperbandPruner,
 reporting each recorded epoch and pruning when told.
 
-Every strategy returns a ``Trace``: after each finished trial, the config the strategy would hand
-back now (by its own rule) and the epochs spent so far.
+Every strategy returns a ``Trace``: after each finished trial, the config it would hand back now
+(by its own rule) and the epochs spent so far.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import optuna
 
 from benchmarks.curves import CurveSet
 from hpsearch.core.health import assess
-from hpsearch.core.objective import direction, score
+from hpsearch.core.objective import direction, score, trial_value
 from hpsearch.core.rundir import OutcomeLog
 
 FINISHED = ("completed", "pruned_asha")  # hpsearch.results.report.FINISHED: the trials export picks from
@@ -74,12 +74,8 @@ class Trace:
     spent: int = 0
 
     def returned_at(self, budget: int) -> tuple[int, int, float] | None:
-        found = None
-        for spent, index, epoch, value in self.incumbents:
-            if spent > budget:
-                break
-            found = (index, epoch, value)
-        return found
+        found = [(index, epoch, value) for spent, index, epoch, value in self.incumbents if spent <= budget]
+        return found[-1] if found else None     # incumbents come in the order the epochs were spent
 
     def epochs_to(self, target: float, mode: str) -> float:
         """Epochs spent when the returned config first scored at least ``target`` (inf: never)."""
@@ -93,31 +89,35 @@ class Trace:
 
 # -- what each tool hands back ----------------------------------------------------------------
 
-def export_rule(interval: int, max_t: int) -> Callable:
+def _pick(trials: list[TrialRecord], mode: str, candidates: Callable) -> tuple[int, int, float] | None:
+    """(grid index, epoch, value) of the best of every trial's ``candidates(t)``: (epoch, value) pairs."""
+    best = None
+    for t in trials:
+        for epoch, value in candidates(t):
+            if score(value, mode) > -math.inf and (best is None or score(value, mode) > score(best[2], mode)):
+                best = (t.index, epoch, value)
+    return best
+
+
+def export_rule(interval: int, max_t: int, rank: str = "best", window: int = 5) -> Callable:
     """hpsearch export: among completed / pruned_asha trials, the checkpointed epoch (every
-    ``interval`` epochs and the last) with the best objective."""
-    def rule(trials: list[TrialRecord], mode: str) -> tuple[int, int, float] | None:
-        best = None
-        for t in trials:
-            if t.outcome not in FINISHED:
-                continue
-            for epoch, value in enumerate(t.values, 1):
-                if (epoch % interval == 0 or epoch >= max_t) and score(value, mode) > -math.inf:
-                    if best is None or score(value, mode) > score(best[2], mode):
-                        best = (t.index, epoch, value)
-        return best
-    return rule
+    ``interval`` epochs and the last) with the best objective; under ``objective.rank`` last or
+    mean, the trial whose ranking value is best, at its last epoch (core.objective.trial_value)."""
+    def candidates(t: TrialRecord, mode: str) -> list[tuple[int, float]]:
+        if t.outcome not in FINISHED:
+            return []
+        if rank != "best":
+            value, at = trial_value(t.values, mode, rank, window)
+            return [] if at is None else [(at + 1, value)]
+        return [(e, v) for e, v in enumerate(t.values, 1) if e % interval == 0 or e >= max_t]
+
+    return lambda trials, mode: _pick(trials, mode, lambda t: candidates(t, mode))
 
 
 def ray_rule(trials: list[TrialRecord], mode: str) -> tuple[int, int, float] | None:
     """Ray's ``ResultGrid.get_best_result()`` (scope "last", NaN and inf filtered): every trial,
     early-stopped or not, by its last reported objective."""
-    best = None
-    for t in trials:
-        if t.epochs and score(t.last_value, mode) > -math.inf:
-            if best is None or score(t.last_value, mode) > score(best[2], mode):
-                best = (t.index, t.epochs, t.last_value)
-    return best
+    return _pick(trials, mode, lambda t: [(t.epochs, t.last_value)] if t.epochs else [])
 
 
 # -- the Tune-like loop --------------------------------------------------------------------------
@@ -231,9 +231,9 @@ def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, gra
         outcomes = OutcomeLog(None)
         searcher = make_searcher(run, run_dir, outcomes)
         scheduler = make_scheduler(run, outcomes)
-        return tune_like(curves, name, seed, budget, searcher, scheduler, outcomes, health=True,
-                         rule=export_rule(run.checkpoint.interval, curves.epochs), concurrency=concurrency,
-                         max_trials=max_trials)
+        rule = export_rule(run.checkpoint.interval, curves.epochs, run.objective.rank, run.objective.window)
+        return tune_like(curves, name, seed, budget, searcher, scheduler, outcomes, health=True, rule=rule,
+                         concurrency=concurrency, max_trials=max_trials)
 
 
 def random_search(curves: CurveSet, seed: int, budget: int, concurrency: int = 2) -> Trace:
@@ -268,8 +268,7 @@ def plain_asha(curves: CurveSet, seed: int, budget: int, concurrency: int = 2) -
 def _optuna_study(curves: CurveSet, seed: int) -> optuna.Study:
     # named: HyperbandPruner puts a trial in a bracket by a hash of the study's name, and an
     # unnamed study gets a random one, which made the same seed prune differently run to run
-    return optuna.create_study(direction=direction(curves.mode),
-                               study_name=f"optuna-alone-{seed}",
+    return optuna.create_study(direction=direction(curves.mode), study_name=f"optuna-alone-{seed}",
                                sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True),
                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=curves.epochs))
 

@@ -80,7 +80,8 @@ def call_text(function: str, config: Any, **arguments: Any) -> str:
 
 def trial_config(raw: Mapping[str, Any], searched: Mapping[str, Any], seed: int | None, epochs: int) -> dict[str, Any]:
     """A search's config (search.yaml as written) as one trial's own: the trial's searched values in
-    ``params``, its seed, ``epochs`` up to its best epoch, and no space to search."""
+    ``params``, its seed, ``epochs`` up to the epoch that ranks it (``Run.rank_epoch``), and no space
+    to search."""
     space = raw.get("space") or {}
     config = {key: value for key, value in raw.items() if key not in ("space", "warm_start")}
     config["params"] = {**(raw.get("params") or {}), **{n: searched[n] for n in space if n in searched}}
@@ -96,7 +97,7 @@ class Best:
     Retraining it reaches the same objective when torch uses the trial's thread count; ``Run.export``
     writes configs that carry it."""
     row: pd.Series              # the report's columns
-    config: dict[str, Any]      # search.yaml with the trial's searched values, seed and best epoch
+    config: dict[str, Any]      # search.yaml with the trial's searched values, seed and ranked epoch
 
     @property
     def trial_id(self) -> str:
@@ -104,7 +105,8 @@ class Best:
 
     def __repr__(self) -> str:
         return (f"Best(trial_id={self.trial_id!r}, outcome={self.row['outcome']!r}, "
-                f"objective_best={fmt(as_float(self.row['objective_best']))}, best_epoch={self.row['best_epoch']})")
+                f"objective_best={fmt(as_float(self.row['objective_best']))}, best_epoch={self.row['best_epoch']}, "
+                f"epochs={self.config['epochs']})")
 
 
 def best_of(record: RunRecord, table: pd.DataFrame) -> Best | None:
@@ -113,11 +115,11 @@ def best_of(record: RunRecord, table: pd.DataFrame) -> Best | None:
     if table.empty:
         return None
     row = table.iloc[0]
-    if row["outcome"] not in RANKED or not finite(row["objective_best"]):
+    if row["outcome"] not in RANKED or not finite(record.rank_value(row)):
         return None
     trial = next(t for t in record.trials if t.trial_id == row["trial_id"])
     seed = as_float(row["seed"])
-    config = trial_config(record.raw, trial.config, None if seed is None else int(seed), int(row["best_epoch"]))
+    config = trial_config(record.raw, trial.config, None if seed is None else int(seed), int(record.rank_epoch(row)))
     return Best(row=row, config=config)
 
 
@@ -200,7 +202,7 @@ class Run:
         table = build_table(record)
         counts = ", ".join(f"{n} {outcome}" for outcome, n in table["outcome"].value_counts().items())
         best = best_of(record, table)
-        best_text = (f"; best {record.metric} {fmt(as_float(best.row['objective_best']))} "
+        best_text = (f"; best {record.metric} {fmt(as_float(record.rank_value(best.row)))} "
                      f"(trial {best.trial_id})" if best is not None else "")
         return (f"Run({self.name!r}, {record.state}, {len(table)} trials" + (f": {counts}" if counts else "")
                 + f"{best_text}; run_dir {str(self.run_dir)!r})")

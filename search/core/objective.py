@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 MODES = ("min", "max")
+RANKS = ("best", "last", "mean")
 
 
 def sign(mode: str) -> float:
@@ -48,3 +49,30 @@ def best(values: list[Any], mode: str) -> float:
     if not finite:
         return math.nan
     return max(finite) if mode == "max" else min(finite)
+
+
+def trial_value(values: list[Any], mode: str, rank: str = "best", window: int = 5) -> tuple[float, int | None]:
+    """(value, position) that ranks one trial from its objective, epoch by epoch (``objective.rank``).
+
+    - ``best``: its best finite value, at the first epoch that reached it;
+    - ``last``: its value at the last epoch;
+    - ``mean``: the mean of its last ``window`` values (all of them when it has fewer), at the
+      last epoch: the model a retrain of ``epochs = last epoch`` ends with.
+
+    NaN policy: a non-finite value at the last epoch (``last``) or anywhere in the window
+    (``mean``) makes the trial's value NaN, so it ranks last; ``best`` skips non-finite epochs.
+    Position is an index into ``values``; None when the trial has no value to rank by.
+    """
+    if rank not in RANKS:
+        raise ValueError(f"objective.rank: got {rank!r}, expected one of {', '.join(RANKS)}")
+    if not values:
+        return math.nan, None
+    if rank == "best":
+        top = best(values, mode)
+        if math.isnan(top):
+            return math.nan, None
+        return top, next(i for i, v in enumerate(values) if score(v, mode) > -math.inf and float(v) == top)
+    tail = values[-window:] if rank == "mean" else values[-1:]
+    if any(score(v, mode) == -math.inf for v in tail):
+        return math.nan, None
+    return sum(float(v) for v in tail) / len(tail), len(values) - 1

@@ -16,6 +16,11 @@ from hpsearch.models.config import ConfigError, bounds, parse
 class Objective:
     metric: str
     mode: Literal["min", "max"]
+    # what ranks a trial (the report's order, the best config, the export): its best epoch, its
+    # last epoch, or the mean of its last `window` epochs (hpsearch.core.objective.trial_value);
+    # mean is for a noisy objective that has levelled off (BENCHMARKS.md, "Ranking trials")
+    rank: Literal["best", "last", "mean"] = "best"
+    window: int = field(default=5, metadata=bounds(ge=1, doc="epochs averaged by rank: mean"))
 
 
 @dataclass(frozen=True)

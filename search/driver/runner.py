@@ -294,7 +294,8 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
         if started_here:
             ray.shutdown()
     print(summary(live.rows, outcomes.all(), metric, mode, run_dir, elapsed_s=time.monotonic() - begun,
-                  state=state, space=config.space, stopped_early=early), file=stream, flush=True)
+                  state=state, space=config.space, stopped_early=early, rank=config.objective.rank,
+                  window=config.objective.window), file=stream, flush=True)
     if state == "interrupted":
         by = f" by {stop.name}" if stop.signum else ""
         again = f"hpsearch resume {run_dir}" + (f" --address {plan.address}" if plan.address else "")

@@ -10,8 +10,10 @@
 objective at its last epoch; ``hpsearch evaluate <dir>`` reloads the weights and reports the same
 metrics without training.
 
-Only finished trials (completed or ASHA-pruned) are exported; health-pruned ones are not. Of a
-trial's checkpoints still on disk, the one whose epoch reached the best objective is exported.
+Only finished trials (completed or ASHA-pruned) are exported, in the report's order
+(``objective.rank``); health-pruned ones are not. Of a trial's checkpoints still on disk, the one
+whose epoch reached the best objective is exported under ``rank: best``; under ``last`` and
+``mean`` the latest (the model the trial ended with, which its ranking value describes).
 Checkpoints are read with ``torch.load(weights_only=True)``; nothing is unpickled.
 """
 
@@ -42,6 +44,7 @@ class Choice:
     path: Path            # the checkpoint file
     epoch: int
     row: dict[str, Any]   # the trial's result row of that epoch
+    value: float = math.nan   # what ranks it: the checkpoint's objective (rank: best), else the trial's
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -64,7 +67,8 @@ def _payload_epoch(payload: dict[str, Any]) -> int | None:
 
 
 def choose_checkpoint(run: Run, trial: Trial) -> Choice | None:
-    """The trial's checkpoint on disk whose epoch has the best objective (the earliest on a tie)."""
+    """The trial's checkpoint on disk whose epoch has the best objective (the earliest on a tie);
+    under ``objective.rank`` last or mean, its latest checkpoint with a finite objective."""
     if trial.path is None:
         return None
     name = CHECKPOINT_FILE
@@ -80,9 +84,12 @@ def choose_checkpoint(run: Run, trial: Trial) -> Choice | None:
             row = by_epoch.get(_payload_epoch(load_checkpoint(path)))
         if row is None or score(row.get(run.metric), run.mode) == -math.inf:
             continue
-        if chosen is None or is_better(row.get(run.metric), chosen.row.get(run.metric), run.mode) \
+        if run.rank != "best":
+            if chosen is None or row["epoch"] > chosen.epoch:
+                chosen = Choice(trial, path, int(row["epoch"]), row)
+        elif chosen is None or is_better(row.get(run.metric), chosen.row.get(run.metric), run.mode) \
                 or (row.get(run.metric) == chosen.row.get(run.metric) and row["epoch"] < chosen.epoch):
-            chosen = Choice(trial, path, int(row["epoch"]), row)
+            chosen = Choice(trial, path, int(row["epoch"]), row, float(row[run.metric]))
     return chosen
 
 
@@ -100,7 +107,9 @@ def exported_config(run: Run, choice: Choice, rank: int, versions: dict[str, str
     raw["exported"] = {
         "run_dir": str(run.path.resolve()), "trial_id": trial.trial_id, "rank": rank, "outcome": trial.outcome,
         "epoch": choice.epoch, "checkpoint": str(choice.path.relative_to(run.path)),
-        "objective": {"metric": run.metric, "mode": run.mode, "value": float(row[run.metric])},
+        "objective": {"metric": run.metric, "mode": run.mode, "value": float(row[run.metric]),
+                      "rank": run.rank, "ranked_value": choice.value,
+                      **({"window": run.window} if run.rank == "mean" else {})},
         "metrics": {k: v for k, v in row.items() if k.startswith("val_") and isinstance(v, (int, float))},
         "searched": {name: trial.config.get(name) for name in run.space},
         "threads": trial_threads(run),
@@ -120,15 +129,17 @@ def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, l
     table = build_table(run)
     by_id = {t.trial_id: t for t in run.trials}
     choices = []
-    for trial_id, outcome in zip(table["trial_id"], table["outcome"]):
-        choice = choose_checkpoint(run, by_id[trial_id]) if outcome in FINISHED else None
+    for _, row in table.iterrows():
+        choice = choose_checkpoint(run, by_id[row["trial_id"]]) if row["outcome"] in FINISHED else None
         if choice is not None:
+            if run.rank != "best":
+                choice.value = float(run.rank_value(row))
             choices.append(choice)
     if not choices:
         raise ConfigError(f"run_dir: nothing to export: no finished trial ({' or '.join(FINISHED)}) in "
                           f"{str(run.path)!r} has a checkpoint with a finite {run.metric}")
     found = len(choices)
-    choices = sorted(choices, key=lambda c: -score(c.row[run.metric], run.mode))[:top]
+    choices = sorted(choices, key=lambda c: -score(c.value, run.mode))[:top]
     target = prepare_out_dir(out if out is not None else run.path / "best", force)
     stamp = versions()
     written = []

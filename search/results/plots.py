@@ -121,7 +121,7 @@ def params_figure(run: Run, table):
         ax.set_visible(False)
     for ax, name in zip(axes, names):
         spec = (run.raw.get("space") or {}).get(name) or {}
-        points = [(v, float(y), o) for v, y, o in zip(table[f"config/{name}"], table["objective_best"],
+        points = [(v, float(y), o) for v, y, o in zip(table[f"config/{name}"], table[table.attrs["rank"]],
                                                       table["outcome"])
                   if v is not None and isinstance(y, float) and math.isfinite(y)]
         if "choice" in spec:

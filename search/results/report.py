@@ -10,9 +10,10 @@ Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``
 - ``trial_id`` (Ray's), ``outcome`` (completed, pruned_asha, pruned_flatline, pruned_exploding,
   pruned_nonfinite, pruned_collapsed, error, running) and ``reason`` (one line: why it stopped);
 - ``epochs``: epochs the trial trained;
-- ``objective_best`` / ``best_epoch`` / ``objective_last``: the objective metric named in
-  search.yaml, its best value (mode-aware; NaN when no finite value), the epoch that reached it, and
-  its value at the last epoch;
+- ``objective_best`` / ``best_epoch`` / ``objective_last`` / ``objective_mean``: the objective
+  metric named in search.yaml, its best value (mode-aware; NaN when no finite value), the epoch that
+  reached it, its value at the last epoch, and the mean of its last ``objective.window`` epochs (NaN
+  when one of them is not finite);
 - ``config/<name>``: every searched parameter;
 - ``seed`` (the trial's own seed) and ``time_s`` (Ray's ``time_total_s``);
 - ``started`` / ``ended`` (UTC timestamps, to the second: when the first reported epoch began, when
@@ -21,7 +22,9 @@ Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``
 - the last value of every ``train_*`` metric (``train_loss``, ``train_loss_<component>``,
   ``train_grad_norm``, ``train_batch_loss_std``, model diagnostics) and every ``val_*`` metric.
 
-Rows are sorted by ``objective_best`` through :mod:`hpsearch.core.objective` (NaN always last), trials
+Rows are sorted by the column ``objective.rank`` names (``RANK_COLUMNS``: ``objective_best`` unless
+search.yaml says ``last`` or ``mean``; ``df.attrs["rank"]``) through :mod:`hpsearch.core.objective`
+(NaN always last), trials
 whose objective can be trusted (completed, ASHA-pruned, running) before health-pruned ones, errors last. Only the
 text files of the run are read (search.yaml, run.json, outcomes.jsonl, params.json, result.json,
 error.txt) plus the Optuna journal (JSON lines) for importances; no pickle in a run dir is ever loaded.
@@ -40,12 +43,15 @@ from typing import Any
 from hpsearch import models
 from hpsearch.core.config import Budget, RunConfig, read_yaml
 from hpsearch.core.numbers import finite, number, one_line
-from hpsearch.core.objective import MODES, best, score
+from hpsearch.core.objective import score, trial_value
 from hpsearch.core.outcomes import HEALTH_OUTCOMES, RANKED
 from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, parse_trial_dir, read_outcomes, read_trial_results
+from hpsearch.core.sections import Objective
 from hpsearch.models.config import ConfigError, parse
 
-HEAD = ("trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last")
+HEAD = ("trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last",
+        "objective_mean")
+RANK_COLUMNS = {"best": "objective_best", "last": "objective_last", "mean": "objective_mean"}
 RAY_TRIAL_ID = re.compile(r"[0-9a-f]{5,8}_\d{5}")     # Ray's default directory names hold the id
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
@@ -84,6 +90,17 @@ class Run:
                                         # with no process holding run.lock reads as interrupted)
     trials: list[Trial] = field(default_factory=list)
     stopped_early: str = ""             # why the search started no more trials (budget.converge_after)
+    rank: str = "best"                  # objective.rank: what orders the trials
+    window: int = 5                     # objective.window: epochs objective_mean averages
+
+    def rank_value(self, row: dict[str, Any]) -> Any:
+        """The report row's value that ranks it (its ``objective.rank`` column)."""
+        return row[RANK_COLUMNS[self.rank]]
+
+    def rank_epoch(self, row: dict[str, Any]) -> Any:
+        """The epoch a report row's ranking value stands for: its best epoch under ``rank: best``,
+        else its last (the model a retrain of that many epochs ends with)."""
+        return row["best_epoch"] if self.rank == "best" else row["epochs"]
 
 
 def _read_json(path: Path) -> Any:
@@ -131,17 +148,14 @@ def _number_from_name(name: str) -> int | None:
     return ours[0] if ours else None
 
 
-def _objective(raw: dict[str, Any]) -> tuple[str, str]:
+def _objective(raw: dict[str, Any]) -> Objective:
     objective = raw.get("objective")
     if objective is None:
         default = models.declared(raw.get("model", ""), "objective")
         if default is None:
             raise ConfigError("search.yaml: objective: missing and the model declares no default")
         objective = {"metric": default[0], "mode": default[1]}
-    if not isinstance(objective, dict) or not isinstance(objective.get("metric"), str) \
-            or objective.get("mode") not in MODES:
-        raise ConfigError(f"search.yaml: objective: got {objective!r}, expected {{metric: NAME, mode: min|max}}")
-    return objective["metric"], objective["mode"]
+    return parse(Objective, objective, where="search.yaml: objective.")
 
 
 def read_run(run_dir: str | Path) -> Run:
@@ -157,17 +171,18 @@ def read_run(run_dir: str | Path) -> Run:
     if not isinstance(raw, dict):
         raise ConfigError(f"run_dir: {str(path / SEARCH_YAML)!r} holds {type(raw).__name__}, "
                           "expected a mapping of sections")
-    metric, mode = _objective(raw)
+    objective = _objective(raw)
     budget = parse(Budget, raw.get("budget") or {}, where="search.yaml: budget.")
     epochs = raw.get("epochs", _DEFAULTS["epochs"])
     info = _read_json(path / RUN_JSON) if (path / RUN_JSON).is_file() else {}
     state = str(info.get("state", "unknown")) if isinstance(info, dict) else "unknown"
     if state == "running" and lock_held(path) is False:   # no process runs it: the driver was killed
         state = "interrupted"
-    run = Run(path=path, raw=raw, model=str(raw.get("model", "")), metric=metric, mode=mode,
+    run = Run(path=path, raw=raw, model=str(raw.get("model", "")), metric=objective.metric, mode=objective.mode,
               space=[str(k) for k in (raw.get("space") or {})], num_samples=budget.num_samples,
               max_epochs=int(budget.max_epochs or epochs), state=state,
-              stopped_early=str(info.get("stopped_early", "")) if isinstance(info, dict) else "")
+              stopped_early=str(info.get("stopped_early", "")) if isinstance(info, dict) else "",
+              rank=objective.rank, window=objective.window)
 
     outcomes = read_outcomes(path)
     seen = set()
@@ -225,8 +240,8 @@ def _node(rows: list[dict[str, Any]]) -> str | None:
 def trial_row(run: Run, trial: Trial) -> dict[str, Any]:
     """One report row (see the module docstring for the columns)."""
     epochs_x, values = trial.series(run.metric)
-    top = best(values, run.mode)
-    best_epoch = next((e for e, v in zip(epochs_x, values) if v == top), None)
+    top, at = trial_value(values, run.mode, "best")
+    mean, _ = trial_value(values, run.mode, "mean", run.window)
     last = trial.rows[-1] if trial.rows else {}
     time_s = number(last.get("time_total_s"))
     if math.isnan(time_s) and trial.rows:
@@ -235,8 +250,8 @@ def trial_row(run: Run, trial: Trial) -> dict[str, Any]:
     row: dict[str, Any] = {
         "trial": trial.number, "trial_id": trial.trial_id, "outcome": trial.outcome, "reason": trial.reason,
         "epochs": max(epochs_x) if epochs_x else 0,
-        "objective_best": top, "best_epoch": best_epoch,
-        "objective_last": values[-1] if values else math.nan,
+        "objective_best": top, "best_epoch": epochs_x[at] if at is not None else None,
+        "objective_last": values[-1] if values else math.nan, "objective_mean": mean,
     }
     names = run.space or sorted(trial.config)
     for name in names:
@@ -269,7 +284,7 @@ def build_table(run: Run):
     def tier(outcome: str) -> int:
         return 0 if outcome in RANKED else 1 if outcome in HEALTH_OUTCOMES else 2
 
-    rows.sort(key=lambda r: (tier(r["outcome"]), -score(r["objective_best"], run.mode), r["trial_id"]))
+    rows.sort(key=lambda r: (tier(r["outcome"]), -score(run.rank_value(r), run.mode), r["trial_id"]))
     fixed = list(HEAD) + [f"config/{n}" for n in run.space]
     extra = {k for r in rows for k in r if k not in fixed}
     configs = sorted(k for k in extra if k.startswith("config/"))
@@ -280,9 +295,10 @@ def build_table(run: Run):
         table[name] = table[name].astype("Int64")
     for name in ("started", "ended"):
         table[name] = pd.to_datetime(table[name].astype("float64"), unit="s", utc=True).dt.as_unit("ns")
-    for name in ["objective_best", "objective_last", "time_s", *metrics]:
+    for name in ["objective_best", "objective_last", "objective_mean", "time_s", *metrics]:
         table[name] = table[name].astype("float64")
-    table.attrs.update({"objective": run.metric, "mode": run.mode, "run_dir": str(run.path)})
+    table.attrs.update({"objective": run.metric, "mode": run.mode, "run_dir": str(run.path),
+                        "rank": RANK_COLUMNS[run.rank]})
     return table
 
 
@@ -291,4 +307,4 @@ def load_report(run_dir: str | Path):
     return build_table(read_run(run_dir))
 
 
-__all__ = ["Run", "Trial", "build_table", "load_report", "read_run", "trial_row"]
+__all__ = ["RANK_COLUMNS", "Run", "Trial", "build_table", "load_report", "read_run", "trial_row"]

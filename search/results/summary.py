@@ -18,11 +18,11 @@ from hpsearch.models.config import ConfigError
 from hpsearch.results import text
 from hpsearch.results.diagnose import diagnose
 from hpsearch.results.records import READ_CALL, cell, report_json
-from hpsearch.results.report import Run, build_table, read_run
+from hpsearch.results.report import RANK_COLUMNS, Run, build_table, read_run
 
 # The printed table's columns, most useful first; the searched parameters come after HEAD_FIRST and
 # the loss components after train_loss. Every other column is in --all-columns, --csv and --json.
-HEAD_FIRST = ("trial", "outcome", "objective_best", "epochs")
+HEAD_FIRST = ("trial", "outcome", "objective_best", "epochs")    # and the rank column (attrs["rank"])
 AFTER_PARAMS = ("train_loss", "train_loss_*", "objective_last", "best_epoch", "time_s", "node", "trial_id",
                 "started", "ended")
 LEFT_OUT_SUFFIX = " (--all-columns, --csv, --json have them)"
@@ -85,11 +85,13 @@ def summarize(run: Run, table) -> dict[str, Any]:
     trials = max(run.num_samples, len(table))
     budget = trials * run.max_epochs
     best = None
-    ranked = table[[finite(v) and o in RANKED for v, o in zip(table["objective_best"], table["outcome"])]]
+    column = RANK_COLUMNS[run.rank]
+    ranked = table[[finite(v) and o in RANKED for v, o in zip(table[column], table["outcome"])]]
     if not ranked.empty:
         top = ranked.iloc[0]
         best = {"trial": cell(top["trial"]), "trial_id": top["trial_id"], "outcome": top["outcome"],
-                "value": float(top["objective_best"]), "epoch": int(top["best_epoch"]),
+                "value": float(top[column]), "epoch": int(run.rank_epoch(top)), "rank": run.rank,
+                "window": run.window,
                 "config": {c[len("config/"):]: cell(top[c]) for c in table.columns if c.startswith("config/")}}
     values, source = importance(run, table)
     params = run.raw.get("params") or {}
@@ -140,8 +142,10 @@ def render(summary: dict[str, Any], width: int | None = None) -> str:
     else:
         config = " ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
         who = best["trial_id"] if best.get("trial") is None else f"#{best['trial']} {best['trial_id']}"
-        lines.append(f"best: {who} ({best['outcome']}) {summary['objective']} {best['value']:.6g} "
-                     f"at epoch {best['epoch']}" + (f" · {config}" if config else ""))
+        at = (f"mean of its last {best['window']} epochs, to epoch {best['epoch']}" if best.get("rank") == "mean"
+              else f"at epoch {best['epoch']}")
+        lines.append(f"best: {who} ({best['outcome']}) {summary['objective']} {best['value']:.6g} {at}"
+                     + (f" · {config}" if config else ""))
     if summary["importance"]:
         ranked = sorted(summary["importance"].items(), key=lambda kv: -kv[1])
         lines.append(f"importance for {summary['objective']} (over {summary['importance_source']}): "
@@ -184,7 +188,10 @@ def compact_columns(table) -> list[tuple[str, str]]:
     names = list(table.columns)
     params = [c for c in names if c.startswith("config/")]
     taken = set(names)
-    order: list[tuple[str, str]] = [(c, c) for c in HEAD_FIRST if c in taken]
+    head = list(HEAD_FIRST)
+    if table.attrs.get("rank", head[2]) not in head:      # the column that ranks the rows, first
+        head.insert(2, table.attrs["rank"])
+    order: list[tuple[str, str]] = [(c, c) for c in head if c in taken]
     for column in params:
         bare = column[len("config/"):]
         order.append((column, column if bare in taken else bare))

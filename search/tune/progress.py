@@ -36,7 +36,7 @@ from ray.tune import Callback
 
 from hpsearch.core.advice import edge_of_range
 from hpsearch.core.numbers import as_float, fmt, one_line
-from hpsearch.core.objective import best, score
+from hpsearch.core.objective import score, trial_value
 from hpsearch.core.outcomes import RANKED
 from hpsearch.core.rundir import OutcomeLog
 from hpsearch.core.space import Spec
@@ -333,9 +333,11 @@ def error_line(trial: Any) -> str:
 
 def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metric: str, mode: str,
             run_dir: Any, top: int = 5, elapsed_s: float | None = None, state: str = "finished",
-            space: Mapping[str, Spec] | None = None, stopped_early: str = "") -> str:
-    """The end-of-run text: best trials, outcome counts with reasons, ranges whose edge the best
-    trials sit at (``space``: the searched specs; hpsearch.core.advice), the run dir."""
+            space: Mapping[str, Spec] | None = None, stopped_early: str = "", rank: str = "best",
+            window: int = 5) -> str:
+    """The end-of-run text: best trials (ranked as ``objective.rank`` and ``window`` say), outcome
+    counts with reasons, ranges whose edge the best trials sit at (``space``: the searched specs;
+    hpsearch.core.advice), the run dir."""
     ids = list(dict.fromkeys([*rows, *outcomes]))
     lines = [f"search {state}: {len(ids)} trials" + (f" in {elapsed_s:.0f}s" if elapsed_s is not None else "")]
     if stopped_early:
@@ -347,15 +349,16 @@ def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metr
 
     # Health-pruned and failed trials are counted below, never ranked: a flatlined loss can carry
     # the best-looking objective of the search.
-    healthy = [r for r in rows.values() if outcome(r.trial_id) in RANKED
-               and score(best(r.values, mode), mode) > -math.inf]
-    ordered = sorted(healthy, key=lambda r: score(best(r.values, mode), mode), reverse=True)
+    value = {r.trial_id: trial_value(r.values, mode, rank, window)[0] for r in rows.values()}
+    healthy = [r for r in rows.values() if outcome(r.trial_id) in RANKED and score(value[r.trial_id], mode) > -math.inf]
+    ordered = sorted(healthy, key=lambda r: score(value[r.trial_id], mode), reverse=True)
     ranked = ordered[:top]
     if ranked:
-        lines.append(f"best trials by {metric} ({mode}), health-pruned and failed trials left out:")
+        by = {"best": "", "last": " at its last epoch", "mean": f", mean of its last {window} epochs,"}[rank]
+        lines.append(f"best trials by {metric}{by} ({mode}), health-pruned and failed trials left out:")
         for r in ranked:
             params = " ".join(f"{k}={fmt(v)}" for k, v in sorted(r.config.items()))
-            lines.append(f"  {r.label:<6} {fmt(best(r.values, mode)):>8}  {outcome(r.trial_id):<12} "
+            lines.append(f"  {r.label:<6} {fmt(value[r.trial_id]):>8}  {outcome(r.trial_id):<12} "
                          f"epochs {r.epoch or 0:<3} seed {r.seed}  {params}")
     counts = Counter(outcome(t) for t in ids)
     lines.append("outcomes: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))

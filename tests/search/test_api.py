@@ -162,6 +162,22 @@ def test_a_search_from_a_dict_reports_exports_and_retrains_to_its_objective(tmp_
 
 
 @pytest.mark.slow
+def test_rank_mean_picks_by_the_mean_and_its_config_retrains_to_the_last_epoch(tmp_path):
+    run = hpsearch.run({**TINY_SEARCH, "objective": {"metric": "val_score", "mode": "max", "rank": "mean", "window": 2}},
+                       name="mean", storage=str(tmp_path / "runs"), stream=io.StringIO(), budget={"num_samples": 3})
+    table = run.report()
+    assert table.attrs["rank"] == "objective_mean"
+    assert table["objective_mean"].tolist() == sorted(table["objective_mean"].tolist(), reverse=True)
+    best = run.best
+    assert best.trial_id == table["trial_id"].iloc[0] and best.config["epochs"] == best.row["epochs"] == 3
+    (folder,) = run.export()
+    exported = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))["exported"]
+    assert exported["epoch"] == 3 and exported["objective"]["ranked_value"] == pytest.approx(best.row["objective_mean"])
+    metrics = hpsearch.train(folder / "config.yaml")
+    assert metrics["objective"]["final"] == pytest.approx(best.row["objective_last"], rel=1e-9)
+
+
+@pytest.mark.slow
 def test_an_interrupted_search_returns_its_run_and_resumes_to_the_end(tmp_path):
     run_dir = tmp_path / "runs" / "stopped"
     done = threading.Event()

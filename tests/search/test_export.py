@@ -162,6 +162,23 @@ def test_top_k_picks_finished_trials_and_their_best_checkpoint_on_disk(tmp_path,
     assert "only 3 finished trial(s) have a checkpoint; exported 3 of the 5 asked" in out
 
 
+def test_rank_mean_exports_each_trials_last_checkpoint_in_the_reports_order(tmp_path, capsys):
+    # means of all epochs (window 5 > 3): 0.733 (aaaaa_00000), 0.65 (aaaaa_00002), 0.767 (aaaaa_00003)
+    run = _run_with_checkpoints(tmp_path, rank={"rank": "mean"})
+    assert main(["export", str(run), "--top", "5"]) == 0
+    capsys.readouterr()
+    folders = sorted((run / "best").iterdir())
+    assert [f.name for f in folders] == ["1_aaaaa_00003", "2_aaaaa_00000", "3_aaaaa_00002"]
+    expected = [(14, 3, 0.75, (0.85 + 0.7 + 0.75) / 3), (11, 3, 0.8, (0.5 + 0.9 + 0.8) / 3), (13, 2, 0.7, 0.65)]
+    for folder, (seed, epoch, value, mean) in zip(folders, expected):
+        raw = yaml.safe_load((folder / "config.yaml").read_text())
+        objective = raw["exported"]["objective"]
+        assert (raw["seed"], raw["epochs"], objective["value"]) == (seed, epoch, value)
+        assert (objective["rank"], objective["window"], objective["ranked_value"]) == ("mean", 5, pytest.approx(mean))
+        assert raw["objective"]["rank"] == "mean"      # a search from the exported config ranks alike
+        assert torch.load(folder / "model.pt", weights_only=True)["w"].tolist() == [float(epoch)] * 2
+
+
 def test_exported_config_merges_run_params_with_searched_values(tmp_path):
     run = _run_with_checkpoints(tmp_path, params={"margin": 0.3, "lr": 1.0})
     assert main(["export", str(run)]) == 0

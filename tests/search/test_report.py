@@ -11,7 +11,7 @@ import pytest
 from hpsearch.cli import main
 from hpsearch.results.diagnose import diagnose
 from hpsearch.results.report import load_report, read_run
-from hpsearch.results.summary import render, summarize
+from hpsearch.results.summary import format_table, render, summarize
 from tests.fixtures.rundir_factory import FakeTrial, history, make_run
 
 TRIPLET_SPACE = {"lr": {"loguniform": [1e-5, 1e-1]}, "margin": {"uniform": [0.05, 1.0]}}
@@ -43,7 +43,7 @@ def test_every_column_of_a_run_with_known_outcomes(tmp_path):
 
     assert list(table.columns) == [
         "trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last",
-        "config/lr", "config/margin", "seed", "time_s", "started", "ended", "node", "train_loss",
+        "objective_mean", "config/lr", "config/margin", "seed", "time_s", "started", "ended", "node", "train_loss",
         "train_active_triplets", "train_batch_loss_std", "train_grad_norm", "val_recall_at_1"]
     assert table.attrs["objective"] == "val_recall_at_1" and table.attrs["mode"] == "max"
     # sorted best first: 0.9 (completed), 0.5 (running), 0.35 (asha), 0.3 (exploding, NaN at the end)
@@ -55,6 +55,9 @@ def test_every_column_of_a_run_with_known_outcomes(tmp_path):
     assert list(table["best_epoch"]) == [3, 2, 2, 2]
     last = table["objective_last"].tolist()
     assert last[:3] == pytest.approx([0.7, 0.5, 0.35]) and math.isnan(last[3])
+    mean = table["objective_mean"].tolist()          # its last 5 epochs: all of these trials' epochs
+    assert mean[:3] == pytest.approx([(0.2 + 0.4 + 0.9 + 0.7) / 4, 0.3, 0.225]) and math.isnan(mean[3])
+    assert table.attrs["rank"] == "objective_best"
     assert table["config/lr"].tolist() == [1e-3, 3e-4, 1e-4, 5e-2]
     assert table["config/margin"].tolist() == [0.2, 0.9, 0.5, 0.3]
     assert list(table["seed"]) == [101, 104, 102, 103]
@@ -126,7 +129,7 @@ def test_summary_counts_budget_best_and_importance(tmp_path):
     assert summary["epochs_spent"] == 11 and summary["epoch_budget"] == 6 * 4
     assert summary["compute_saved"] == pytest.approx(1 - 11 / 24)
     assert summary["best"] == {"trial": 1, "trial_id": "b0000001_00000", "outcome": "completed", "value": 0.9, "epoch": 3,
-                               "config": {"lr": 1e-3, "margin": 0.2}}
+                               "rank": "best", "window": 5, "config": {"lr": 1e-3, "margin": 0.2}}
     assert set(summary["importance"]) == {"lr", "margin"}
     assert summary["importance_source"] == "the report's 2 finished trials (objective_best); optuna.journal is missing"
 
@@ -281,3 +284,41 @@ def test_an_unreadable_study_falls_back_to_the_report_rows_and_says_so(tmp_path)
     values, source = importance(run, build_table(run))
     assert set(values) == {"lr", "margin"}
     assert source.startswith("the report's 6 finished trials (objective_best); optuna.journal could not be read (")
+
+
+# Four finished trials whose order differs by each objective.rank: a lucky epoch (peak), a noisy
+# plateau, a late riser and a steady one (values hand-written, val_recall_at_1, max).
+RANK_CURVES = {
+    "d0000001_00000": [0.50, 0.95, 0.60, 0.62, 0.61, 0.60],     # one lucky epoch
+    "d0000001_00001": [0.70, 0.80, 0.84, 0.78, 0.83, 0.79],     # a noisy plateau near 0.81
+    "d0000001_00002": [0.10, 0.20, 0.30, 0.40, 0.50, 0.86],     # a late riser
+    "d0000001_00003": [0.70, 0.74, 0.75, 0.76, 0.77, 0.78],     # steady
+}
+
+
+@pytest.mark.parametrize("rank, order", [
+    ({}, ["d0000001_00000", "d0000001_00002", "d0000001_00001", "d0000001_00003"]),
+    ({"rank": "best"}, ["d0000001_00000", "d0000001_00002", "d0000001_00001", "d0000001_00003"]),
+    ({"rank": "last"}, ["d0000001_00002", "d0000001_00001", "d0000001_00003", "d0000001_00000"]),
+    ({"rank": "mean"}, ["d0000001_00001", "d0000001_00003", "d0000001_00000", "d0000001_00002"]),
+    ({"rank": "mean", "window": 2}, ["d0000001_00001", "d0000001_00003", "d0000001_00002", "d0000001_00000"]),
+])
+def test_objective_rank_orders_the_trials_and_names_the_best(tmp_path, rank, order):
+    trials = [FakeTrial(tid, {"lr": 1e-3 * (i + 1)}, [{"train_loss": 1.0, "val_recall_at_1": v} for v in values],
+                        "completed", seed=i) for i, (tid, values) in enumerate(RANK_CURVES.items())]
+    run_dir = make_run(tmp_path, trials, max_epochs=6, rank=rank)
+    table = load_report(run_dir)
+    assert list(table["trial_id"]) == order
+    column = {"best": "objective_best", "last": "objective_last", "mean": "objective_mean"}[rank.get("rank", "best")]
+    assert table.attrs["rank"] == column
+    best = summarize(read_run(run_dir), table)["best"]
+    values = RANK_CURVES[order[0]]
+    window = rank.get("window", 5)
+    expected = {"objective_best": max(values), "objective_last": values[-1],
+                "objective_mean": sum(values[-window:]) / len(values[-window:])}[column]
+    assert best["trial_id"] == order[0] and best["value"] == pytest.approx(expected)
+    # the epoch a retrain of the best config stops at: its best epoch, or its last
+    assert best["epoch"] == (values.index(max(values)) + 1 if column == "objective_best" else 6)
+    assert format_table(table, width=200).splitlines()[1].split()[:4] == \
+        (["trial", "outcome", "objective_best", "epochs"] if column == "objective_best"
+         else ["trial", "outcome", column, "objective_best"])

@@ -200,3 +200,19 @@ def test_the_summary_never_ranks_a_health_pruned_trial_and_gives_a_reason_per_ki
     assert "outcomes: completed 1, pruned_asha 1, pruned_flatline 1, pruned_nonfinite 1" in text
     assert "pruned_flatline   e.g. #1: train_loss 0.1 unchanged over epochs 1-3" in text
     assert text.splitlines()[-2] == "run dir: runs/x"
+
+
+
+def test_end_of_run_summary_ranks_as_objective_rank_says():
+    from hpsearch.tune.progress import TrialRow, summary
+
+    rows = {
+        "a": TrialRow("a", "#1", values=[0.5, 0.95, 0.6, 0.6], epoch=4, config={"lr": 0.1}),   # one lucky epoch
+        "b": TrialRow("b", "#2", values=[0.7, 0.8, 0.8, 0.8], epoch=4, config={"lr": 0.01}),
+    }
+    outcomes = {"a": {"outcome": "completed", "reason": ""}, "b": {"outcome": "completed", "reason": ""}}
+    by_best = summary(rows, outcomes, "val_acc", "max", "runs/x").split("best trials")[1]
+    by_mean = summary(rows, outcomes, "val_acc", "max", "runs/x", rank="mean", window=3).split("best trials")[1]
+    assert by_best.index("#1") < by_best.index("#2") and "0.95" in by_best
+    assert by_mean.startswith(" by val_acc, mean of its last 3 epochs, (max)")
+    assert by_mean.index("#2") < by_mean.index("#1") and "0.95" not in by_mean
