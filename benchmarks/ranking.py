@@ -13,8 +13,7 @@ and with the added noise of ``benchmarks.rung_noise`` (a rate near the grid's me
 on ``--val-samples`` examples). One ``auto`` search per seed with the grid's warm-start points and
 the default rung settings; every ranking then picks from that same search's finished trials
 (completed or ASHA-stopped), and the config it picks is judged by its recorded final value: seeds
-at least as good as the best warm-start point (not searching), seeds within 1% of the grid's best,
-and the median returned value.
+at least as good as the best warm-start point (not searching) and seeds within 1% of the grid's best.
 """
 
 from __future__ import annotations

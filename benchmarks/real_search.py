@@ -147,6 +147,9 @@ def search(path: Path, seed: int, storage: Path, space: dict[str, Any] | None = 
     for rank in ranks:
         ranked = dataclasses.replace(record, rank=rank)
         best = best_of(ranked, build_table(ranked))
+        if best is None:                       # no trial has a finite value under this ranking
+            retrained[rank], values[rank] = float("nan"), {}
+            continue
         if best.trial_id not in by_trial:     # a fresh seed: the trial's own would replay its own curve
             full = {**best.config, "epochs": int(found.config.epochs), "seed": int(best.config["seed"]) + FRESH_SEED}
             with contextlib.redirect_stdout(io.StringIO()):

@@ -102,16 +102,15 @@ def _pick(trials: list[TrialRecord], mode: str, candidates: Callable) -> tuple[i
 def export_rule(interval: int, max_t: int, rank: str = "best", window: int = 5) -> Callable:
     """hpsearch export: among completed / pruned_asha trials, the checkpointed epoch (every
     ``interval`` epochs and the last) with the best objective; under ``objective.rank`` last or
-    mean, the trial whose ranking value is best, at its last epoch (core.objective.trial_value)."""
+    mean, its latest checkpointed epoch valued as that ranking values it (core.objective.trial_value)."""
     def candidates(t: TrialRecord, mode: str) -> list[tuple[int, float]]:
-        if t.outcome not in FINISHED:
-            return []
-        if rank != "best":
-            value, at = trial_value(t.values, mode, rank, window)
-            return [] if at is None else [(at + 1, value)]
+        if rank != "best":      # the latest checkpointed epoch whose ranking value is finite
+            found = ((e, trial_value(t.values[:e], mode, rank, window)[0]) for e in range(len(t.values), 0, -1)
+                     if e % interval == 0 or e >= max_t)
+            return next(([pair] for pair in found if math.isfinite(pair[1])), [])
         return [(e, v) for e, v in enumerate(t.values, 1) if e % interval == 0 or e >= max_t]
 
-    return lambda trials, mode: _pick(trials, mode, lambda t: candidates(t, mode))
+    return lambda trials, mode: _pick(trials, mode, lambda t: candidates(t, mode) if t.outcome in FINISHED else [])
 
 
 def ray_rule(trials: list[TrialRecord], mode: str) -> tuple[int, int, float] | None:

@@ -98,6 +98,7 @@ class Best:
     writes configs that carry it."""
     row: pd.Series              # the report's columns
     config: dict[str, Any]      # search.yaml with the trial's searched values, seed and ranked epoch
+    column: str = "objective_best"  # the report column that ranked it (objective.rank)
 
     @property
     def trial_id(self) -> str:
@@ -105,8 +106,7 @@ class Best:
 
     def __repr__(self) -> str:
         return (f"Best(trial_id={self.trial_id!r}, outcome={self.row['outcome']!r}, "
-                f"objective_best={fmt(as_float(self.row['objective_best']))}, best_epoch={self.row['best_epoch']}, "
-                f"epochs={self.config['epochs']})")
+                f"{self.column}={fmt(as_float(self.row[self.column]))}, epochs={self.config['epochs']})")
 
 
 def best_of(record: RunRecord, table: pd.DataFrame) -> Best | None:
@@ -120,7 +120,7 @@ def best_of(record: RunRecord, table: pd.DataFrame) -> Best | None:
     trial = next(t for t in record.trials if t.trial_id == row["trial_id"])
     seed = as_float(row["seed"])
     config = trial_config(record.raw, trial.config, None if seed is None else int(seed), int(record.rank_epoch(row)))
-    return Best(row=row, config=config)
+    return Best(row=row, config=config, column=record.rank_column)
 
 
 class Run:

@@ -83,8 +83,10 @@ class RunConfig:
 
     @property
     def convergence(self) -> Convergence:
-        """The search's stopping rule (``budget.converge_after``, ``budget.converge_delta``)."""
-        return Convergence(self.budget.converge_after, self.budget.converge_delta)
+        """The search's stopping rule (``budget.converge_after``, ``budget.converge_delta``), on
+        the trials' values as ``objective.rank`` ranks them."""
+        return Convergence(self.budget.converge_after, self.budget.converge_delta, self.objective.rank,
+                           self.objective.window)
 
     @property
     def max_epochs(self) -> int:

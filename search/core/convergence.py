@@ -1,8 +1,9 @@
 """Knowing when to stop a whole search: the best objective has not moved for a while.
 
 In the spirit of Ray's ``ExperimentPlateauStopper`` and Optuna's terminator, on the number that
-matters to the user: the best objective of the trials that can rank a search (finished, or stopped
-by ASHA; never a health-pruned or failed one), in the order they ended. Pure: values in, a one-line
+matters to the user: the best of the values that rank the trials (``objective.rank``) among those
+that can rank a search (finished, or stopped by ASHA; never a health-pruned or failed one), in the
+order they ended. Pure: values in, a one-line
 reason out. The searcher asks it before each new trial; a search that has converged starts no more
 trials and lets the running ones end as they would.
 """
@@ -14,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hpsearch.core.numbers import fmt
-from hpsearch.core.objective import score, sign
+from hpsearch.core.objective import Rank, score, sign
 
 
 @dataclass(frozen=True)
 class Convergence:
-    """Stop when the last ``after`` ranked trials did not raise the best objective by more than
+    """Stop when the last ``after`` ranked trials did not raise the best ranking value by more than
     ``min_delta`` (relative to the best's size; 0: any gain counts). ``after`` 0 never stops.
 
     NaN policy: a non-finite (or missing) objective is no gain and never the best; it counts as a
@@ -29,10 +30,12 @@ class Convergence:
 
     after: int = 0
     min_delta: float = 0.0
+    rank: Rank = "best"         # objective.rank / window: what a trial's value is (core.objective.trial_value)
+    window: int = 5
 
     def check(self, values: Sequence[float | None], mode: str) -> str | None:
-        """A one-line reason to stop, or None. ``values``: each ranked trial's best objective, in
-        the order the trials ended."""
+        """A one-line reason to stop, or None. ``values``: each ranked trial's value as
+        ``objective.rank`` ranks it (``self.rank``, ``self.window``), in the order the trials ended."""
         if self.after <= 0 or len(values) <= self.after:
             return None
         scores = [score(v, mode) for v in values]

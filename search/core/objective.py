@@ -7,10 +7,11 @@ The scheduler, the searcher, the report and the export all rank trials through t
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 MODES = ("min", "max")
-RANKS = ("best", "last", "mean")
+Rank = Literal["best", "last", "mean"]     # objective.rank (hpsearch.core.sections.Objective)
+RANKS: tuple[str, ...] = get_args(Rank)
 
 
 def sign(mode: str) -> float:
@@ -65,6 +66,8 @@ def trial_value(values: list[Any], mode: str, rank: str = "best", window: int = 
     """
     if rank not in RANKS:
         raise ValueError(f"objective.rank: got {rank!r}, expected one of {', '.join(RANKS)}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"objective.window: got {window!r}, expected an integer >= 1")
     if not values:
         return math.nan, None
     if rank == "best":

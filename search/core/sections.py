@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hpsearch.core.objective import Rank
 from hpsearch.models.config import ConfigError, bounds, parse
 
 
@@ -19,7 +20,7 @@ class Objective:
     # what ranks a trial (the report's order, the best config, the export): its best epoch, its
     # last epoch, or the mean of its last `window` epochs (hpsearch.core.objective.trial_value);
     # mean is for a noisy objective that has levelled off (BENCHMARKS.md, "Ranking trials")
-    rank: Literal["best", "last", "mean"] = "best"
+    rank: Rank = "best"
     window: int = field(default=5, metadata=bounds(ge=1, doc="epochs averaged by rank: mean"))
 
 

@@ -10,10 +10,11 @@
 objective at its last epoch; ``hpsearch evaluate <dir>`` reloads the weights and reports the same
 metrics without training.
 
-Only finished trials (completed or ASHA-pruned) are exported, in the report's order
-(``objective.rank``); health-pruned ones are not. Of a trial's checkpoints still on disk, the one
-whose epoch reached the best objective is exported under ``rank: best``; under ``last`` and
-``mean`` the latest (the model the trial ended with, which its ranking value describes).
+Only finished trials (completed or ASHA-pruned) are exported; health-pruned ones are not. Of a
+trial's checkpoints still on disk, the one whose epoch reached the best objective is exported under
+``objective.rank: best``; under ``last`` and ``mean`` the latest (the model the trial ended with,
+unless that epoch's checkpoint was not kept). The trials are ordered by the ranking value at the
+exported epoch: the report's order, unless a checkpoint the ranking needs was not kept.
 Checkpoints are read with ``torch.load(weights_only=True)``; nothing is unpickled.
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.core.config import Resources, build_config, dump_config
-from hpsearch.core.objective import is_better, score
+from hpsearch.core.objective import is_better, score, trial_value
 from hpsearch.core.outcomes import FINISHED
 from hpsearch.core.rundir import CHECKPOINT_FILE
 from hpsearch.core.training import CONFIG, WEIGHTS, cpu_threads, load_trusted_tensors, prepare_out_dir, versions
@@ -44,7 +45,7 @@ class Choice:
     path: Path            # the checkpoint file
     epoch: int
     row: dict[str, Any]   # the trial's result row of that epoch
-    value: float = math.nan   # what ranks it: the checkpoint's objective (rank: best), else the trial's
+    value: float = math.nan   # what ranks it: the trial's ranking value at that epoch (ranked_at)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -66,9 +67,17 @@ def _payload_epoch(payload: dict[str, Any]) -> int | None:
     return len(history) if isinstance(history, list) and history else None
 
 
+def ranked_at(run: Run, trial: Trial, epoch: int) -> float:
+    """The trial's ranking value (``objective.rank``) had it ended at ``epoch``: what the exported
+    config, trained to that epoch, ranks at (NaN when not finite)."""
+    epochs, values = trial.series(run.metric)
+    return trial_value([v for e, v in zip(epochs, values) if e <= epoch], run.mode, run.rank, run.window)[0]
+
+
 def choose_checkpoint(run: Run, trial: Trial) -> Choice | None:
     """The trial's checkpoint on disk whose epoch has the best objective (the earliest on a tie);
-    under ``objective.rank`` last or mean, its latest checkpoint with a finite objective."""
+    under ``objective.rank`` last or mean, its latest checkpoint (the last epoch, unless that was not
+    kept: ``checkpoint.interval``) whose ranking value there is finite."""
     if trial.path is None:
         return None
     name = CHECKPOINT_FILE
@@ -85,8 +94,9 @@ def choose_checkpoint(run: Run, trial: Trial) -> Choice | None:
         if row is None or score(row.get(run.metric), run.mode) == -math.inf:
             continue
         if run.rank != "best":
-            if chosen is None or row["epoch"] > chosen.epoch:
-                chosen = Choice(trial, path, int(row["epoch"]), row)
+            value = ranked_at(run, trial, int(row["epoch"]))
+            if math.isfinite(value) and (chosen is None or row["epoch"] >= chosen.epoch):
+                chosen = Choice(trial, path, int(row["epoch"]), row, value)
         elif chosen is None or is_better(row.get(run.metric), chosen.row.get(run.metric), run.mode) \
                 or (row.get(run.metric) == chosen.row.get(run.metric) and row["epoch"] < chosen.epoch):
             chosen = Choice(trial, path, int(row["epoch"]), row, float(row[run.metric]))
@@ -129,11 +139,9 @@ def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, l
     table = build_table(run)
     by_id = {t.trial_id: t for t in run.trials}
     choices = []
-    for _, row in table.iterrows():
-        choice = choose_checkpoint(run, by_id[row["trial_id"]]) if row["outcome"] in FINISHED else None
+    for trial_id, outcome in zip(table["trial_id"], table["outcome"]):
+        choice = choose_checkpoint(run, by_id[trial_id]) if outcome in FINISHED else None
         if choice is not None:
-            if run.rank != "best":
-                choice.value = float(run.rank_value(row))
             choices.append(choice)
     if not choices:
         raise ConfigError(f"run_dir: nothing to export: no finished trial ({' or '.join(FINISHED)}) in "

@@ -3,7 +3,8 @@
 - ``curves.png``: the objective and ``train_loss`` per epoch, one line per trial coloured by
   outcome, an ``x`` where a pruned or failed trial was stopped;
 - ``components.png``: every ``train_loss_<component>`` per epoch of the best trials (one panel each);
-- ``params.png``: the best objective against each searched parameter (one panel each).
+- ``params.png``: each trial's ranking value (``objective.rank``: its best epoch by default) against
+  each searched parameter (one panel each).
 
 :func:`build_figures` returns the figures (so their lines can be inspected) and
 :func:`save_figures` writes them.
@@ -133,7 +134,8 @@ def params_figure(run: Run, table):
             if "loguniform" in spec or spec.get("log"):
                 ax.set_xscale("log")
         ax.scatter(xs, [y for _, y, _ in points], c=[_color(o) for _, _, o in points], s=24)
-        ax.set(xlabel=name, ylabel=f"best {run.metric}")
+        ax.set(xlabel=name, ylabel={"best": f"best {run.metric}", "last": f"last {run.metric}",
+                                    "mean": f"{run.metric}, mean of last {run.window}"}[run.rank])
         _legend(ax, [o for _, _, o in points])
     return fig
 

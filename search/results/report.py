@@ -93,9 +93,14 @@ class Run:
     rank: str = "best"                  # objective.rank: what orders the trials
     window: int = 5                     # objective.window: epochs objective_mean averages
 
+    @property
+    def rank_column(self) -> str:
+        """The report column ``objective.rank`` orders the rows by."""
+        return RANK_COLUMNS[self.rank]
+
     def rank_value(self, row: dict[str, Any]) -> Any:
         """The report row's value that ranks it (its ``objective.rank`` column)."""
-        return row[RANK_COLUMNS[self.rank]]
+        return row[self.rank_column]
 
     def rank_epoch(self, row: dict[str, Any]) -> Any:
         """The epoch a report row's ranking value stands for: its best epoch under ``rank: best``,
@@ -298,7 +303,7 @@ def build_table(run: Run):
     for name in ["objective_best", "objective_last", "objective_mean", "time_s", *metrics]:
         table[name] = table[name].astype("float64")
     table.attrs.update({"objective": run.metric, "mode": run.mode, "run_dir": str(run.path),
-                        "rank": RANK_COLUMNS[run.rank]})
+                        "rank": run.rank_column})
     return table
 
 

@@ -18,7 +18,7 @@ from hpsearch.models.config import ConfigError
 from hpsearch.results import text
 from hpsearch.results.diagnose import diagnose
 from hpsearch.results.records import READ_CALL, cell, report_json
-from hpsearch.results.report import RANK_COLUMNS, Run, build_table, read_run
+from hpsearch.results.report import Run, build_table, read_run
 
 # The printed table's columns, most useful first; the searched parameters come after HEAD_FIRST and
 # the loss components after train_loss. Every other column is in --all-columns, --csv and --json.
@@ -30,7 +30,7 @@ LEFT_OUT_SUFFIX = " (--all-columns, --csv, --json have them)"
 
 def importance(run: Run, table) -> tuple[dict[str, float], str]:
     """(parameter -> importance, where it came from). Optuna's default evaluator over the complete
-    trials of the stored study; over the report's finished trials (objective_best) when the study is
+    trials of the stored study; over the report's finished trials (their ranking column) when the study is
     missing, unreadable or holds fewer than two complete trials."""
     import optuna
 
@@ -61,7 +61,7 @@ def _importance_from_table(run: Run, table, note: str) -> tuple[dict[str, float]
     distributions = {name: spec.to_optuna() for name, spec in specs.items()}
     study = optuna.create_study(direction=direction(run.mode))
     for _, row in table[table["outcome"].isin(FINISHED)].iterrows():
-        value = row["objective_best"]
+        value = run.rank_value(row)
         params = {name: cell(row.get(f"config/{name}")) for name in run.space}
         if not finite(value) or any(v is None for v in params.values()):
             continue
@@ -70,7 +70,7 @@ def _importance_from_table(run: Run, table, note: str) -> tuple[dict[str, float]
             continue
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(value)))
     used = len(study.trials)
-    source = f"the report's {used} finished trials (objective_best); {note}"
+    source = f"the report's {used} finished trials ({run.rank_column}); {note}"
     if used < 2:
         return {}, f"needs at least 2 finished trials; {source}"
     return dict(optuna.importance.get_param_importances(study)), source
@@ -85,7 +85,7 @@ def summarize(run: Run, table) -> dict[str, Any]:
     trials = max(run.num_samples, len(table))
     budget = trials * run.max_epochs
     best = None
-    column = RANK_COLUMNS[run.rank]
+    column = run.rank_column
     ranked = table[[finite(v) and o in RANKED for v, o in zip(table[column], table["outcome"])]]
     if not ranked.empty:
         top = ranked.iloc[0]
@@ -198,7 +198,7 @@ def compact_columns(table) -> list[tuple[str, str]]:
     for entry in AFTER_PARAMS:
         if entry.endswith("*"):
             order.extend((c, c) for c in names if c.startswith(entry[:-1]))
-        elif entry in taken:
+        elif entry in taken and entry not in head:
             order.append((entry, entry))
     return order
 

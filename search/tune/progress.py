@@ -55,7 +55,7 @@ class TrialRow:
     objective: float | None = None
     train_loss: float | None = None
     health: str = ""
-    values: list[float] = field(default_factory=list)    # the objective, epoch by epoch
+    values: list[float] = field(default_factory=list)    # the objective, epoch by epoch, as reported here
     config: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     updated: float = 0.0
@@ -131,6 +131,9 @@ class LiveTable(Callback):
         row.train_loss = as_float(result.get("train_loss"))
         row.health = str(result.get("health", ""))
         row.seed = result.get("seed", row.seed)
+        if isinstance(row.epoch, int) and not isinstance(row.epoch, bool) and 1 <= row.epoch <= len(row.values):
+            del row.values[row.epoch - 1:]       # reported again after a restore: the later report wins
+            # (a table rebuilt by a resumed search starts at the resumed epoch; its values are fewer)
         row.values.append(row.objective if row.objective is not None else math.nan)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

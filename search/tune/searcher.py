@@ -40,7 +40,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from hpsearch.core.convergence import Convergence
-from hpsearch.core.objective import score
+from hpsearch.core.objective import score, trial_value
 from hpsearch.core.outcomes import HEALTH_OUTCOMES
 from hpsearch.core.rundir import STUDY_NAME, study_storage
 from hpsearch.models.config import ConfigError
@@ -114,7 +114,9 @@ class HealthOptunaSearch(OptunaSearch):
         configs the same way, and both counts are saved in the same snapshot, so they agree after
         a resume too. Once ``convergence`` says the search has converged, no more configs:
         ``Searcher.FINISHED`` (the running trials end as they would)."""
-        reason = self.convergence.after and self.convergence.check(ranked_values(self.study, self.mode), self.mode)
+        convergence = self.convergence
+        reason = convergence.after and convergence.check(
+            ranked_values(self.study, self.mode, convergence.rank, convergence.window), self.mode)
         if reason:
             self.stopped_early = reason
             return Searcher.FINISHED
@@ -226,17 +228,17 @@ class HealthOptunaSearch(OptunaSearch):
         self.study.tell(ot_trial, value, state=state)
 
 
-def ranked_values(study: optuna.Study, mode: str) -> list[float]:
+def ranked_values(study: optuna.Study, mode: str, rank: str = "best", window: int = 5) -> list[float]:
     """Each trial that can rank the search (COMPLETE, or PRUNED by ASHA), in the order it ended:
-    its best reported objective (the searcher reports every finite value as an intermediate one)."""
+    its value as ``objective.rank`` ranks it (``trial_value``) over its reported objective, epoch by
+    epoch. The searcher reports every finite value as an intermediate one and never a non-finite
+    one, so a window that holds a NaN epoch here averages the others, where the report's ranking
+    (which reads every epoch) gives that trial NaN."""
     ended = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
              if t.state == TrialState.COMPLETE or t.user_attrs.get("outcome") == "pruned_asha"]
     ended.sort(key=lambda t: t.datetime_complete or t.datetime_start)
-    values = []
-    for trial in ended:
-        seen = [*trial.intermediate_values.values(), *([trial.value] if trial.value is not None else [])]
-        values.append(max(seen, key=lambda v: score(v, mode)) if seen else math.nan)
-    return values
+    return [trial_value([t.intermediate_values[step] for step in sorted(t.intermediate_values)], mode, rank, window)[0]
+            for t in ended]
 
 
 def inner_searcher(search_alg: Any) -> HealthOptunaSearch | None:

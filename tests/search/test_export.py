@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def test_top_k_picks_finished_trials_and_their_best_checkpoint_on_disk(tmp_path,
     assert "only 3 finished trial(s) have a checkpoint; exported 3 of the 5 asked" in out
 
 
-def test_rank_mean_exports_each_trials_last_checkpoint_in_the_reports_order(tmp_path, capsys):
+def test_rank_mean_exports_each_trials_last_checkpoint_best_mean_first(tmp_path, capsys):
     # means of all epochs (window 5 > 3): 0.733 (aaaaa_00000), 0.65 (aaaaa_00002), 0.767 (aaaaa_00003)
     run = _run_with_checkpoints(tmp_path, rank={"rank": "mean"})
     assert main(["export", str(run), "--top", "5"]) == 0
@@ -177,6 +178,30 @@ def test_rank_mean_exports_each_trials_last_checkpoint_in_the_reports_order(tmp_
         assert (objective["rank"], objective["window"], objective["ranked_value"]) == ("mean", 5, pytest.approx(mean))
         assert raw["objective"]["rank"] == "mean"      # a search from the exported config ranks alike
         assert torch.load(folder / "model.pt", weights_only=True)["w"].tolist() == [float(epoch)] * 2
+
+
+@pytest.mark.parametrize("rank, expected", [
+    # the latest checkpoint (epoch 4; epoch 5 was not kept), valued as the ranking values it there
+    ({"rank": "last"}, [("bbbbb_00000", 4, 0.8, 0.8), ("bbbbb_00001", 3, 0.7, 0.7)]),
+    # mean of 2: (0.7 + 0.8) / 2 at epoch 4; the other trial has a NaN in every window: not exported
+    ({"rank": "mean", "window": 2}, [("bbbbb_00000", 4, 0.8, 0.75)]),
+])
+def test_rank_last_or_mean_values_the_latest_checkpoint_kept(tmp_path, capsys, rank, expected):
+    trials = [
+        FakeTrial("bbbbb_00000", {"lr": 1e-3}, _obj([0.5, 0.6, 0.7, 0.8, 0.9]), "completed", seed=21,
+                  checkpoints={2: _state(2), 4: _state(4)}),
+        FakeTrial("bbbbb_00001", {"lr": 1e-4}, _obj([0.6, math.nan, 0.7]), "pruned_asha", seed=22,
+                  checkpoints={2: _state(2), 3: _state(3)}),
+    ]
+    run = make_run(tmp_path, trials, max_epochs=5, rank=rank)
+    assert main(["export", str(run), "--top", "5"]) == 0
+    capsys.readouterr()
+    folders = sorted((run / "best").iterdir())
+    assert [f.name.split("_", 1)[1] for f in folders] == [trial_id for trial_id, *_ in expected]
+    for folder, (_, epoch, value, ranked) in zip(folders, expected):
+        raw = yaml.safe_load((folder / "config.yaml").read_text())
+        assert (raw["epochs"], raw["exported"]["objective"]["value"]) == (epoch, value)
+        assert raw["exported"]["objective"]["ranked_value"] == pytest.approx(ranked)
 
 
 def test_exported_config_merges_run_params_with_searched_values(tmp_path):

@@ -97,3 +97,13 @@ def test_files_and_relays_are_not_terminals(stream):
 def test_a_dumb_terminal_gets_plain_lines(monkeypatch):
     monkeypatch.setenv("TERM", "dumb")
     assert ESC not in run_three_trials(FakeTerminal())
+
+
+def test_an_epoch_reported_again_after_a_restore_replaces_what_it_said_before():
+    """A trial restored from its epoch-2 checkpoint reports epochs 3 and 4 again: the values the
+    end-of-run summary ranks by hold each epoch once, the later report."""
+    live = LiveTable("val_score", NoOutcomes(), interval_s=0.0, stream=io.StringIO())
+    trial = FakeTrial(1)
+    for epoch, value in [(1, 0.1), (2, 0.2), (3, 0.9), (4, 0.8), (3, 0.3), (4, 0.4), (5, 0.5)]:
+        live.on_trial_result(0, [trial], trial, {"epoch": epoch, "val_score": value, "health": "ok"})
+    assert live.rows[trial.trial_id].values == [0.1, 0.2, 0.3, 0.4, 0.5]

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from hpsearch.core.objective import trial_value
+from hpsearch.core.objective import RANKS, trial_value
+from hpsearch.results.report import RANK_COLUMNS
 
 NAN, INF = math.nan, math.inf
 
@@ -35,6 +36,12 @@ def test_trial_value(values, mode, rank, window, value, position):
     assert (math.isnan(got) and math.isnan(value)) or got == pytest.approx(value)
 
 
-def test_an_unknown_rank_names_the_allowed_ones():
+def test_an_unknown_rank_or_an_empty_window_is_refused():
     with pytest.raises(ValueError, match="objective.rank: got 'avg', expected one of best, last, mean"):
         trial_value([0.1], "max", "avg")
+    with pytest.raises(ValueError, match="objective.window: got 0, expected an integer >= 1"):
+        trial_value([0.1], "max", "mean", 0)
+
+
+def test_the_report_has_a_column_for_every_rank():
+    assert set(RANK_COLUMNS) == set(RANKS)

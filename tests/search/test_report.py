@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+import hpsearch
 from hpsearch.cli import main
 from hpsearch.results.diagnose import diagnose
 from hpsearch.results.report import load_report, read_run
@@ -319,6 +320,10 @@ def test_objective_rank_orders_the_trials_and_names_the_best(tmp_path, rank, ord
     assert best["trial_id"] == order[0] and best["value"] == pytest.approx(expected)
     # the epoch a retrain of the best config stops at: its best epoch, or its last
     assert best["epoch"] == (values.index(max(values)) + 1 if column == "objective_best" else 6)
-    assert format_table(table, width=200).splitlines()[1].split()[:4] == \
-        (["trial", "outcome", "objective_best", "epochs"] if column == "objective_best"
-         else ["trial", "outcome", column, "objective_best"])
+    headers = format_table(table, width=400).splitlines()[1].split()
+    assert headers[:4] == (["trial", "outcome", "objective_best", "epochs"] if column == "objective_best"
+                           else ["trial", "outcome", column, "objective_best"])
+    assert len(headers) == len(set(headers))                 # the ranking column is shown once
+    # run.best: that trial, and a config that trains it to the epoch its ranking value stands for
+    best_run = hpsearch.load(run_dir).best
+    assert best_run.trial_id == order[0] and best_run.config["epochs"] == best["epoch"]

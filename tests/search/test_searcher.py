@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
 from ray.tune.search import ConcurrencyLimiter
 
 from hpsearch.core.config import Budget, Objective, RunConfig, SchedulerConfig
@@ -23,6 +24,7 @@ from hpsearch.tune.searcher import (
     close_open_trials,
     inner_searcher,
     make_searcher,
+    ranked_values,
     warm_start_points,
 )
 
@@ -318,3 +320,21 @@ def test_with_real_ray_tune(tmp_path):
     assert trials["good"].value == 0.999
     assert trials["flat"].constraints == trials["nan"].constraints == {CONSTRAINT: 1.0, "0": 1.0}
     assert not trials["worse"].constraints
+
+
+def test_the_searcher_values_each_ended_trial_as_objective_rank_ranks_it():
+    """The values the convergence rule reads: a ranked trial's reported objective under each
+    rank; a health-pruned or running trial is not one."""
+    study = optuna.create_study(direction="maximize")
+    space = {"x": FloatDistribution(0.0, 1.0)}
+    for steps, state, outcome in [([0.5, 0.9, 0.6, 0.6], TrialState.COMPLETE, None),
+                                  ([0.2, 0.4], TrialState.PRUNED, "pruned_asha"),
+                                  ([0.99], TrialState.PRUNED, "pruned_flatline"),
+                                  ([0.7], TrialState.RUNNING, None)]:
+        study.add_trial(create_trial(state=state, params={"x": 0.5}, distributions=space,
+                                     value=steps[-1] if state == TrialState.COMPLETE else None,
+                                     intermediate_values=dict(enumerate(steps, 1)),
+                                     user_attrs={"outcome": outcome} if outcome else {}))
+    assert ranked_values(study, "max") == pytest.approx([0.9, 0.4])
+    assert ranked_values(study, "max", "last") == pytest.approx([0.6, 0.4])
+    assert ranked_values(study, "max", "mean", 3) == pytest.approx([(0.9 + 0.6 + 0.6) / 3, 0.3])
