@@ -14,6 +14,8 @@ searcher never reports one).
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +29,7 @@ from hpsearch.core.outcomes import HEALTH_OUTCOMES
 
 ALGORITHMS = tuple(a for a in CONFIG_ALGORITHMS if a != "auto")
 RANDOM_SHARE = 1 / 3        # BOHB's share of configs drawn at random
-MAX_POINTS = 500            # observations one suggestion fits on (bounded: see ``bounded``)
+MAX_POINTS = 500            # observations one suggestion fits on, about (see ``bounded``)
 
 
 class RungTPESampler(optuna.samplers.BaseSampler):
@@ -42,6 +44,7 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         self._random_share = random_share
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._fit_study = FitStudy()
+        self._observed = Observed()
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return dict(self._space)
@@ -52,7 +55,7 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         rng = np.random.default_rng([self._seed, trial.number])
         if not search_space or rng.random() < self._random_share:
             return {}
-        points = observations(study.get_trials(deepcopy=False), self._min_points)
+        points = self._observed.points(study.get_trials(deepcopy=False), self._min_points, study.study_name)
         if points is None:
             return {}
         points = bounded(points, MAX_POINTS, maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE)
@@ -119,29 +122,75 @@ def usable(trial: FrozenTrial) -> bool:
 
 def observations(trials: list[FrozenTrial], min_points: int) -> list[tuple[dict[str, Any], float]] | None:
     """(params, value at the budget) for every usable trial that reached the largest epoch at
-    least ``min_points`` of them reached; None when no epoch has that many."""
-    usable_trials = [t for t in trials if usable(t) and t.intermediate_values]
-    reached = sorted({step for t in usable_trials for step in t.intermediate_values}, reverse=True)
-    for budget in reached:
-        points = [(t.params, t.intermediate_values[budget]) for t in usable_trials if budget in t.intermediate_values]
-        if len(points) >= min_points:
-            return points
-    return None
+    least ``min_points`` of them reached, in trial order; None when no epoch has that many."""
+    return Observed().points(trials, min_points)
 
 
-def bounded(points: list[tuple[dict[str, Any], float]], limit: int,
-            maximize: bool) -> list[tuple[dict[str, Any], float]]:
-    """At most ``limit`` observations (oldest first, as ``observations`` gives them): the best tenth
-    of ``limit`` by value, and the most recent of the rest. TPE's good set is at most the best 25, so
-    it is unchanged; its other set becomes the recent past. One suggestion then costs the same at
-    trial 10,000 as at trial 1,000 (fitting on every point: 41 ms at 1,000, 350 ms at 10,000)."""
+class Observed:
+    """``observations`` kept between suggestions of one study: a finished trial never changes, so
+    its values are read once and filed by epoch; each call reads only the trials from the first
+    one that was still open at the last call. The same points in the same order as reading every
+    trial; a cache, so not saved with the sampler (a restored sampler reads the study again)."""
+
+    def __init__(self) -> None:
+        self._study = ""
+        self._seen = 0                          # the length of the trials list at the last call
+        self._open_from = 0                     # every trial before this index had finished
+        self._done: set[int] = set()            # positions of the finished trials read
+        self._by_step: dict[int, list[tuple[int, dict[str, Any], float]]] = {}   # (position, params, value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()
+
+    def points(self, trials: list[FrozenTrial], min_points: int, study: str = "") -> list[tuple[dict[str, Any], float]] | None:
+        if study != self._study or len(trials) < self._seen:      # another study: read it from the start
+            self.__init__()
+            self._study = study
+        self._seen = len(trials)
+        open_trials: list[tuple[int, FrozenTrial]] = []
+        for index in range(self._open_from, len(trials)):
+            t = trials[index]
+            if not t.state.is_finished():
+                open_trials.append((index, t))
+                continue
+            if not open_trials:
+                self._open_from = index + 1
+            if index not in self._done:
+                self._done.add(index)
+                if usable(t):
+                    for step, value in t.intermediate_values.items():
+                        bisect.insort(self._by_step.setdefault(step, []), (index, t.params, value), key=lambda e: e[0])
+        running = [(i, t) for i, t in open_trials if usable(t) and t.intermediate_values]
+        for budget in sorted({*self._by_step, *(s for _, t in running for s in t.intermediate_values)}, reverse=True):
+            done = self._by_step.get(budget, [])
+            if len(done) + sum(budget in t.intermediate_values for _, t in running) < min_points:
+                continue
+            live = [(i, t.params, t.intermediate_values[budget]) for i, t in running if budget in t.intermediate_values]
+            return [(params, value) for _, params, value in heapq.merge(done, live, key=lambda e: e[0])]
+        return None
+
+
+def bounded(points: list[tuple[dict[str, Any], float]], limit: int, maximize: bool,
+            step: int | None = None) -> list[tuple[dict[str, Any], float]]:
+    """About ``limit`` observations (oldest first, as ``observations`` gives them): the best tenth
+    of ``limit`` by value, and the recent past: every observation from a start that moves forward
+    in ``step``s (default a fifth of ``limit``), so at most ``limit + step``. TPE's good set is at
+    most the best 25, so it is unchanged; its other set becomes the recent past. One suggestion
+    then costs the same at trial 10,000 as at trial 1,000 (fitting on every point: 41 ms at 1,000,
+    350 ms at 10,000). Between two moves of the start, new observations are appended at the end
+    (unless an old one leaves the best tenth, a trial that reached the budget late lands before a
+    later one, or the budget itself moves up), so ``FitStudy`` mostly extends its study instead of
+    building it again at every suggestion."""
     if len(points) <= limit:
         return points
     best = max(1, limit // 10)
+    step = step or max(1, limit // 5)
     order = sorted(range(len(points)), key=lambda i: points[i][1], reverse=maximize)
-    keep = set(order[:best])
-    rest = [i for i in range(len(points)) if i not in keep][-(limit - best):]
-    return [points[i] for i in sorted(keep | set(rest))]
+    start = (len(points) - (limit - best)) // step * step
+    return [points[i] for i in sorted(set(order[:best]) | set(range(start, len(points))))]
 
 
 def make_sampler(algorithm: str, space: Mapping[str, BaseDistribution], seed: int) -> optuna.samplers.BaseSampler:

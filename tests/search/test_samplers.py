@@ -12,7 +12,7 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpsearch.tune.samplers import ALGORITHMS, FitStudy, RungTPESampler, bounded, make_sampler, observations, usable
+from hpsearch.tune.samplers import ALGORITHMS, FitStudy, Observed, RungTPESampler, bounded, make_sampler, observations, usable
 
 SPACE = {"x": FloatDistribution(0.0, 1.0), "n": IntDistribution(1, 8)}
 
@@ -44,6 +44,50 @@ def test_the_budget_is_the_largest_epoch_enough_usable_trials_reached():
     assert [(p["x"], v) for p, v in observations(trials, 2)] == [(0.1, 0.2), (0.2, 0.5)]
     assert [(p["x"], v) for p, v in observations(trials, 3)] == [(0.1, 0.1), (0.2, 0.4), (0.3, 0.6)]
     assert observations(trials, 4) is None          # the flatlined trial never counts
+
+
+def test_observations_kept_between_calls_equal_a_fresh_read_of_a_growing_study():
+    """Trials start, report, and finish out of order (completed, stopped by ASHA or by a health
+    rule, failed); at every step the kept reader returns what reading every trial returns."""
+    rng = np.random.default_rng(7)
+    kept = Observed()
+    # a warm-start point enqueued first waits (WAITING) while later trials run and finish
+    live = [{"state": TrialState.WAITING, "steps": {}, "x": 0.5, "outcome": None}]
+    ends = [(TrialState.COMPLETE, None), (TrialState.PRUNED, "pruned_asha"), (TrialState.PRUNED, "pruned_flatline"),
+            (TrialState.FAIL, None)]
+    for round_ in range(150):
+        if round_ == 60:
+            live[0]["state"] = TrialState.RUNNING
+        if round_ == 90:                                    # a searcher restored from Ray's snapshot
+            kept = pickle.loads(pickle.dumps(kept))
+            assert kept._by_step == {}
+        if rng.random() < 0.4:
+            live.append({"state": TrialState.RUNNING, "steps": {}, "x": float(rng.random()), "outcome": None})
+        running = [t for t in live if t["state"] == TrialState.RUNNING]
+        for t in running:
+            if rng.random() < 0.6:
+                t["steps"][len(t["steps"]) + 1] = float(rng.random())
+        if running and rng.random() < 0.3:
+            t = running[int(rng.integers(len(running)))]           # any running trial, not the oldest
+            t["state"], t["outcome"] = ends[int(rng.integers(len(ends)))]
+        trials = [create_trial(state=t["state"], params={"x": t["x"], "n": 4}, distributions=SPACE,
+                               value=(max(t["steps"].values()) if t["steps"] else 0.0)
+                               if t["state"] == TrialState.COMPLETE else None,
+                               intermediate_values=dict(t["steps"]),
+                               user_attrs={"outcome": t["outcome"]} if t["outcome"] else {}) for t in live]
+        for min_points in (1, 3, 6):
+            assert kept.points(trials, min_points, "study") == read_every_trial(trials, min_points)
+
+
+def read_every_trial(trials, min_points):
+    """What ``observations`` means, read the slow way: the largest epoch that at least
+    ``min_points`` usable trials reached, and every such trial's value there, in trial order."""
+    reached = [t for t in trials if usable(t) and t.intermediate_values]
+    for budget in sorted({s for t in reached for s in t.intermediate_values}, reverse=True):
+        points = [(t.params, t.intermediate_values[budget]) for t in reached if budget in t.intermediate_values]
+        if len(points) >= min_points:
+            return points
+    return None
 
 
 def study_with(trials):
@@ -87,19 +131,31 @@ def test_an_unknown_algorithm_is_refused():
 
 
 @pytest.mark.parametrize("maximize, expected", [
-    (True, list(range(10, 30))),             # the best 2 (28, 29) and the 18 latest of the rest (10-27)
-    (False, [0, 1, *range(12, 30)]),         # the best 2 (0, 1) and the 18 latest of the rest (12-29)
+    (True, list(range(12, 30))),             # the best 2 (28, 29) and the recent past from 12 (a multiple of 4)
+    (False, [0, 1, *range(12, 30)]),         # the best 2 (0, 1) and the recent past from 12
 ])
 def test_a_suggestion_fits_on_the_best_and_the_most_recent_points_only(maximize, expected):
     points = [({"x": i}, float(i)) for i in range(30)]              # 30 points, oldest first, point i worth i
     assert bounded(points, 30, maximize) == points                  # within the limit: every point
+    # limit 20: 2 best and at least 18 recent ones, from a start that moves in steps of 20 // 5 = 4
     assert [p[0]["x"] for p in bounded(points, 20, maximize)] == expected
 
 
 def test_the_best_points_are_kept_however_old():
     points = [({"x": 0}, 1.0)] + [({"x": i}, 0.0) for i in range(1, 40)]   # the oldest is the best
-    kept = bounded(points, 10, maximize=True)
-    assert kept[0] == ({"x": 0}, 1.0) and [p[0]["x"] for p in kept[1:]] == list(range(31, 40))
+    kept = bounded(points, 10, maximize=True)                                # step 2: recent from 30
+    assert kept[0] == ({"x": 0}, 1.0) and [p[0]["x"] for p in kept[1:]] == list(range(30, 40))
+
+
+def test_the_recent_window_moves_in_steps_so_the_kept_points_mostly_grow_at_their_end():
+    rng = np.random.default_rng(3)
+    values = rng.random(120)
+    kept = [[p[0]["x"] for p in bounded([({"x": i}, float(values[i])) for i in range(n)], 20, True, step=5)]
+            for n in range(21, 121)]
+    for before, after in zip(kept, kept[1:]):
+        assert 18 <= len(after) <= 25 and after[-1] == before[-1] + 1     # limit - best tenth .. limit + step
+    extended = sum(after[:len(before)] == before for before, after in zip(kept, kept[1:]))
+    assert extended >= 0.7 * (len(kept) - 1)        # the window moved at 1 in 5; a new best now and then
 
 
 def test_the_kept_fit_study_suggests_what_a_fresh_fit_would():
@@ -134,6 +190,9 @@ def test_the_fit_study_matches_optunas_own_trials_and_is_not_saved_with_the_samp
     assert ours.ask(SPACE).params == theirs.ask(SPACE).params
     sampler = RungTPESampler(SPACE, seed=5, min_points=3, random_share=0.0)
     sampler._fit_study.holding(points, SPACE, optuna.study.StudyDirection.MAXIMIZE)
+    sampler._observed.points([trial(TrialState.COMPLETE, {1: 0.5}) for _ in range(4)], 3, "s")
+    assert sampler._observed._by_step                          # filled before it is saved
     restored = pickle.loads(pickle.dumps(sampler))             # as Ray's searcher snapshot saves it
     unused = RungTPESampler(SPACE, seed=5, min_points=3, random_share=0.0)
-    assert restored._fit_study._held == [] and len(pickle.dumps(sampler)) == len(pickle.dumps(unused))
+    assert restored._fit_study._held == [] and restored._observed._by_step == {}
+    assert len(pickle.dumps(sampler)) == len(pickle.dumps(unused))
