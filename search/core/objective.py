@@ -79,3 +79,11 @@ def trial_value(values: list[Any], mode: str, rank: str = "best", window: int = 
     if any(score(v, mode) == -math.inf for v in tail):
         return math.nan, None
     return sum(float(v) for v in tail) / len(tail), len(values) - 1
+
+
+def rank_phrase(rank: str, window: int) -> str:
+    """``objective.rank`` in words, for the text a user reads: ``its best epoch``, ``its last
+    epoch`` or ``the mean of its last N epochs``."""
+    if rank == "mean":
+        return f"the mean of its last {window} epochs"
+    return f"its {rank} epoch"

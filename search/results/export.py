@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.core.config import Resources, build_config, dump_config
-from hpsearch.core.objective import is_better, score, trial_value
+from hpsearch.core.objective import is_better, rank_phrase, score, trial_value
 from hpsearch.core.outcomes import FINISHED
 from hpsearch.core.rundir import CHECKPOINT_FILE
 from hpsearch.core.training import CONFIG, WEIGHTS, cpu_threads, load_trusted_tensors, prepare_out_dir, versions
@@ -118,7 +118,7 @@ def exported_config(run: Run, choice: Choice, rank: int, versions: dict[str, str
         "run_dir": str(run.path.resolve()), "trial_id": trial.trial_id, "rank": rank, "outcome": trial.outcome,
         "epoch": choice.epoch, "checkpoint": str(choice.path.relative_to(run.path)),
         "objective": {"metric": run.metric, "mode": run.mode, "value": float(row[run.metric]),
-                      "rank": run.rank, "ranked_value": choice.value,
+                      "ranked_by": run.rank, "ranked_value": choice.value,
                       **({"window": run.window} if run.rank == "mean" else {})},
         "metrics": {k: v for k, v in row.items() if k.startswith("val_") and isinstance(v, (int, float))},
         "searched": {name: trial.config.get(name) for name in run.space},
@@ -159,8 +159,9 @@ def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, l
         dump_config(config, folder / CONFIG)
         torch.save(payload["model"], folder / WEIGHTS)
         written.append(folder)
+        ranked = "" if run.rank == "best" else f"; ranked by {rank_phrase(run.rank, run.window)}: {choice.value:.6g}"
         log(f"{folder}: {choice.trial.trial_id} ({choice.trial.outcome}) {run.metric} "
-            f"{choice.row[run.metric]:.6g} at epoch {choice.epoch}")
+            f"{choice.row[run.metric]:.6g} at epoch {choice.epoch}{ranked}")
     if found < top:
         log(f"only {found} finished trial(s) have a checkpoint; exported {found} of the {top} asked")
     log(f"retrain: hpsearch train {written[0] / CONFIG} · evaluate: hpsearch evaluate {written[0]}")

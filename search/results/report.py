@@ -23,8 +23,8 @@ Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``
   ``train_grad_norm``, ``train_batch_loss_std``, model diagnostics) and every ``val_*`` metric.
 
 Rows are sorted by the column ``objective.rank`` names (``RANK_COLUMNS``: ``objective_best`` unless
-search.yaml says ``last`` or ``mean``; ``df.attrs["rank"]``) through :mod:`hpsearch.core.objective`
-(NaN always last), trials
+search.yaml says ``last`` or ``mean``; ``df.attrs["rank"]``, in words ``df.attrs["ranked_by"]``)
+through :mod:`hpsearch.core.objective` (NaN always last), trials
 whose objective can be trusted (completed, ASHA-pruned, running) before health-pruned ones, errors last. Only the
 text files of the run are read (search.yaml, run.json, outcomes.jsonl, params.json, result.json,
 error.txt) plus the Optuna journal (JSON lines) for importances; no pickle in a run dir is ever loaded.
@@ -43,7 +43,7 @@ from typing import Any
 from hpsearch import models
 from hpsearch.core.config import Budget, RunConfig, read_yaml
 from hpsearch.core.numbers import finite, number, one_line
-from hpsearch.core.objective import score, trial_value
+from hpsearch.core.objective import rank_phrase, score, trial_value
 from hpsearch.core.outcomes import HEALTH_OUTCOMES, RANKED
 from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, parse_trial_dir, read_outcomes, read_trial_results
 from hpsearch.core.sections import Objective
@@ -303,7 +303,7 @@ def build_table(run: Run):
     for name in ["objective_best", "objective_last", "objective_mean", "time_s", *metrics]:
         table[name] = table[name].astype("float64")
     table.attrs.update({"objective": run.metric, "mode": run.mode, "run_dir": str(run.path),
-                        "rank": run.rank_column})
+                        "rank": run.rank_column, "ranked_by": rank_phrase(run.rank, run.window)})
     return table
 
 

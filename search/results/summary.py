@@ -10,7 +10,7 @@ from typing import Any
 
 from hpsearch.core.advice import edge_of_range
 from hpsearch.core.numbers import finite, fmt, one_line
-from hpsearch.core.objective import direction
+from hpsearch.core.objective import direction, rank_phrase
 from hpsearch.core.outcomes import FINISHED, OUTCOMES_ALL, RANKED
 from hpsearch.core.rundir import STUDY_FILE, STUDY_NAME, study_storage
 from hpsearch.core.space import parse_space, parse_spec
@@ -142,8 +142,8 @@ def render(summary: dict[str, Any], width: int | None = None) -> str:
     else:
         config = " ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
         who = best["trial_id"] if best.get("trial") is None else f"#{best['trial']} {best['trial_id']}"
-        at = (f"mean of its last {best['window']} epochs, to epoch {best['epoch']}" if best.get("rank") == "mean"
-              else f"at epoch {best['epoch']}")
+        at = (f"({rank_phrase(best['rank'], best['window'])}, to epoch {best['epoch']})"
+              if best.get("rank", "best") != "best" else f"at epoch {best['epoch']}")
         lines.append(f"best: {who} ({best['outcome']}) {summary['objective']} {best['value']:.6g} {at}"
                      + (f" · {config}" if config else ""))
     if summary["importance"]:
@@ -221,6 +221,8 @@ def format_table(table, all_columns: bool = False, width: int | None = None) -> 
         return "(no trials yet)"
     width = text.terminal_width() if width is None else width
     title = f"objective = {table.attrs.get('objective', 'objective')} ({table.attrs.get('mode', '')})"
+    if table.attrs.get("rank", "objective_best") != "objective_best":
+        title += f", each trial ranked by {table.attrs['ranked_by']}"
     if all_columns:
         return "\n".join([title, *text.grid([_column(table, name, name) for name in table.columns])])
     candidates = compact_columns(table)

@@ -36,7 +36,7 @@ from ray.tune import Callback
 
 from hpsearch.core.advice import edge_of_range
 from hpsearch.core.numbers import as_float, fmt, one_line
-from hpsearch.core.objective import score, trial_value
+from hpsearch.core.objective import rank_phrase, score, trial_value
 from hpsearch.core.outcomes import RANKED
 from hpsearch.core.rundir import OutcomeLog
 from hpsearch.core.space import Spec
@@ -357,8 +357,8 @@ def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metr
     ordered = sorted(healthy, key=lambda r: score(value[r.trial_id], mode), reverse=True)
     ranked = ordered[:top]
     if ranked:
-        by = {"best": "", "last": " at its last epoch", "mean": f", mean of its last {window} epochs,"}[rank]
-        lines.append(f"best trials by {metric}{by} ({mode}), health-pruned and failed trials left out:")
+        by = "" if rank == "best" else f"; {rank_phrase(rank, window)}"
+        lines.append(f"best trials by {metric} ({mode}{by}), health-pruned and failed trials left out:")
         for r in ranked:
             params = " ".join(f"{k}={fmt(v)}" for k, v in sorted(r.config.items()))
             lines.append(f"  {r.label:<6} {fmt(value[r.trial_id]):>8}  {outcome(r.trial_id):<12} "

@@ -166,7 +166,7 @@ def test_rank_mean_picks_by_the_mean_and_its_config_retrains_to_the_last_epoch(t
     shown = io.StringIO()
     run = hpsearch.run({**TINY_SEARCH, "objective": {"metric": "val_score", "mode": "max", "rank": "mean", "window": 2}},
                        name="mean", storage=str(tmp_path / "runs"), stream=shown, budget={"num_samples": 3})
-    assert "best trials by val_score, mean of its last 2 epochs, (max)" in shown.getvalue()   # the end-of-run text
+    assert "best trials by val_score (max; the mean of its last 2 epochs)" in shown.getvalue()   # the end-of-run text
     table = run.report()
     assert table.attrs["rank"] == "objective_mean"
     assert table["objective_mean"].tolist() == sorted(table["objective_mean"].tolist(), reverse=True)

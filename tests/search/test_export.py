@@ -175,7 +175,7 @@ def test_rank_mean_exports_each_trials_last_checkpoint_best_mean_first(tmp_path,
         raw = yaml.safe_load((folder / "config.yaml").read_text())
         objective = raw["exported"]["objective"]
         assert (raw["seed"], raw["epochs"], objective["value"]) == (seed, epoch, value)
-        assert (objective["rank"], objective["window"], objective["ranked_value"]) == ("mean", 5, pytest.approx(mean))
+        assert (objective["ranked_by"], objective["window"], objective["ranked_value"]) == ("mean", 5, pytest.approx(mean))
         assert raw["objective"]["rank"] == "mean"      # a search from the exported config ranks alike
         assert torch.load(folder / "model.pt", weights_only=True)["w"].tolist() == [float(epoch)] * 2
 

@@ -320,7 +320,10 @@ def test_objective_rank_orders_the_trials_and_names_the_best(tmp_path, rank, ord
     assert best["trial_id"] == order[0] and best["value"] == pytest.approx(expected)
     # the epoch a retrain of the best config stops at: its best epoch, or its last
     assert best["epoch"] == (values.index(max(values)) + 1 if column == "objective_best" else 6)
-    headers = format_table(table, width=400).splitlines()[1].split()
+    title, head = format_table(table, width=400).splitlines()[:2]
+    headers = head.split()
+    assert title.endswith("(max)" if column == "objective_best" else f"each trial ranked by {table.attrs['ranked_by']}")
+    assert render(summarize(read_run(run_dir), table), 200).count(table.attrs["ranked_by"]) == (column != "objective_best")
     assert headers[:4] == (["trial", "outcome", "objective_best", "epochs"] if column == "objective_best"
                            else ["trial", "outcome", column, "objective_best"])
     assert len(headers) == len(set(headers))                 # the ranking column is shown once

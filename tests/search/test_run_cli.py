@@ -214,5 +214,5 @@ def test_end_of_run_summary_ranks_as_objective_rank_says():
     by_best = summary(rows, outcomes, "val_acc", "max", "runs/x").split("best trials")[1]
     by_mean = summary(rows, outcomes, "val_acc", "max", "runs/x", rank="mean", window=3).split("best trials")[1]
     assert by_best.index("#1") < by_best.index("#2") and "0.95" in by_best
-    assert by_mean.startswith(" by val_acc, mean of its last 3 epochs, (max)")
+    assert by_mean.startswith(" by val_acc (max; the mean of its last 3 epochs), health-pruned")
     assert by_mean.index("#2") < by_mean.index("#1") and "0.95" not in by_mean
