@@ -31,12 +31,11 @@ import multiprocessing
 import os
 import sys
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from benchmarks import simulate
-from benchmarks.common import Stamp, command_line, fmt, log, out_path, quantiles, table, write_section
+from benchmarks.common import Stamp, command_line, fmt, log, out_path, quantiles, quiet_worker, table, write_section
 from benchmarks.curves import CurveSet, default_paths
 from benchmarks.figures import iqr_text, random_expectation, ratio, target_value
 from benchmarks.grids import REAL_DEFAULT, grid, hit_share, simulate_points, title, warm_value, within
@@ -77,13 +76,7 @@ def replay(curves: CurveSet, strategy: str, seed: int, budget: int, concurrency:
 
 
 def _job(job: Job) -> tuple[Job, dict[str, Any]]:
-    import logging
-
-    import optuna
-
-    warnings.filterwarnings("ignore")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    logging.getLogger("ray").setLevel(logging.ERROR)
+    quiet_worker()
     name, strategy, seed, budget, concurrency, converge_after, warm = job
     curves = grid(name)
     trace = replay(curves, strategy, seed, budget, concurrency, converge_after, warm)

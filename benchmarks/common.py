@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import logging
 import math
 import os
 import platform
 import re
 import shlex
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,15 @@ def write_section(name: str, title: str, body: str, stamp: Stamp, path: Path | N
 
 
 _T0 = None
+
+
+def quiet_worker() -> None:
+    """In a benchmark's worker process: no Python warnings, and Optuna and Ray log errors only."""
+    import optuna
+
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("ray").setLevel(logging.ERROR)
 
 
 def log(message: str) -> None:

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from collections.abc import Mapping
 
 from benchmarks import rung_noise, simulate
-from benchmarks.common import Stamp, command_line, fmt, out_path, table, write_section
+from benchmarks.common import Stamp, command_line, fmt, out_path, quiet_worker, table, write_section
 from benchmarks.curves import default_paths
 from benchmarks.figures import target_value
 from benchmarks.grids import grid, simulate_points, title, warm_value
@@ -42,13 +41,7 @@ REAL = ("real:mlp:digits", "real:mlp:iris", "real:mlp:wine", "real:mlp:breast_ca
 def _job(job: tuple[str, bool, int, int, int, int]) -> tuple[tuple, dict[str, float]]:
     """One search (grid, added noise or not, seed, trials at a time, runs, validation samples) and
     the recorded final value of the config each ranking returns from it."""
-    import logging
-
-    import optuna
-
-    warnings.filterwarnings("ignore")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    logging.getLogger("ray").setLevel(logging.ERROR)
+    quiet_worker()
     name, noisy, seed, concurrency, runs, samples = job
     curves = grid(name)
     seen = Noisy(curves, noise_sd(curves, samples), seed) if noisy else curves

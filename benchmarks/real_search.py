@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import statistics
 import sys
@@ -127,8 +128,6 @@ def search(path: Path, seed: int, storage: Path, space: dict[str, Any] | None = 
     and read after the last one; per rank, that trial's searched values). Every ranking reads the
     same search. The trial's own seed would replay its own curve, the very measurement it was
     picked on; a fresh seed measures the config, not its luck."""
-    import dataclasses
-
     import hpsearch
     from hpsearch.api import best_of
     from hpsearch.results.report import build_table, read_run

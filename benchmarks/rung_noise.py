@@ -25,14 +25,13 @@ import math
 import multiprocessing
 import statistics
 import sys
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from benchmarks import simulate
-from benchmarks.common import Stamp, command_line, fmt, log, out_path, table, write_section
+from benchmarks.common import Stamp, command_line, fmt, log, out_path, quiet_worker, table, write_section
 from benchmarks.curves import CurveSet, default_paths
 from benchmarks.figures import target_value
 from benchmarks.grids import REAL_DEFAULT, grid, simulate_points, title, warm_value
@@ -76,13 +75,7 @@ def noise_sd(curves: CurveSet, samples: int) -> float:
 
 
 def _job(job: tuple[str, str, float, int, int, int]) -> tuple[tuple, dict[str, Any]]:
-    import logging
-
-    import optuna
-
-    warnings.filterwarnings("ignore")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    logging.getLogger("ray").setLevel(logging.ERROR)
+    quiet_worker()
     name, setting, sd, seed, budget, concurrency = job
     curves = grid(name)
     seen = Noisy(curves, sd, seed) if sd > 0 else curves

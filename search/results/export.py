@@ -67,10 +67,11 @@ def _payload_epoch(payload: dict[str, Any]) -> int | None:
     return len(history) if isinstance(history, list) and history else None
 
 
-def ranked_at(run: Run, trial: Trial, epoch: int) -> float:
-    """The trial's ranking value (``objective.rank``) had it ended at ``epoch``: what the exported
-    config, trained to that epoch, ranks at (NaN when not finite)."""
-    epochs, values = trial.series(run.metric)
+def ranked_at(run: Run, series: tuple[list[int], list[float]], epoch: int) -> float:
+    """The trial's ranking value (``objective.rank``) had it ended at ``epoch``, from its objective
+    ``series`` (``Trial.series``): what the exported config, trained to that epoch, ranks at (NaN
+    when not finite)."""
+    epochs, values = series
     return trial_value([v for e, v in zip(epochs, values) if e <= epoch], run.mode, run.rank, run.window)[0]
 
 
@@ -84,6 +85,7 @@ def choose_checkpoint(run: Run, trial: Trial) -> Choice | None:
     by_dir = {r.get("checkpoint_dir_name"): r for r in trial.rows if r.get("checkpoint_dir_name")}
     by_epoch = {r.get("epoch"): r for r in trial.rows}
     chosen: Choice | None = None
+    series = trial.series(run.metric)
     for ckpt_dir in sorted(trial.path.glob("checkpoint_*")):
         path = ckpt_dir / name
         if not path.is_file():
@@ -94,7 +96,7 @@ def choose_checkpoint(run: Run, trial: Trial) -> Choice | None:
         if row is None or score(row.get(run.metric), run.mode) == -math.inf:
             continue
         if run.rank != "best":
-            value = ranked_at(run, trial, int(row["epoch"]))
+            value = ranked_at(run, series, int(row["epoch"]))
             if math.isfinite(value) and (chosen is None or row["epoch"] >= chosen.epoch):
                 chosen = Choice(trial, path, int(row["epoch"]), row, value)
         elif chosen is None or is_better(row.get(run.metric), chosen.row.get(run.metric), run.mode) \

@@ -134,8 +134,7 @@ def params_figure(run: Run, table):
             if "loguniform" in spec or spec.get("log"):
                 ax.set_xscale("log")
         ax.scatter(xs, [y for _, y, _ in points], c=[_color(o) for _, _, o in points], s=24)
-        ax.set(xlabel=name, ylabel={"best": f"best {run.metric}", "last": f"last {run.metric}",
-                                    "mean": f"{run.metric}, mean of last {run.window}"}[run.rank])
+        ax.set(xlabel=name, ylabel=f"{run.metric}, {table.attrs['ranked_by']}")
         _legend(ax, [o for _, _, o in points])
     return fig
 

@@ -142,8 +142,8 @@ def render(summary: dict[str, Any], width: int | None = None) -> str:
     else:
         config = " ".join(f"{k}={fmt(v)}" for k, v in best["config"].items())
         who = best["trial_id"] if best.get("trial") is None else f"#{best['trial']} {best['trial_id']}"
-        at = (f"({rank_phrase(best['rank'], best['window'])}, to epoch {best['epoch']})"
-              if best.get("rank", "best") != "best" else f"at epoch {best['epoch']}")
+        at = (f"at epoch {best['epoch']}" if best["rank"] == "best"
+              else f"({rank_phrase(best['rank'], best['window'])}, to epoch {best['epoch']})")
         lines.append(f"best: {who} ({best['outcome']}) {summary['objective']} {best['value']:.6g} {at}"
                      + (f" · {config}" if config else ""))
     if summary["importance"]:
