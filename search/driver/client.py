@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -143,22 +144,25 @@ def drive(verb: str, target: Any, relay: Any, address: str) -> tuple[int, str]:
         ray.get(relay.signals.remote(0))   # the Relay runs this caller's calls in order: every line is in
 
 
-CONNECT_TRIES = 3   # the head's proxy now and then fails to start the per-client server; it may retry
+# The head's proxy now and then fails to start the per-client server it hands a new connection to
+# (ray/util/client/server/proxier.py: the process has exited when it looks); Ray Client reports it
+# as a ConnectionAbortedError whose text holds the proxy's traceback. A new connection gets a new
+# server on another port, so that failure is tried again, after 1, 2, 4 and 8 s.
+CONNECT_TRIES = 5
+SERVER_START_FAILED = "Starting Ray client server failed"
 
 
-def connect(address: str, runtime_env: dict[str, Any]) -> None:
+def connect(address: str, runtime_env: dict[str, Any], pause: Callable[[float], None] = time.sleep) -> None:
     import ray
 
     for attempt in range(1, CONNECT_TRIES + 1):
         try:
             ray.init(address=address, runtime_env=runtime_env, logging_level=logging.ERROR, log_to_driver=False)
             return
-        except RuntimeError as error:
-            if attempt == CONNECT_TRIES or "Starting Ray client server failed" not in str(error):
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            if attempt == CONNECT_TRIES or SERVER_START_FAILED not in str(error):
                 refuse_connection(address, error)
-            time.sleep(attempt)
-        except (ConnectionError, ValueError) as error:
-            refuse_connection(address, error)
+            pause(2 ** (attempt - 1))
 
 
 def refuse_connection(address: str, error: BaseException) -> NoReturn:

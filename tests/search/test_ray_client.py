@@ -77,7 +77,7 @@ def test_a_ray_client_search_runs_on_the_head_stops_on_sigint_and_resumes(tmp_pa
 
         second = subprocess.run([str(HPSEARCH), "resume", str(run_dir), "--address", address], cwd=tmp_path,
                                 env=cluster.client_env("resume"), capture_output=True, text=True, timeout=180)
-        assert second.returncode == 0, second.stdout + second.stderr
+        assert second.returncode == 0, second.stdout + second.stderr + server_logs(cluster)
     finally:
         survivors = cluster.stop()
     assert survivors == [] and marked(cluster.tag) == []
