@@ -39,6 +39,7 @@ from benchmarks.common import Stamp, command_line, fmt, log, out_path, quantiles
 from benchmarks.curves import CurveSet, default_paths
 from benchmarks.figures import iqr_text, random_expectation, ratio, target_value
 from benchmarks.grids import REAL_DEFAULT, grid, hit_share, simulate_points, title, warm_value, within
+from benchmarks.traces import Trace
 from hpsearch.core.config import ALGORITHMS, AUTO_ALGORITHM
 from hpsearch.core.objective import score
 
@@ -65,7 +66,7 @@ Job = tuple[str, str, int, int, int, int, bool]   # grid, strategy, seed, budget
 
 
 def replay(curves: CurveSet, strategy: str, seed: int, budget: int, concurrency: int, converge_after: int = 0,
-           warm: bool = False) -> simulate.Trace:
+           warm: bool = False) -> Trace:
     """One replayed search on ``curves``: an ``algorithm`` through the product's searcher and scheduler
     (study in memory; the grid's warm-start points first with ``warm``), or a peer of PEERS."""
     if strategy in PEERS:

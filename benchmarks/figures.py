@@ -1,4 +1,4 @@
-"""The search-efficiency figures, from traces (benchmarks.simulate.Trace or live runs alike).
+"""The search-efficiency figures, from traces (benchmarks.traces.Trace or live runs alike).
 
 - epochs to reach within 1% of the grid's best objective: the epochs all trials had spent when
   the config the strategy would hand back first scored within 1% (relative) of the best final

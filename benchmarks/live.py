@@ -46,7 +46,8 @@ from benchmarks.common import DATA, Stamp, command_line, fmt, log, out_path, tab
 from benchmarks.curves import BROKEN, CurveSet, label_rows
 from benchmarks.figures import median_value, summarise
 from benchmarks.grids import REAL_DEFAULT, grid, title
-from benchmarks.simulate import Trace, TrialRecord, export_rule, ray_rule, suggest_params
+from benchmarks.simulate import suggest_params
+from benchmarks.traces import Trace, TrialRecord, export_rule, ray_rule
 from hpsearch.core.config import AUTO_ALGORITHM
 from hpsearch.core.objective import direction, is_better, score
 

@@ -5,7 +5,10 @@
 
 A search returns the trial its ranking puts first (the report's first row, what ``hpsearch export``
 writes first). With ``rank: best`` that is the trial with the best single epoch, the maximum of many
-noisy measurements; ``last`` takes one measurement; ``mean`` the mean of the last ``window``.
+noisy measurements; ``last`` takes one measurement; ``mean`` the mean of the last ``window``. With
+``objective.warm_start_margin`` above 0 the best warm-start trial is returned instead unless the
+first beats it, over the mean of their last ``window`` epochs, by more than that many standard
+errors of the objective's epoch-to-epoch noise (hpsearch.core.warm_start.kept_warm_start).
 
 Per grid: the two recorded grids and the corpus's real-data grids (benchmarks.grids.real_grid: real
 training runs whose validation metric carries the noise of its validation set), each as recorded
@@ -28,12 +31,15 @@ from benchmarks.curves import default_paths
 from benchmarks.figures import target_value
 from benchmarks.grids import grid, simulate_points, title, warm_value
 from benchmarks.rung_noise import Noisy, noise_sd
+from benchmarks.traces import export_rule, warm_indices
 from hpsearch.core.objective import score
 
-# (label, objective.rank, window)
-RANKINGS: tuple[tuple[str, str, int], ...] = (
-    ("best (default)", "best", 5), ("last", "last", 1), ("mean, window 3", "mean", 3),
-    ("mean, window 5", "mean", 5), ("mean, window 10", "mean", 10),
+# (label, objective.rank, window, objective.warm_start_margin)
+RANKINGS: tuple[tuple[str, str, int, float], ...] = (
+    ("best, margin 0", "best", 5, 0.0), ("best, margin 0.5", "best", 5, 0.5),
+    ("best, margin 1 (default)", "best", 5, 1.0), ("best, margin 2", "best", 5, 2.0), ("last, margin 0", "last", 1, 0.0),
+    ("mean w5, margin 0", "mean", 5, 0.0), ("mean w5, margin 1", "mean", 5, 1.0),
+    ("mean w10, margin 0", "mean", 10, 0.0),
 )
 REAL = ("real:mlp:digits", "real:mlp:iris", "real:mlp:wine", "real:mlp:breast_cancer", "real:cnn:digits")
 
@@ -49,9 +55,10 @@ def _job(job: tuple[str, bool, int, int, int, int]) -> tuple[tuple, dict[str, fl
     trace = simulate.hpsearch(seen, seed, budget, storage="memory", concurrency=concurrency, algorithm="auto",
                               warm_start=simulate_points(curves))
     interval = curves.run.checkpoint.interval
+    warm = warm_indices(curves, curves.run)
     picked = {}
-    for label, rank, window in RANKINGS:
-        found = simulate.export_rule(interval, curves.epochs, rank, window)(trace.trials, curves.mode)
+    for label, rank, window, margin in RANKINGS:
+        found = export_rule(interval, curves.epochs, rank, window, margin, warm)(trace.trials, curves.mode)
         picked[label] = curves.final(found[0]) if found is not None else math.nan
     return job, picked
 
@@ -63,7 +70,7 @@ def cells(found: Mapping[tuple, dict[str, float]], job: tuple, seeds: int) -> li
     mode, warm = curves.mode, warm_value(curves)
     target = target_value(curves.best_final()[1], mode)
     out = []
-    for label, _, _ in RANKINGS:
+    for label, *_ in RANKINGS:
         values = [found[(name, job[1], seed, *job[2:])][label] for seed in range(seeds)]
         out.append(f"{sum(score(v, mode) >= score(warm, mode) for v in values)} · "
                    f"{sum(score(v, mode) >= score(target, mode) for v in values)}")
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(name, noisy, seed, k, args.runs, args.val_samples) for name in names for noisy in (False, True)
             for k in args.concurrency for seed in range(args.seeds)]
     found = rung_noise.run(jobs, args.workers, _job)
-    header = ["grid", "noise", "trials at a time", *[label for label, _, _ in RANKINGS]]
+    header = ["grid", "noise", "trials at a time", *[label for label, *_ in RANKINGS]]
     rows, grids = [], []
     for name in names:
         curves = grid(name)

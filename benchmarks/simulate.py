@@ -21,8 +21,8 @@ make the same decisions.
 ``optuna_alone`` is what an Optuna user writes: ``study.optimize`` with TPE and HyperbandPruner,
 reporting each recorded epoch and pruning when told.
 
-Every strategy returns a ``Trace``: after each finished trial, the config it would hand back now
-(by its own rule) and the epochs spent so far.
+Every strategy returns a ``Trace`` (benchmarks.traces): after each finished trial, the config it
+would hand back now (by its own rule) and the epochs spent so far.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import math
 import tempfile
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
@@ -42,82 +41,10 @@ import numpy as np
 import optuna
 
 from benchmarks.curves import CurveSet
+from benchmarks.traces import Trace, TrialRecord, export_rule, ray_rule, warm_indices
 from hpsearch.core.health import assess
-from hpsearch.core.objective import direction, score, trial_value
+from hpsearch.core.objective import direction, score
 from hpsearch.core.rundir import OutcomeLog
-
-FINISHED = ("completed", "pruned_asha")  # hpsearch.results.report.FINISHED: the trials export picks from
-
-
-@dataclass
-class TrialRecord:
-    trial_id: str
-    index: int                 # grid point replayed
-    epochs: int = 0            # epochs it trained
-    outcome: str = "running"
-    values: list[float] = field(default_factory=list)  # its objective, epoch by epoch
-
-    @property
-    def last_value(self) -> float:
-        return self.values[-1] if self.values else math.nan
-
-
-@dataclass
-class Trace:
-    strategy: str
-    seed: int
-    budget: int
-    # (epochs spent, grid index, epoch of the returned result, its objective value): the returned
-    # config after every finished trial, when it changed
-    incumbents: list[tuple[int, int, int, float]] = field(default_factory=list)
-    trials: list[TrialRecord] = field(default_factory=list)
-    spent: int = 0
-
-    def returned_at(self, budget: int) -> tuple[int, int, float] | None:
-        found = [(index, epoch, value) for spent, index, epoch, value in self.incumbents if spent <= budget]
-        return found[-1] if found else None     # incumbents come in the order the epochs were spent
-
-    def epochs_to(self, target: float, mode: str) -> float:
-        """Epochs spent when the returned config first scored at least ``target`` (inf: never)."""
-        for spent, _, _, value in self.incumbents:
-            if spent > self.budget:
-                break
-            if score(value, mode) >= score(target, mode):
-                return float(spent)
-        return math.inf
-
-
-# -- what each tool hands back ----------------------------------------------------------------
-
-def _pick(trials: list[TrialRecord], mode: str, candidates: Callable) -> tuple[int, int, float] | None:
-    """(grid index, epoch, value) of the best of every trial's ``candidates(t)``: (epoch, value) pairs."""
-    best = None
-    for t in trials:
-        for epoch, value in candidates(t):
-            if score(value, mode) > -math.inf and (best is None or score(value, mode) > score(best[2], mode)):
-                best = (t.index, epoch, value)
-    return best
-
-
-def export_rule(interval: int, max_t: int, rank: str = "best", window: int = 5) -> Callable:
-    """hpsearch export: among completed / pruned_asha trials, the checkpointed epoch (every
-    ``interval`` epochs and the last) with the best objective; under ``objective.rank`` last or
-    mean, its latest checkpointed epoch valued as that ranking values it (core.objective.trial_value)."""
-    def candidates(t: TrialRecord, mode: str) -> list[tuple[int, float]]:
-        if rank != "best":      # the latest checkpointed epoch whose ranking value is finite
-            found = ((e, trial_value(t.values[:e], mode, rank, window)[0]) for e in range(len(t.values), 0, -1)
-                     if e % interval == 0 or e >= max_t)
-            return next(([pair] for pair in found if math.isfinite(pair[1])), [])
-        return [(e, v) for e, v in enumerate(t.values, 1) if e % interval == 0 or e >= max_t]
-
-    return lambda trials, mode: _pick(trials, mode, lambda t: candidates(t, mode) if t.outcome in FINISHED else [])
-
-
-def ray_rule(trials: list[TrialRecord], mode: str) -> tuple[int, int, float] | None:
-    """Ray's ``ResultGrid.get_best_result()`` (scope "last", NaN and inf filtered): every trial,
-    early-stopped or not, by its last reported objective."""
-    return _pick(trials, mode, lambda t: [(t.epochs, t.last_value)] if t.epochs else [])
-
 
 # -- the Tune-like loop --------------------------------------------------------------------------
 
@@ -230,7 +157,8 @@ def hpsearch(curves: CurveSet, seed: int, budget: int, concurrency: int = 2, gra
         outcomes = OutcomeLog(None)
         searcher = make_searcher(run, run_dir, outcomes)
         scheduler = make_scheduler(run, outcomes)
-        rule = export_rule(run.checkpoint.interval, curves.epochs, run.objective.rank, run.objective.window)
+        rule = export_rule(run.checkpoint.interval, curves.epochs, run.objective.rank, run.objective.window,
+                           run.objective.warm_start_margin, warm_indices(curves, run))
         return tune_like(curves, name, seed, budget, searcher, scheduler, outcomes, health=True, rule=rule,
                          concurrency=concurrency, max_trials=max_trials)
 

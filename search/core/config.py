@@ -6,7 +6,8 @@
     device: auto                     # auto | cpu | cuda
     algorithm: auto                  # auto | random | tpe | rung-tpe (what suggests the next config)
     params: {...}                    # the model's flat config: data + fixed hyperparameters
-    objective: {metric: val_fact_acc, mode: max, rank: best}   # rank: best | last | mean (window: 5)
+    objective: {metric: val_fact_acc, mode: max, rank: best}   # rank: best | last | mean (window: 5);
+                                     # warm_start_margin: 1 (the warm start stands unless beaten)
     space: {lr: {loguniform: [1e-5, 1e-1]}, ...}
     warm_start: [{lr: 3.0e-4, ...}]  # points tried first
     budget: {num_samples: 32, max_epochs: 30, max_concurrent: 2, converge_after: 0}

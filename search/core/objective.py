@@ -7,6 +7,8 @@ The scheduler, the searcher, the report and the export all rank trials through t
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, get_args
 
 MODES = ("min", "max")
@@ -87,3 +89,24 @@ def rank_phrase(rank: str, window: int) -> str:
     if rank == "mean":
         return f"the mean of its last {window} epochs"
     return f"its {rank} epoch"
+
+
+def epoch_noise(curves: Iterable[Sequence[Any]], window: int = 5) -> float:
+    """The spread of one epoch's measurement of the objective, read from the trials' own curves.
+
+    Per curve that holds at least ``max(window, 2) + 1`` values, its last that many: the standard
+    deviation of their successive differences over sqrt(2) (a steady trend shifts every difference
+    alike and adds nothing; independent noise of spread s puts s * sqrt(2) into each difference).
+    The median over those curves; 0.0 when none qualifies. A shorter curve (a trial a rung stopped
+    early, still on the steep start of its learning curve) would read its learning as noise, so it
+    is left out. NaN policy: a curve with a non-finite or non-numeric value in its tail is left out
+    (its tail measures a failure, not noise).
+    """
+    span = max(window, 2) + 1
+    spreads = []
+    for values in curves:
+        tail = list(values)[-span:]
+        if len(tail) == span and all(score(v, "max") > -math.inf for v in tail):
+            steps = [float(b) - float(a) for a, b in zip(tail, tail[1:])]
+            spreads.append(statistics.stdev(steps) / math.sqrt(2))
+    return statistics.median(spreads) if spreads else 0.0

@@ -21,7 +21,12 @@ class Objective:
     # last epoch, or the mean of its last `window` epochs (hpsearch.core.objective.trial_value);
     # mean is for a noisy objective that has levelled off (BENCHMARKS.md, "Ranking trials")
     rank: Rank = "best"
-    window: int = field(default=5, metadata=bounds(ge=1, doc="epochs averaged by rank: mean"))
+    window: int = field(default=5, metadata=bounds(ge=1, doc="epochs averaged by rank: mean and warm_start_margin"))
+    # the best warm-start point is the search's pick unless the first-ranked trial beats it, over
+    # the mean of their last `window` epochs, by more than this many standard errors of the
+    # objective's own epoch-to-epoch noise (core.warm_start.keeps_warm_start); 0: the ranking alone
+    # (BENCHMARKS.md, "Ranking trials on a noisy objective")
+    warm_start_margin: float = field(default=1.0, metadata=bounds(ge=0, doc="0: the ranking alone"))
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,7 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
     import ray
 
     from hpsearch.tune.progress import LiveTable, OutcomeRecorder, ResultLog, SnapshotKeeper, summary
-    from hpsearch.tune.scheduler import make_scheduler
+    from hpsearch.tune.scheduler import exempt_points, make_scheduler
     from hpsearch.tune.searcher import close_open_trials, inner_searcher, make_searcher
     from hpsearch.tune.trackers import make_trackers
 
@@ -295,7 +295,8 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
             ray.shutdown()
     print(summary(live.rows, outcomes.all(), metric, mode, run_dir, elapsed_s=time.monotonic() - begun,
                   state=state, space=config.space, stopped_early=early, rank=config.objective.rank,
-                  window=config.objective.window), file=stream, flush=True)
+                  window=config.objective.window, warm_points=exempt_points(config),
+                  margin=config.objective.warm_start_margin), file=stream, flush=True)
     if state == "interrupted":
         by = f" by {stop.name}" if stop.signum else ""
         again = f"hpsearch resume {run_dir}" + (f" --address {plan.address}" if plan.address else "")

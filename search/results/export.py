@@ -14,7 +14,9 @@ Only finished trials (completed or ASHA-pruned) are exported; health-pruned ones
 trial's checkpoints still on disk, the one whose epoch reached the best objective is exported under
 ``objective.rank: best``; under ``last`` and ``mean`` the latest (the model the trial ended with,
 unless that epoch's checkpoint was not kept). The trials are ordered by the ranking value at the
-exported epoch: the report's order, unless a checkpoint the ranking needs was not kept.
+exported epoch: the report's order, unless a checkpoint the ranking needs was not kept; the best
+warm-start trial first when the report returns it (``objective.warm_start_margin``), unless it has
+no checkpoint to export (the log says so).
 Checkpoints are read with ``torch.load(weights_only=True)``; nothing is unpickled.
 """
 
@@ -149,7 +151,16 @@ def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, l
         raise ConfigError(f"run_dir: nothing to export: no finished trial ({' or '.join(FINISHED)}) in "
                           f"{str(run.path)!r} has a checkpoint with a finite {run.metric}")
     found = len(choices)
-    choices = sorted(choices, key=lambda c: -score(c.value, run.mode))[:top]
+    choices = sorted(choices, key=lambda c: -score(c.value, run.mode))
+    returned = table.attrs["returned"]
+    if returned:     # the report returns a warm-start trial in place of its first-ranked one: export it first
+        kept = next((i for i, c in enumerate(choices) if c.trial.trial_id == table["trial_id"].iloc[0]), None)
+        if kept is None:
+            log(f"{returned}; it has no checkpoint with a finite {run.metric} to export")
+        else:
+            choices.insert(0, choices.pop(kept))
+            log(returned)
+    choices = choices[:top]
     target = prepare_out_dir(out if out is not None else run.path / "best", force)
     stamp = versions()
     written = []

@@ -14,6 +14,7 @@ Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``
   metric named in search.yaml, its best value (mode-aware; NaN when no finite value), the epoch that
   reached it, its value at the last epoch, and the mean of its last ``objective.window`` epochs (NaN
   when one of them is not finite);
+- ``warm_start``: whether the trial's searched values are one of search.yaml's warm-start points;
 - ``config/<name>``: every searched parameter;
 - ``seed`` (the trial's own seed) and ``time_s`` (Ray's ``time_total_s``);
 - ``started`` / ``ended`` (UTC timestamps, to the second: when the first reported epoch began, when
@@ -25,7 +26,10 @@ Columns, in order (all stable; ``df.attrs`` holds ``objective``, ``mode`` and ``
 Rows are sorted by the column ``objective.rank`` names (``RANK_COLUMNS``: ``objective_best`` unless
 search.yaml says ``last`` or ``mean``; ``df.attrs["rank"]``, in words ``df.attrs["ranked_by"]``)
 through :mod:`hpsearch.core.objective` (NaN always last), trials
-whose objective can be trusted (completed, ASHA-pruned, running) before health-pruned ones, errors last. Only the
+whose objective can be trusted (completed, ASHA-pruned, running) before health-pruned ones, errors last.
+One exception: the best warm-start trial comes first when the first-ranked trial does not beat it by
+more than the objective's noise allows (``objective.warm_start_margin``; why, in
+``df.attrs["returned"]``, empty otherwise). Only the
 text files of the run are read (search.yaml, run.json, outcomes.jsonl, params.json, result.json,
 error.txt) plus the Optuna journal (JSON lines) for importances; no pickle in a run dir is ever loaded.
 """
@@ -47,10 +51,12 @@ from hpsearch.core.objective import rank_phrase, score, trial_value
 from hpsearch.core.outcomes import HEALTH_OUTCOMES, RANKED
 from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, parse_trial_dir, read_outcomes, read_trial_results
 from hpsearch.core.sections import Objective
+from hpsearch.core.space import parse_space
+from hpsearch.core.warm_start import exact_points, filled_points, is_point, kept_warm_start
 from hpsearch.models.config import ConfigError, parse
 
 HEAD = ("trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last",
-        "objective_mean")
+        "objective_mean", "warm_start")
 RANK_COLUMNS = {"best": "objective_best", "last": "objective_last", "mean": "objective_mean"}
 RAY_TRIAL_ID = re.compile(r"[0-9a-f]{5,8}_\d{5}")     # Ray's default directory names hold the id
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
@@ -92,6 +98,22 @@ class Run:
     stopped_early: str = ""             # why the search started no more trials (budget.converge_after)
     rank: str = "best"                  # objective.rank: what orders the trials
     window: int = 5                     # objective.window: epochs objective_mean averages
+    warm_points: list[dict[str, Any]] = field(default_factory=list)   # the warm-start points, one config each
+    warm_start_margin: float = 0.0      # objective.warm_start_margin; 0 for a run dir written before it
+
+    def is_warm_start(self, trial: Trial) -> bool:
+        return is_point(trial.config, self.warm_points)
+
+    def returned_first(self, ranked: list[Trial]) -> tuple[int, str]:
+        """Among trials in ranking order (best first, each with a finite ranking value), the position
+        of the trial the search returns (0 unless the best warm-start trial stands:
+        hpsearch.core.warm_start.kept_warm_start) and, when not 0, why in words."""
+        curves = [t.series(self.metric)[1] for t in ranked]
+        kept = kept_warm_start(curves, [self.is_warm_start(t) for t in ranked], self.mode, self.window,
+                               self.warm_start_margin)
+        if kept is None:
+            return 0, ""
+        return kept.position, kept.phrase(_label(ranked[0]), _label(ranked[kept.position]))
 
     @property
     def rank_column(self) -> str:
@@ -153,6 +175,25 @@ def _number_from_name(name: str) -> int | None:
     return ours[0] if ours else None
 
 
+def _label(trial: Trial) -> str:
+    return f"trial #{trial.number}" if trial.number is not None else f"trial {trial.trial_id}"
+
+
+def _warm_points(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """search.yaml's warm-start points as the searcher asked them, one config each (those that name
+    every searched parameter; hpsearch.core.warm_start)."""
+    space = parse_space(raw.get("space"))
+    warm = [p for p in raw.get("warm_start") or [] if isinstance(p, dict)]
+    return exact_points(filled_points(warm, space, raw.get("params") or {}), space)
+
+
+def _margin(raw: dict[str, Any], objective: Objective) -> float:
+    """objective.warm_start_margin as the search ran it: a run dir written before the key existed
+    (its search.yaml holds every objective key but this one) returned the first-ranked trial."""
+    written = raw.get("objective")
+    return objective.warm_start_margin if not isinstance(written, dict) or "warm_start_margin" in written else 0.0
+
+
 def _objective(raw: dict[str, Any]) -> Objective:
     objective = raw.get("objective")
     if objective is None:
@@ -187,7 +228,8 @@ def read_run(run_dir: str | Path) -> Run:
               space=[str(k) for k in (raw.get("space") or {})], num_samples=budget.num_samples,
               max_epochs=int(budget.max_epochs or epochs), state=state,
               stopped_early=str(info.get("stopped_early", "")) if isinstance(info, dict) else "",
-              rank=objective.rank, window=objective.window)
+              rank=objective.rank, window=objective.window, warm_points=_warm_points(raw),
+              warm_start_margin=_margin(raw, objective))
 
     outcomes = read_outcomes(path)
     seen = set()
@@ -259,6 +301,7 @@ def trial_row(run: Run, trial: Trial) -> dict[str, Any]:
         "objective_last": values[-1] if values else math.nan, "objective_mean": mean,
     }
     names = run.space or sorted(trial.config)
+    row["warm_start"] = run.is_warm_start(trial)
     for name in names:
         row[f"config/{name}"] = trial.config.get(name)
     row["seed"] = seeds[-1] if seeds else None
@@ -290,6 +333,13 @@ def build_table(run: Run):
         return 0 if outcome in RANKED else 1 if outcome in HEALTH_OUTCOMES else 2
 
     rows.sort(key=lambda r: (tier(r["outcome"]), -score(run.rank_value(r), run.mode), r["trial_id"]))
+    trials = {t.trial_id: t for t in run.trials}
+    ranked = [trials[r["trial_id"]] for r in rows
+              if tier(r["outcome"]) == 0 and score(run.rank_value(r), run.mode) > -math.inf]
+    at, returned = run.returned_first(ranked)
+    if at:
+        kept = next(i for i, r in enumerate(rows) if r["trial_id"] == ranked[at].trial_id)
+        rows.insert(0, rows.pop(kept))
     fixed = list(HEAD) + [f"config/{n}" for n in run.space]
     extra = {k for r in rows for k in r if k not in fixed}
     configs = sorted(k for k in extra if k.startswith("config/"))
@@ -298,12 +348,14 @@ def build_table(run: Run):
     table = pd.DataFrame(rows, columns=columns)
     for name in ("trial", "epochs", "best_epoch", "seed"):
         table[name] = table[name].astype("Int64")
+    table["warm_start"] = table["warm_start"].astype("bool")
     for name in ("started", "ended"):
         table[name] = pd.to_datetime(table[name].astype("float64"), unit="s", utc=True).dt.as_unit("ns")
     for name in ["objective_best", "objective_last", "objective_mean", "time_s", *metrics]:
         table[name] = table[name].astype("float64")
     table.attrs.update({"objective": run.metric, "mode": run.mode, "run_dir": str(run.path),
-                        "rank": run.rank_column, "ranked_by": rank_phrase(run.rank, run.window)})
+                        "rank": run.rank_column, "ranked_by": rank_phrase(run.rank, run.window),
+                        "returned": returned})
     return table
 
 

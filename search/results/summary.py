@@ -91,7 +91,7 @@ def summarize(run: Run, table) -> dict[str, Any]:
         top = ranked.iloc[0]
         best = {"trial": cell(top["trial"]), "trial_id": top["trial_id"], "outcome": top["outcome"],
                 "value": float(top[column]), "epoch": int(run.rank_epoch(top)), "rank": run.rank,
-                "window": run.window,
+                "window": run.window, "why": table.attrs.get("returned", ""),
                 "config": {c[len("config/"):]: cell(top[c]) for c in table.columns if c.startswith("config/")}}
     values, source = importance(run, table)
     params = run.raw.get("params") or {}
@@ -146,6 +146,8 @@ def render(summary: dict[str, Any], width: int | None = None) -> str:
               else f"({rank_phrase(best['rank'], best['window'])}, to epoch {best['epoch']})")
         lines.append(f"best: {who} ({best['outcome']}) {summary['objective']} {best['value']:.6g} {at}"
                      + (f" · {config}" if config else ""))
+        if best.get("why"):
+            lines.append(f"  {best['why']}")
     if summary["importance"]:
         ranked = sorted(summary["importance"].items(), key=lambda kv: -kv[1])
         lines.append(f"importance for {summary['objective']} (over {summary['importance_source']}): "

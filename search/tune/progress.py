@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,6 +40,7 @@ from hpsearch.core.objective import rank_phrase, score, trial_value
 from hpsearch.core.outcomes import RANKED
 from hpsearch.core.rundir import OutcomeLog
 from hpsearch.core.space import Spec
+from hpsearch.core.warm_start import is_point, kept_warm_start
 from hpsearch.tune.snapshot import keep_snapshot
 
 MAX_ROWS = 24          # a longer table shows the running trials and the latest that ended
@@ -337,8 +338,10 @@ def error_line(trial: Any) -> str:
 def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metric: str, mode: str,
             run_dir: Any, top: int = 5, elapsed_s: float | None = None, state: str = "finished",
             space: Mapping[str, Spec] | None = None, stopped_early: str = "", rank: str = "best",
-            window: int = 5) -> str:
-    """The end-of-run text: best trials (ranked as ``objective.rank`` and ``window`` say), outcome
+            window: int = 5, warm_points: Sequence[Mapping[str, Any]] = (), margin: float = 0.0) -> str:
+    """The end-of-run text: best trials (ranked as ``objective.rank`` and ``window`` say; the best
+    warm-start trial first when the first does not beat it by more than the objective's noise
+    allows: ``warm_points``, one config each, and ``margin``, objective.warm_start_margin), outcome
     counts with reasons, ranges whose edge the best trials sit at (``space``: the searched specs;
     hpsearch.core.advice), the run dir."""
     ids = list(dict.fromkeys([*rows, *outcomes]))
@@ -355,10 +358,17 @@ def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metr
     value = {r.trial_id: trial_value(r.values, mode, rank, window)[0] for r in rows.values()}
     healthy = [r for r in rows.values() if outcome(r.trial_id) in RANKED and score(value[r.trial_id], mode) > -math.inf]
     ordered = sorted(healthy, key=lambda r: score(value[r.trial_id], mode), reverse=True)
+    kept = kept_warm_start([r.values for r in ordered], [is_point(r.config, warm_points) for r in ordered], mode,
+                           window, margin)
+    if kept is not None:
+        first = ordered[0].label
+        ordered.insert(0, ordered.pop(kept.position))
     ranked = ordered[:top]
     if ranked:
         by = "" if rank == "best" else f"; {rank_phrase(rank, window)}"
         lines.append(f"best trials by {metric} ({mode}{by}), health-pruned and failed trials left out:")
+        if kept is not None:
+            lines.append(f"  {kept.phrase(first, ranked[0].label)}")
         for r in ranked:
             params = " ".join(f"{k}={fmt(v)}" for k, v in sorted(r.config.items()))
             lines.append(f"  {r.label:<6} {fmt(value[r.trial_id]):>8}  {outcome(r.trial_id):<12} "

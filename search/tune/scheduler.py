@@ -29,6 +29,7 @@ from hpsearch.core.objective import sign
 from hpsearch.core.outcomes import VERDICT_OUTCOME
 from hpsearch.core.rundir import write_json_atomic
 from hpsearch.core.rungs import STATE_VERSION, Bracket, Stop, cutoff
+from hpsearch.core.warm_start import exact_points, is_point
 from hpsearch.tune.searcher import warm_start_points
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class HealthASHA(FIFOScheduler):
         exempt from the rungs: it runs to the end unless a health rule stops it."""
         super().on_trial_add(tune_controller, trial)
         config = getattr(trial, "config", None) or {}
-        if any({name: config.get(name) for name in point} == point for point in self.exempt_points):
+        if is_point(config, self.exempt_points):
             self.bracket.exempt.add(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -213,12 +214,8 @@ class HealthASHA(FIFOScheduler):
 def exempt_points(config: RunConfig) -> list[dict[str, Any]]:
     """The warm-start points as the searcher asks them (``warm_start_points``: searched keys a point
     leaves out filled from ``params`` where they lie in the space) that name every searched
-    parameter, on those parameters. A point that leaves one to the sampler is not one config, so no
-    trial is exempt for it."""
-    if not config.space:
-        return []
-    return [{name: point[name] for name in config.space} for point in warm_start_points(config)
-            if all(name in point for name in config.space)]
+    parameter, on those parameters (``exact_points``)."""
+    return exact_points(warm_start_points(config), config.space)
 
 
 def make_scheduler(config: RunConfig, outcomes: OutcomeLog, state_path: str | Path | None = None) -> HealthASHA:

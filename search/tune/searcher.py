@@ -43,6 +43,7 @@ from hpsearch.core.convergence import Convergence
 from hpsearch.core.objective import score, trial_value
 from hpsearch.core.outcomes import HEALTH_OUTCOMES
 from hpsearch.core.rundir import STUDY_NAME, study_storage
+from hpsearch.core.warm_start import filled_points
 from hpsearch.models.config import ConfigError
 from hpsearch.tune.compat import (
     searcher_finished,
@@ -257,14 +258,7 @@ def close_open_trials(search_alg: Any, reason: str = "the search ended before th
 def warm_start_points(config: "RunConfig") -> list[dict[str, Any]]:
     """``config.warm_start`` with the searched keys a point leaves out filled from ``config.params``
     when the params value lies in the space; keys still missing are left to TPE."""
-    points = []
-    for point in config.warm_start:
-        full = dict(point)
-        for name, spec in config.space.items():
-            if name not in full and name in config.params and spec.contains(config.params[name]):
-                full[name] = config.params[name]
-        points.append(full)
-    return points
+    return filled_points(config.warm_start, config.space, config.params)
 
 
 def make_searcher(config: "RunConfig", run_dir: pathlib.Path, outcomes: "OutcomeLog",

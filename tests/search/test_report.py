@@ -44,8 +44,8 @@ def test_every_column_of_a_run_with_known_outcomes(tmp_path):
 
     assert list(table.columns) == [
         "trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last",
-        "objective_mean", "config/lr", "config/margin", "seed", "time_s", "started", "ended", "node", "train_loss",
-        "train_active_triplets", "train_batch_loss_std", "train_grad_norm", "val_recall_at_1"]
+        "objective_mean", "warm_start", "config/lr", "config/margin", "seed", "time_s", "started", "ended", "node",
+        "train_loss", "train_active_triplets", "train_batch_loss_std", "train_grad_norm", "val_recall_at_1"]
     assert table.attrs["objective"] == "val_recall_at_1" and table.attrs["mode"] == "max"
     # sorted best first: 0.9 (completed), 0.5 (running), 0.35 (asha), 0.3 (exploding, NaN at the end)
     assert list(table["trial_id"]) == ["b0000001_00000", "b0000001_00003", "b0000001_00001", "b0000001_00002"]
@@ -130,7 +130,7 @@ def test_summary_counts_budget_best_and_importance(tmp_path):
     assert summary["epochs_spent"] == 11 and summary["epoch_budget"] == 6 * 4
     assert summary["compute_saved"] == pytest.approx(1 - 11 / 24)
     assert summary["best"] == {"trial": 1, "trial_id": "b0000001_00000", "outcome": "completed", "value": 0.9, "epoch": 3,
-                               "rank": "best", "window": 5, "config": {"lr": 1e-3, "margin": 0.2}}
+                               "rank": "best", "window": 5, "why": "", "config": {"lr": 1e-3, "margin": 0.2}}
     assert set(summary["importance"]) == {"lr", "margin"}
     assert summary["importance_source"] == "the report's 2 finished trials (objective_best); optuna.journal is missing"
 
