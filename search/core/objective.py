@@ -94,7 +94,8 @@ def rank_phrase(rank: str, window: int) -> str:
 def epoch_noise(curves: Iterable[Sequence[Any]], window: int = 5) -> float:
     """The spread of one epoch's measurement of the objective, read from the trials' own curves.
 
-    Per curve that holds at least ``max(window, 2) + 1`` values, its last that many: the standard
+    The span read is ``window + 1`` values, or the longest curve's length when every curve is
+    shorter, and at least 3. Per curve that holds the span, its last that many values: the standard
     deviation of their successive differences over sqrt(2) (a steady trend shifts every difference
     alike and adds nothing; independent noise of spread s puts s * sqrt(2) into each difference).
     The median over those curves; 0.0 when none qualifies. A shorter curve (a trial a rung stopped
@@ -102,10 +103,11 @@ def epoch_noise(curves: Iterable[Sequence[Any]], window: int = 5) -> float:
     is left out. NaN policy: a curve with a non-finite or non-numeric value in its tail is left out
     (its tail measures a failure, not noise).
     """
-    span = max(window, 2) + 1
+    curves = [list(values) for values in curves]
+    span = max(3, min(window + 1, max((len(values) for values in curves), default=0)))
     spreads = []
     for values in curves:
-        tail = list(values)[-span:]
+        tail = values[-span:]
         if len(tail) == span and all(score(v, "max") > -math.inf for v in tail):
             steps = [float(b) - float(a) for a, b in zip(tail, tail[1:])]
             spreads.append(statistics.stdev(steps) / math.sqrt(2))

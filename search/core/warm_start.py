@@ -50,7 +50,7 @@ def _window_mean(values: Sequence[Any], mode: str, window: int) -> tuple[float, 
 def allowed_lead(noise: float, margin: float, counts: tuple[int, int]) -> float:
     """The lead over the warm-start trial a trial must exceed: ``margin`` standard errors of the
     difference of two means of ``counts`` epochs each, one epoch's spread being ``noise``."""
-    return margin * noise * math.sqrt(1 / counts[0] + 1 / counts[1])
+    return margin * noise * math.sqrt(1 / max(counts[0], 1) + 1 / max(counts[1], 1))
 
 
 def keeps_warm_start(first: Sequence[Any], warm: Sequence[Any], mode: str, noise: float, window: int = 5,
@@ -83,12 +83,13 @@ class Kept:
     challenger: float  # the same of the first trial (NaN when one of them is not finite)
     allowed: float     # the lead the first would have needed to exceed (allowed_lead)
     mode: str
-    window: int        # epochs the means average (objective.window; fewer when one of the two has fewer)
+    window: int        # objective.window: the epochs each mean averages
+    shorter: bool = False   # one of the two has fewer epochs than that: its mean averages them all
 
     def phrase(self, first: str, warm: str) -> str:
         """Why ``warm`` (a label) is returned rather than ``first``, in words."""
         head = (f"{warm}, a warm-start point, is returned ahead of {first}: over the mean of their last "
-                f"{self.window} epochs,")
+                f"{self.window} epochs{' (all of a shorter one)' if self.shorter else ''},")
         if not math.isfinite(self.challenger):
             return f"{head} {first} has a non-finite value"
         lead = score(self.challenger, self.mode) - score(self.held, self.mode)
@@ -107,6 +108,8 @@ def kept_warm_start(curves: Sequence[Sequence[Any]], warm: Sequence[bool], mode:
     (``keeps_warm_start``; hpsearch.core.objective.epoch_noise). None when the first stands: it is a
     warm-start point itself, no trial is one (or none has a finite window), ``margin`` is 0, or it
     beats the warm-start trial."""
+    if len(warm) != len(curves):
+        raise ValueError(f"kept_warm_start: {len(curves)} curves but {len(warm)} warm-start flags")
     if margin == 0 or not curves or warm[0]:
         return None
     means = {i: _window_mean(curves[i], mode, window) for i, is_warm in enumerate(warm) if is_warm}
@@ -119,7 +122,17 @@ def kept_warm_start(curves: Sequence[Sequence[Any]], warm: Sequence[bool], mode:
         return None
     first, first_n = _window_mean(curves[0], mode, window)
     held, held_n = means[at]
-    return Kept(at, held, first, allowed_lead(noise, margin, (first_n, held_n)), mode, min(first_n, held_n))
+    return Kept(at, held, first, allowed_lead(noise, margin, (first_n, held_n)), mode, window,
+                min(first_n, held_n) < window)
 
 
-__all__ = ["Kept", "allowed_lead", "exact_points", "filled_points", "is_point", "keeps_warm_start", "kept_warm_start"]
+def margin_as_run(written: Any, configured: float) -> float:
+    """objective.warm_start_margin as a search ran it, from its search.yaml's ``objective`` section
+    as written (``written``) and the value the parsed config holds (``configured``): a run dir
+    written before the key existed (its objective section holds every other key but not this one)
+    returned the first-ranked trial, so it reads as 0."""
+    return configured if not isinstance(written, Mapping) or "warm_start_margin" in written else 0.0
+
+
+__all__ = ["Kept", "allowed_lead", "exact_points", "filled_points", "is_point", "keeps_warm_start", "kept_warm_start",
+           "margin_as_run"]

@@ -193,8 +193,8 @@ def remote(verb: str, target: Any, address: str, runtime_env: dict[str, Any]) ->
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    connect(address, runtime_env)
     try:
+        connect(address, runtime_env)   # inside: a Ctrl-C while connecting still disconnects
         on_head = NodeAffinitySchedulingStrategy(head_node_id(), soft=False)
         relay = ray.remote(Relay).options(num_cpus=0, scheduling_strategy=on_head).remote()
         task = ray.remote(drive).options(num_cpus=0, max_retries=0, scheduling_strategy=on_head).remote(

@@ -156,7 +156,8 @@ def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, l
     if returned:     # the report returns a warm-start trial in place of its first-ranked one: export it first
         kept = next((i for i, c in enumerate(choices) if c.trial.trial_id == table["trial_id"].iloc[0]), None)
         if kept is None:
-            log(f"{returned}; it has no checkpoint with a finite {run.metric} to export")
+            log(f"{returned}; it is not exported: only finished trials with a checkpoint at a finite "
+                f"{run.metric} are")
         else:
             choices.insert(0, choices.pop(kept))
             log(returned)

@@ -52,7 +52,7 @@ from hpsearch.core.outcomes import HEALTH_OUTCOMES, RANKED
 from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, parse_trial_dir, read_outcomes, read_trial_results
 from hpsearch.core.sections import Objective
 from hpsearch.core.space import parse_space
-from hpsearch.core.warm_start import exact_points, filled_points, is_point, kept_warm_start
+from hpsearch.core.warm_start import exact_points, filled_points, is_point, kept_warm_start, margin_as_run
 from hpsearch.models.config import ConfigError, parse
 
 HEAD = ("trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last",
@@ -187,13 +187,6 @@ def _warm_points(raw: dict[str, Any]) -> list[dict[str, Any]]:
     return exact_points(filled_points(warm, space, raw.get("params") or {}), space)
 
 
-def _margin(raw: dict[str, Any], objective: Objective) -> float:
-    """objective.warm_start_margin as the search ran it: a run dir written before the key existed
-    (its search.yaml holds every objective key but this one) returned the first-ranked trial."""
-    written = raw.get("objective")
-    return objective.warm_start_margin if not isinstance(written, dict) or "warm_start_margin" in written else 0.0
-
-
 def _objective(raw: dict[str, Any]) -> Objective:
     objective = raw.get("objective")
     if objective is None:
@@ -229,7 +222,7 @@ def read_run(run_dir: str | Path) -> Run:
               max_epochs=int(budget.max_epochs or epochs), state=state,
               stopped_early=str(info.get("stopped_early", "")) if isinstance(info, dict) else "",
               rank=objective.rank, window=objective.window, warm_points=_warm_points(raw),
-              warm_start_margin=_margin(raw, objective))
+              warm_start_margin=margin_as_run(raw.get("objective"), objective.warm_start_margin))
 
     outcomes = read_outcomes(path)
     seen = set()

@@ -357,7 +357,7 @@ def summary(rows: dict[str, TrialRow], outcomes: dict[str, dict[str, Any]], metr
     # the best-looking objective of the search.
     value = {r.trial_id: trial_value(r.values, mode, rank, window)[0] for r in rows.values()}
     healthy = [r for r in rows.values() if outcome(r.trial_id) in RANKED and score(value[r.trial_id], mode) > -math.inf]
-    ordered = sorted(healthy, key=lambda r: score(value[r.trial_id], mode), reverse=True)
+    ordered = sorted(healthy, key=lambda r: (-score(value[r.trial_id], mode), r.trial_id))   # as the report
     kept = kept_warm_start([r.values for r in ordered], [is_point(r.config, warm_points) for r in ordered], mode,
                            window, margin)
     if kept is not None:

@@ -12,7 +12,15 @@ import yaml
 from hpsearch.cli import main
 from hpsearch.core.objective import epoch_noise
 from hpsearch.core.space import parse_space
-from hpsearch.core.warm_start import Kept, exact_points, filled_points, is_point, keeps_warm_start, kept_warm_start
+from hpsearch.core.warm_start import (
+    Kept,
+    exact_points,
+    filled_points,
+    is_point,
+    keeps_warm_start,
+    kept_warm_start,
+    margin_as_run,
+)
 from hpsearch.results.report import load_report, read_run
 from hpsearch.results.summary import render, summarize
 from hpsearch.tune.progress import TrialRow, summary
@@ -33,6 +41,8 @@ UP_DOWN = [0.50, 0.52, 0.50, 0.52, 0.50, 0.52]     # steps +d -d +d -d +d, d = 0
     ("a curve shorter than window + 1 is left out: a rung stopped it on its steep start",
      [[0.3, 0.6, 0.7], [0.2, 0.5, 0.6], UP_DOWN], 5, 0.02 * math.sqrt(0.6)),
     ("window 1 still reads 3 values", [[0.50, 0.52, 0.50]], 1, 0.02),
+    ("every curve shorter than window + 1: the longest sets the span", [[0.50, 0.52, 0.50, 0.52], [0.1, 0.2]], 5,
+     0.02 * math.sqrt(2 / 3)),
     ("the median over curves", [[x * 1 for x in UP_DOWN], [0.5 + 2 * (x - 0.5) for x in UP_DOWN],
                                 [0.5 + 5 * (x - 0.5) for x in UP_DOWN]], 5, 0.04 * math.sqrt(0.6)),
     ("no curves", [], 5, 0.0),
@@ -102,13 +112,31 @@ def test_kept_warm_start(case, curves, warm, expected):
 @pytest.mark.parametrize("kept, words", [
     (Kept(1, held=0.80, challenger=0.805, allowed=0.0067, mode="max", window=5),
      "#1 leads by 0.005 (0.805 against 0.8), within the objective's noise (0.0067; objective.warm_start_margin)"),
+    (Kept(1, held=0.80, challenger=0.79, allowed=0.0067, mode="max", window=5, shorter=True),
+     "#2 is as good or better (0.8 against 0.79)"),
     (Kept(1, held=0.80, challenger=0.79, allowed=0.0067, mode="max", window=5), "#2 is as good or better (0.8 against 0.79)"),
     (Kept(1, held=0.20, challenger=0.21, allowed=0.01, mode="min", window=3), "#2 is as good or better (0.2 against 0.21)"),
     (Kept(1, held=0.80, challenger=NAN, allowed=0.01, mode="max", window=5), "#1 has a non-finite value"),
 ])
 def test_why_the_warm_start_is_returned_in_words(kept, words):
     phrase = kept.phrase("#1", "#2")
-    assert phrase == f"#2, a warm-start point, is returned ahead of #1: over the mean of their last {kept.window} epochs, {words}"
+    shorter = " (all of a shorter one)" if kept.shorter else ""
+    assert phrase == (f"#2, a warm-start point, is returned ahead of #1: over the mean of their last {kept.window} "
+                      f"epochs{shorter}, {words}")
+
+
+def test_kept_warm_start_refuses_flags_that_do_not_match_the_curves():
+    with pytest.raises(ValueError, match="2 curves but 1 warm-start flags"):
+        kept_warm_start([LUCKY, PLAIN], [True], "max")
+
+
+@pytest.mark.parametrize("written, configured, expected", [
+    ({"metric": "val_acc", "mode": "max", "rank": "best", "window": 5, "warm_start_margin": 2.0}, 2.0, 2.0),
+    ({"metric": "val_acc", "mode": "max", "rank": "best", "window": 5}, 1.0, 0.0),    # written before the key
+    (None, 1.0, 1.0),                                                                  # the model's default objective
+])
+def test_a_run_reads_the_margin_it_ran_with(written, configured, expected):
+    assert margin_as_run(written, configured) == expected
 
 
 def test_warm_start_points_become_one_config_each():
@@ -219,6 +247,19 @@ def test_the_export_writes_the_warm_start_first(tmp_path, capsys):
     raw = yaml.safe_load((run_dir / "best" / "1_c0000001_00001" / "config.yaml").read_text())
     assert raw["params"]["lr"] == 2e-3 and raw["epochs"] == PLAIN.index(max(PLAIN)) + 1
     assert "a warm-start point, is returned ahead of trial #1" in out
+
+
+def test_a_warm_start_without_a_checkpoint_is_said_and_the_next_exported(tmp_path, capsys):
+    trials = [FakeTrial("k0000001_00000", {"lr": 1e-3}, [{"train_loss": 1.0, "val_recall_at_1": v} for v in LUCKY],
+                        "completed", checkpoints={e: checkpoint(e) for e in range(1, 9)}),
+              FakeTrial("k0000001_00001", {"lr": 2e-3}, [{"train_loss": 1.0, "val_recall_at_1": v} for v in PLAIN],
+                        "completed")]
+    run_dir = make_run(tmp_path, trials, max_epochs=8, rank={"warm_start_margin": 1.0}, warm_start=[{"lr": 2e-3}])
+    assert load_report(run_dir)["trial_id"].iloc[0] == "k0000001_00001"
+    assert main(["export", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert [f.name for f in (run_dir / "best").iterdir()] == ["1_k0000001_00000"]
+    assert "a warm-start point, is returned ahead of trial #1" in out and "it is not exported" in out
 
 
 def test_a_bad_margin_is_one_line_before_anything_runs(tmp_path, capsys):
