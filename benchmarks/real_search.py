@@ -19,7 +19,7 @@ reads), each split by run seed s exactly as real_data.py splits it. Per split:
 - ``hpsearch.run(configs/triplet.yaml)`` with its shipped space and budget (24 trials, ASHA), with
   ``data_dir`` and ``data_seed`` set so every trial trains and is scored on that split. "best
   trial" is the search's own figure (the best trial's best epoch); "retrained, R" is the config
-  that reading R of that same search returns (``RANKS``: the run dir read back with each
+  that reading R of that same search returns (``READINGS``: the run dir read back with each
   ``objective.rank`` and ``objective.warm_start_margin``) trained again for the full ``epochs``
   with ``RETRAINS`` fresh seeds (``FRESH_SEED``: its own seed would replay the curve it was picked
   on), read after the last epoch as the other columns are, and averaged, as the references are
@@ -57,8 +57,8 @@ from benchmarks.common import Stamp, command_line, log, out_path, table, write_s
 from benchmarks.real_data import CONFIG, DATASETS, run, spread, write_npz
 
 # the readings of each search: label -> (objective.rank, objective.warm_start_margin)
-RANKS: dict[str, tuple[str, float]] = {"best, margin 0": ("best", 0.0), "best (default)": ("best", 1.0),
-                                       "mean, margin 1": ("mean", 1.0)}
+READINGS: dict[str, tuple[str, float]] = {"best, margin 0": ("best", 0.0), "best (default)": ("best", 1.0),
+                                          "mean, margin 1": ("mean", 1.0)}
 FRESH_SEED = 10_000             # added to a picked trial's seed for its retrain: new initialisation and batches
 RETRAINS = 5                    # fresh seeds per picked config: one retrain on 30 validation rows varies by ~0.03
 REFERENCE_LR = 1e-3
@@ -125,7 +125,7 @@ def pml_reference(path: Path, seed: int, epochs: int) -> float:
 
 
 def search(path: Path, seed: int, storage: Path, space: dict[str, Any] | None = None,
-           ranks: dict[str, tuple[str, float]] = RANKS,
+           ranks: dict[str, tuple[str, float]] = READINGS,
            retrains: int = RETRAINS) -> tuple[float, dict[str, float], dict[str, dict[str, Any]]]:
     """A search with configs/triplet.yaml's budget and its space (or ``space``) on run seed
     ``seed``'s split: (the best trial's val recall@1 at its best epoch; per reading in ``ranks``,
@@ -191,13 +191,13 @@ def dataset_row(path: Path, seeds: int, search_seeds: int, storage: Path, epochs
         log(f"{path.stem} seed {seed}: raw {raw[-1]:.3f}, defaults {shipped[-1]:.3f}, "
             f"reference {pml[-1]:.3f}, model semi_hard {own[-1]:.3f}")
     best, notes = [], []
-    retrained: dict[str, list[float]] = {rank: [] for rank in RANKS}
+    retrained: dict[str, list[float]] = {rank: [] for rank in READINGS}
     for seed in range(search_seeds):
         b, again, values = search(path, seed, storage, space, retrains=retrains)
         best.append(b)
-        for rank in RANKS:
+        for rank in READINGS:
             retrained[rank].append(again[rank])
-        picks = "; ".join(f"{rank}: retrained {again[rank]:.3f}, {describe(values.get(rank, {}))}" for rank in RANKS)
+        picks = "; ".join(f"{rank}: retrained {again[rank]:.3f}, {describe(values.get(rank, {}))}" for rank in READINGS)
         notes.append(f"{path.stem}, split {seed}: best trial {b:.3f}; {picks}")
         log(notes[-1])
     target = max(mean(pml[:search_seeds]), mean(own[:search_seeds]))
@@ -207,7 +207,7 @@ def dataset_row(path: Path, seeds: int, search_seeds: int, storage: Path, epochs
 
     row = [path.stem, spread(raw), spread(shipped), spread(pml), spread(own),
            f"{mean(pml[:search_seeds]):.3f} / {mean(own[:search_seeds]):.3f}", spread(best),
-           *[f"{spread(retrained[rank])}: {verdict(mean(retrained[rank]))}" for rank in RANKS]]
+           *[f"{spread(retrained[rank])}: {verdict(mean(retrained[rank]))}" for rank in READINGS]]
     return row, notes
 
 
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     header = ["data set", "cosine 1-NN, raw", "triplet defaults", "reference (PML semi-hard recipe)",
               "reference with the model's semi_hard", f"references on searched splits 0-{args.search_seeds - 1}",
               "24-trial search, best trial",
-              *[f"retrained, {rank}: >= better reference" for rank in RANKS]]
+              *[f"retrained, {rank}: >= better reference" for rank in READINGS]]
     body = (f"val_recall_at_1 after {epochs} epochs, mean (min-max) over run seeds 0-{args.seeds - 1} (the split, "
             f"initialisation and batches follow the seed); the searches on splits 0-{args.search_seeds - 1}. "
             f"Reference: lr {REFERENCE_LR:g}, margin {REFERENCE_MARGIN:g}, the shipped net and batches "

@@ -12,7 +12,7 @@ from typing import Any
 
 from benchmarks.curves import CurveSet
 from hpsearch.core.objective import score, trial_value
-from hpsearch.core.warm_start import exact_points, filled_points, kept_warm_start
+from hpsearch.core.warm_start import config_points, kept_warm_start
 
 FINISHED = ("completed", "pruned_asha")  # hpsearch.results.report.FINISHED: the trials export picks from
 
@@ -80,8 +80,7 @@ def warm_indices(curves: CurveSet, run: Any) -> frozenset[int]:
     hpsearch.tune.scheduler.exempt_points). A sampled config that lands on one of them replays the
     same curve, so the replay counts it as that warm-start point, where the product matches the
     exact values."""
-    points = exact_points(filled_points(run.warm_start, run.space, run.params), run.space)
-    return frozenset(curves.lookup(p) for p in points)
+    return frozenset(curves.lookup(p) for p in config_points(run.warm_start, run.space, run.params))
 
 
 def export_rule(interval: int, max_t: int, rank: str = "best", window: int = 5, margin: float = 0.0,

@@ -37,6 +37,13 @@ def exact_points(points: Sequence[Mapping[str, Any]], space: Mapping[str, Spec])
     return [{name: point[name] for name in space} for point in points if all(name in point for name in space)]
 
 
+def config_points(warm_start: Sequence[Mapping[str, Any]], space: Mapping[str, Spec],
+                  params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The warm-start points as the searcher asks them (``filled_points``) that are one config each
+    (``exact_points``): the trials the rungs never stop and the report can return."""
+    return exact_points(filled_points(warm_start, space, params), space)
+
+
 def is_point(config: Mapping[str, Any], points: Sequence[Mapping[str, Any]]) -> bool:
     """Whether a trial's searched values are one of ``points`` (``exact_points``)."""
     return any({name: config.get(name) for name in point} == point for point in points)
@@ -70,9 +77,12 @@ def keeps_warm_start(first: Sequence[Any], warm: Sequence[Any], mode: str, noise
     if margin == 0 or not math.isfinite(held):
         return False
     challenger, challenger_n = _window_mean(first, mode, window)
-    if not math.isfinite(challenger):
-        return True
-    return score(challenger, mode) - score(held, mode) <= allowed_lead(noise, margin, (challenger_n, held_n))
+    return _not_beaten(challenger, held, allowed_lead(noise, margin, (challenger_n, held_n)), mode)
+
+
+def _not_beaten(challenger: float, held: float, allowed: float, mode: str) -> bool:
+    """A challenger's window mean does not beat a finite ``held`` one by more than ``allowed``."""
+    return not math.isfinite(challenger) or score(challenger, mode) - score(held, mode) <= allowed
 
 
 @dataclass(frozen=True)
@@ -117,13 +127,11 @@ def kept_warm_start(curves: Sequence[Sequence[Any]], warm: Sequence[bool], mode:
     if not finite:
         return None
     at = max(finite, key=lambda i: (score(means[i][0], mode), -i))
-    noise = epoch_noise(curves, window)
-    if not keeps_warm_start(curves[0], curves[at], mode, noise, window, margin):
+    (first, first_n), (held, held_n) = _window_mean(curves[0], mode, window), means[at]
+    allowed = allowed_lead(epoch_noise(curves, window), margin, (first_n, held_n))
+    if not _not_beaten(first, held, allowed, mode):
         return None
-    first, first_n = _window_mean(curves[0], mode, window)
-    held, held_n = means[at]
-    return Kept(at, held, first, allowed_lead(noise, margin, (first_n, held_n)), mode, window,
-                min(first_n, held_n) < window)
+    return Kept(at, held, first, allowed, mode, window, min(first_n, held_n) < window)
 
 
 def margin_as_run(written: Any, configured: float) -> float:
@@ -134,5 +142,5 @@ def margin_as_run(written: Any, configured: float) -> float:
     return configured if not isinstance(written, Mapping) or "warm_start_margin" in written else 0.0
 
 
-__all__ = ["Kept", "allowed_lead", "exact_points", "filled_points", "is_point", "keeps_warm_start", "kept_warm_start",
-           "margin_as_run"]
+__all__ = ["Kept", "allowed_lead", "config_points", "exact_points", "filled_points", "is_point",
+           "keeps_warm_start", "kept_warm_start", "margin_as_run"]

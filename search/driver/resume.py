@@ -27,6 +27,7 @@ running search from one whose driver was killed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -36,9 +37,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from hpsearch.core.config import RunConfig, load_config
+from hpsearch.core.config import RunConfig, load_config, read_yaml
 from hpsearch.core.outcomes import RUN_STATES, Outcome
 from hpsearch.core.rundir import RUN_JSON, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE, OutcomeLog
+from hpsearch.core.warm_start import margin_as_run
 from hpsearch.models.config import ConfigError
 from hpsearch.tune.compat import adopt_trial
 from hpsearch.tune.snapshot import RayTrial, place_snapshot, read_json, read_snapshot, refusal
@@ -76,7 +78,7 @@ def check_resumable(run_dir: str | Path) -> Snapshot:
         if not (run_dir / name).is_file():
             raise refusal(run_dir / name, f"{name} is missing, so this is no hpsearch run dir or it is damaged")
     try:
-        config = load_config(run_dir / SEARCH_YAML)
+        config = as_it_ran(load_config(run_dir / SEARCH_YAML), read_yaml(run_dir / SEARCH_YAML))
     except ConfigError as err:
         raise refusal(run_dir / SEARCH_YAML, f"the search config does not load ({err})") from None
     info = read_json(run_dir / RUN_JSON, RUN_JSON)
@@ -88,6 +90,14 @@ def check_resumable(run_dir: str | Path) -> Snapshot:
     check_journal(run_dir)
     scheduler_state(run_dir)
     return Snapshot(run_dir, config, info, tuple(files), kept, trials)
+
+
+def as_it_ran(config: RunConfig, raw: Any) -> RunConfig:
+    """The run dir's config with the settings a search from before them ran without as it ran
+    (``objective.warm_start_margin`` 0: hpsearch.core.warm_start.margin_as_run)."""
+    written = raw.get("objective") if isinstance(raw, dict) else None
+    margin = margin_as_run(written, config.objective.warm_start_margin)
+    return dataclasses.replace(config, objective=dataclasses.replace(config.objective, warm_start_margin=margin))
 
 
 def check_journal(run_dir: Path) -> None:

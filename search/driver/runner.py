@@ -36,10 +36,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hpsearch.core.config import dump_config, read_yaml
+from hpsearch.core.config import dump_config
 from hpsearch.core.numbers import one_line
 from hpsearch.core.rundir import SCHEDULER_STATE, SEARCH_YAML, OutcomeLog, hold_lock, update_run_info
-from hpsearch.core.warm_start import margin_as_run
 from hpsearch.driver import preflight
 from hpsearch.driver.cluster import check_cluster_storage, runtime_env, worker_modules
 from hpsearch.driver.signals import GracefulStop
@@ -244,13 +243,6 @@ def trial_slots(config: Any) -> int:
     return max(1, slots)
 
 
-def written_objective(run_dir: str | Path) -> Any:
-    """search.yaml's objective section as written (a run dir from before a key existed lacks it:
-    hpsearch.core.warm_start.margin_as_run)."""
-    raw = read_yaml(Path(run_dir) / SEARCH_YAML)
-    return raw.get("objective") if isinstance(raw, dict) else None
-
-
 def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, interval_s: float, stream: Any,
            resumption: Any = None) -> int:
     """Run the Tuner to the end of the search or to a signal; ``resumption`` (hpsearch.driver.resume) for a
@@ -304,8 +296,7 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
     print(summary(live.rows, outcomes.all(), metric, mode, run_dir, elapsed_s=time.monotonic() - begun,
                   state=state, space=config.space, stopped_early=early, rank=config.objective.rank,
                   window=config.objective.window, warm_points=exempt_points(config),
-                  margin=margin_as_run(written_objective(run_dir), config.objective.warm_start_margin)),
-          file=stream, flush=True)
+                  margin=config.objective.warm_start_margin), file=stream, flush=True)
     if state == "interrupted":
         by = f" by {stop.name}" if stop.signum else ""
         again = f"hpsearch resume {run_dir}" + (f" --address {plan.address}" if plan.address else "")

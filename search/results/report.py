@@ -52,7 +52,7 @@ from hpsearch.core.outcomes import HEALTH_OUTCOMES, RANKED
 from hpsearch.core.rundir import RUN_JSON, SEARCH_YAML, lock_held, parse_trial_dir, read_outcomes, read_trial_results
 from hpsearch.core.sections import Objective
 from hpsearch.core.space import parse_space
-from hpsearch.core.warm_start import exact_points, filled_points, is_point, kept_warm_start, margin_as_run
+from hpsearch.core.warm_start import config_points, is_point, kept_warm_start, margin_as_run
 from hpsearch.models.config import ConfigError, parse
 
 HEAD = ("trial", "trial_id", "outcome", "reason", "epochs", "objective_best", "best_epoch", "objective_last",
@@ -182,9 +182,8 @@ def _label(trial: Trial) -> str:
 def _warm_points(raw: dict[str, Any]) -> list[dict[str, Any]]:
     """search.yaml's warm-start points as the searcher asked them, one config each (those that name
     every searched parameter; hpsearch.core.warm_start)."""
-    space = parse_space(raw.get("space"))
     warm = [p for p in raw.get("warm_start") or [] if isinstance(p, dict)]
-    return exact_points(filled_points(warm, space, raw.get("params") or {}), space)
+    return config_points(warm, parse_space(raw.get("space")), raw.get("params") or {})
 
 
 def _objective(raw: dict[str, Any]) -> Objective:

@@ -29,8 +29,7 @@ from hpsearch.core.objective import sign
 from hpsearch.core.outcomes import VERDICT_OUTCOME
 from hpsearch.core.rundir import write_json_atomic
 from hpsearch.core.rungs import STATE_VERSION, Bracket, Stop, cutoff
-from hpsearch.core.warm_start import exact_points, is_point
-from hpsearch.tune.searcher import warm_start_points
+from hpsearch.core.warm_start import config_points, is_point
 
 if TYPE_CHECKING:
     from hpsearch.core.config import RunConfig
@@ -214,8 +213,8 @@ class HealthASHA(FIFOScheduler):
 def exempt_points(config: RunConfig) -> list[dict[str, Any]]:
     """The warm-start points as the searcher asks them (``warm_start_points``: searched keys a point
     leaves out filled from ``params`` where they lie in the space) that name every searched
-    parameter, on those parameters (``exact_points``)."""
-    return exact_points(warm_start_points(config), config.space)
+    parameter, on those parameters (hpsearch.core.warm_start.config_points)."""
+    return config_points(config.warm_start, config.space, config.params)
 
 
 def make_scheduler(config: RunConfig, outcomes: OutcomeLog, state_path: str | Path | None = None) -> HealthASHA:

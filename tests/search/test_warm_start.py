@@ -10,10 +10,12 @@ import torch
 import yaml
 
 from hpsearch.cli import main
+from hpsearch.core.config import load_config
 from hpsearch.core.objective import epoch_noise
 from hpsearch.core.space import parse_space
 from hpsearch.core.warm_start import (
     Kept,
+    config_points,
     exact_points,
     filled_points,
     is_point,
@@ -21,6 +23,7 @@ from hpsearch.core.warm_start import (
     kept_warm_start,
     margin_as_run,
 )
+from hpsearch.driver.resume import as_it_ran
 from hpsearch.results.report import load_report, read_run
 from hpsearch.results.summary import render, summarize
 from hpsearch.tune.progress import TrialRow, summary
@@ -139,6 +142,20 @@ def test_a_run_reads_the_margin_it_ran_with(written, configured, expected):
     assert margin_as_run(written, configured) == expected
 
 
+@pytest.mark.parametrize("objective, margin", [
+    ({"metric": "val_recall_at_1", "mode": "max"}, 0.0),                               # written before the key
+    ({"metric": "val_recall_at_1", "mode": "max", "warm_start_margin": 2.0}, 2.0),
+])
+def test_a_resumed_search_keeps_the_margin_it_ran_with(tmp_path, objective, margin):
+    """Resume reads search.yaml into the config its end-of-run text uses; the report reads the
+    same file with margin_as_run: both say the same trial."""
+    raw = {"model": "triplet", "objective": objective}
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(raw))
+    config = as_it_ran(load_config(tmp_path / "search.yaml"), raw)
+    assert config.objective.warm_start_margin == margin
+    assert config.objective.metric == "val_recall_at_1"
+
+
 def test_warm_start_points_become_one_config_each():
     space = parse_space({"lr": {"loguniform": [1e-5, 1e-1]}, "hidden_dim": {"choice": [32, 64]}})
     points = filled_points([{"lr": 1e-3}, {"hidden_dim": 64}, {"lr": 2e-3, "hidden_dim": 32}], space,
@@ -146,6 +163,8 @@ def test_warm_start_points_become_one_config_each():
     assert points == [{"lr": 1e-3, "hidden_dim": 64}, {"hidden_dim": 64}, {"lr": 2e-3, "hidden_dim": 32}]
     exact = exact_points(points, space)
     assert exact == [{"lr": 1e-3, "hidden_dim": 64}, {"lr": 2e-3, "hidden_dim": 32}]
+    assert config_points([{"lr": 1e-3}, {"hidden_dim": 64}, {"lr": 2e-3, "hidden_dim": 32}], space,
+                         {"hidden_dim": 64, "lr": 0.5}) == exact
     assert is_point({"lr": 2e-3, "hidden_dim": 32, "margin": 0.1}, exact)
     assert not is_point({"lr": 2e-3, "hidden_dim": 64}, exact)
 
