@@ -21,17 +21,19 @@ ever unpickled.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import optuna
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.core.outcomes import OUTCOMES_ALL
 from hpsearch.models.config import ConfigError
@@ -68,7 +70,49 @@ def study_storage(run_dir: str | Path) -> Any:
     """The run's Optuna storage: ``JournalStorage`` over ``RUN_DIR/optuna.journal``. Each change is
     one appended line (under a lock file, so other processes may read it at once), which costs a
     few milliseconds where SQLite took tens per trial; a line torn by a crash is left out on read."""
-    return optuna.storages.JournalStorage(JournalFileBackend(str(Path(run_dir).resolve() / STUDY_FILE)))
+    return RunJournal(JournalFileBackend(str(Path(run_dir).resolve() / STUDY_FILE)))
+
+
+class RunJournal(optuna.storages.JournalStorage):
+    """``JournalStorage`` that answers "which trials are WAITING" (asked by every ``Study.ask``, for
+    an enqueued trial to run first) without reading every trial of the study, which costs 4 ms a
+    suggestion at 10,000 trials. A trial is WAITING only from its creation (``enqueue_trial``) until
+    it is set to another state, so the waiting ones are known from one full read of each study and
+    the trials created since by this storage, checked against their stored state at each answer.
+    The search's driver is the only process writing a run's study; a trial enqueued by another
+    process after the first read would not be seen."""
+
+    def __init__(self, backend: Any) -> None:
+        super().__init__(backend)
+        self._waiting: dict[int, set[int]] = {}       # study id -> ids of trials that were WAITING
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_waiting", None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._waiting = {}
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if template_trial is not None and template_trial.state == TrialState.WAITING and study_id in self._waiting:
+            self._waiting[study_id].add(self.get_trial(trial_id).number)
+        return trial_id
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        if states is None or list(states) != [TrialState.WAITING]:
+            return super().get_all_trials(study_id, deepcopy, states)
+        if study_id in self._waiting:
+            numbers = sorted(self._waiting[study_id])
+            trials = [self.get_trial(self.get_trial_id_from_study_id_trial_number(study_id, n)) for n in numbers]
+            waiting = [t for t in trials if t.state == TrialState.WAITING]
+        else:
+            waiting = super().get_all_trials(study_id, deepcopy=False, states=states)
+        self._waiting[study_id] = {t.number for t in waiting}
+        return copy.deepcopy(waiting) if deepcopy else waiting
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

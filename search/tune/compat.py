@@ -2,10 +2,11 @@
 
 Ray Tune and Ray's OptunaSearch keep some of what hpsearch needs in private attributes: the Optuna
 study and trials of a searcher, the Tuner's resume path for a fresh Tuner, the pacing of the
-experiment snapshot, and the GCS client that answers without starting Ray. Each function below
-names the private it reads or replaces and the versions it was checked against; the pins in
-pyproject.toml (``ray[tune]``, ``optuna``) stop at the versions checked here, and
-tests/search/test_compat.py fails, naming the private, when a release moves one of them.
+experiment snapshot, the running-average windows Tune keeps per trial, and the GCS client that
+answers without starting Ray. Each function below names the private it reads or replaces and the
+versions it was checked against; the pins in pyproject.toml (``ray[tune]``, ``optuna``) stop at the
+versions checked here, and tests/search/test_compat.py fails, naming the private, when a release
+moves one of them.
 
 Nothing is imported from Ray or Optuna at module level: hpsearch.driver.cluster asks the GCS from
 the CLI's fast path, where a config error must come back without Ray being imported.
@@ -188,6 +189,22 @@ def pace_experiment_snapshots(next_gap_s: Callable[[float], float]) -> bool:
             self._checkpoint_period = next_gap_s(time_taken)
 
     manager._update_auto_checkpoint_time = update
+    return True
+
+
+def drop_result_windows(trial: Any) -> bool:
+    """Frees what Tune keeps of a finished trial only to update its running averages: for every
+    numeric metric the trial reported, two deques of its last 5 and last 10 values (private
+    ``Trial.run_metadata.metric_n_steps``, ``ray.tune.trainable.metadata._TrainingRunMetadata``;
+    checked against ray 2.60.0), about 1.5 KB a metric in the driver for as long as the search runs,
+    and a pickled copy of each in every experiment snapshot. The averages themselves
+    (``metric_analysis``) stay. Call it only for a trial that reports no more (TERMINATED): a result
+    after it would find no window to append to. False, changing nothing, where the private is
+    missing."""
+    metadata = getattr(trial, "run_metadata", None)
+    if not isinstance(getattr(metadata, "metric_n_steps", None), dict):
+        return False
+    metadata.metric_n_steps = {}       # the setter also drops the metadata's cached JSON
     return True
 
 

@@ -29,6 +29,7 @@ from hpsearch.core.outcomes import HEALTH_OUTCOMES
 
 ALGORITHMS = tuple(a for a in CONFIG_ALGORITHMS if a != "auto")
 RANDOM_SHARE = 1 / 3        # BOHB's share of configs drawn at random
+Entry = tuple[int, dict[str, Any], float]      # (position of the trial in the study, params, value)
 MAX_POINTS = 500            # observations one suggestion fits on, about (see ``bounded``)
 
 
@@ -55,10 +56,10 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         rng = np.random.default_rng([self._seed, trial.number])
         if not search_space or rng.random() < self._random_share:
             return {}
-        points = self._observed.points(study.get_trials(deepcopy=False), self._min_points, study.study_name)
+        points = self._observed.bounded_points(study.get_trials(deepcopy=False), self._min_points, MAX_POINTS,
+                                               study.direction == optuna.study.StudyDirection.MAXIMIZE, study.study_name)
         if points is None:
             return {}
-        points = bounded(points, MAX_POINTS, maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE)
         points = [({k: p[k] for k in search_space}, value) for p, value in points if all(k in p for k in search_space)]
         shadow = self._fit_study.holding(points, search_space, study.direction)
         shadow.sampler = optuna.samplers.TPESampler(seed=int(rng.integers(2**31)), multivariate=True,
@@ -128,16 +129,20 @@ def observations(trials: list[FrozenTrial], min_points: int) -> list[tuple[dict[
 
 class Observed:
     """``observations`` kept between suggestions of one study: a finished trial never changes, so
-    its values are read once and filed by epoch; each call reads only the trials from the first
-    one that was still open at the last call. The same points in the same order as reading every
-    trial; a cache, so not saved with the sampler (a restored sampler reads the study again)."""
+    its values are read once and filed by epoch, in trial order and by value; each call reads only
+    the trials from the first one that was still open at the last call. The same points in the same
+    order as reading every trial (``points``), and ``bounded`` of them without reading or sorting
+    every observation (``bounded_points``); a cache, so not saved with the sampler (a restored
+    sampler reads the study again)."""
 
     def __init__(self) -> None:
         self._study = ""
+        self._maximize = True
         self._seen = 0                          # the length of the trials list at the last call
         self._open_from = 0                     # every trial before this index had finished
         self._done: set[int] = set()            # positions of the finished trials read
-        self._by_step: dict[int, list[tuple[int, dict[str, Any], float]]] = {}   # (position, params, value)
+        self._by_step: dict[int, list[Entry]] = {}      # by position
+        self._ranked: dict[int, list[tuple[float, int, dict[str, Any], float]]] = {}  # best first
 
     def __getstate__(self) -> dict[str, Any]:
         return {}
@@ -145,10 +150,43 @@ class Observed:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()
 
-    def points(self, trials: list[FrozenTrial], min_points: int, study: str = "") -> list[tuple[dict[str, Any], float]] | None:
-        if study != self._study or len(trials) < self._seen:      # another study: read it from the start
-            self.__init__()
-            self._study = study
+    def points(self, trials: list[FrozenTrial], min_points: int, study: str = "",
+               maximize: bool = True) -> list[tuple[dict[str, Any], float]] | None:
+        read = self._read(trials, min_points, study, maximize)
+        if read is None:
+            return None
+        _, done, live = read
+        return [(params, value) for _, params, value in heapq.merge(done, live, key=lambda e: e[0])]
+
+    def bounded_points(self, trials: list[FrozenTrial], min_points: int, limit: int, maximize: bool,
+                       study: str = "", step: int | None = None) -> list[tuple[dict[str, Any], float]] | None:
+        """``bounded(self.points(...), limit, maximize, step)``, in time that grows with ``limit``
+        and the running trials, not with the study."""
+        read = self._read(trials, min_points, study, maximize)
+        if read is None:
+            return None
+        budget, done, live = read
+        count = len(done) + len(live)
+        if count <= limit:
+            return [(params, value) for _, params, value in heapq.merge(done, live, key=lambda e: e[0])]
+        best, step = max(1, limit // 10), step or max(1, limit // 5)
+        start = (count - (limit - best)) // step * step
+        ranked = self._ranked.get(budget, [])
+        top = heapq.nsmallest(best, [*ranked[:best], *((self._key(v), i, p, v) for i, p, v in live)])
+        recent = list(heapq.merge(done[-(count - start):], live, key=lambda e: e[0]))[-(count - start):]
+        chosen = {i: (p, v) for _, i, p, v in top} | {i: (p, v) for i, p, v in recent}
+        return [chosen[i] for i in sorted(chosen)]
+
+    def _key(self, value: float) -> float:
+        return -value if self._maximize else value
+
+    def _read(self, trials: list[FrozenTrial], min_points: int, study: str, maximize: bool
+              ) -> tuple[int, list[Entry], list[Entry]] | None:
+        """(epoch, done, live) at the largest epoch that at least ``min_points`` usable trials reached, each
+        as (position, params, value) in trial order; None when no epoch has that many."""
+        if study != self._study or maximize != self._maximize or len(trials) < self._seen:
+            self.__init__()                     # another study: read it from the start
+            self._study, self._maximize = study, maximize
         self._seen = len(trials)
         open_trials: list[tuple[int, FrozenTrial]] = []
         for index in range(self._open_from, len(trials)):
@@ -163,13 +201,15 @@ class Observed:
                 if usable(t):
                     for step, value in t.intermediate_values.items():
                         bisect.insort(self._by_step.setdefault(step, []), (index, t.params, value), key=lambda e: e[0])
+                        bisect.insort(self._ranked.setdefault(step, []), (self._key(value), index, t.params, value),
+                                      key=lambda e: e[:2])
         running = [(i, t) for i, t in open_trials if usable(t) and t.intermediate_values]
         for budget in sorted({*self._by_step, *(s for _, t in running for s in t.intermediate_values)}, reverse=True):
             done = self._by_step.get(budget, [])
             if len(done) + sum(budget in t.intermediate_values for _, t in running) < min_points:
                 continue
             live = [(i, t.params, t.intermediate_values[budget]) for i, t in running if budget in t.intermediate_values]
-            return [(params, value) for _, params, value in heapq.merge(done, live, key=lambda e: e[0])]
+            return budget, done, live
         return None
 
 

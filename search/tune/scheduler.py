@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,24 @@ def health_outcome(verdict: Any) -> str:
     if verdict not in VERDICT_OUTCOME:
         raise ValueError(f"result['health']: got {verdict!r}, expected one of {', '.join(STATUSES)}")
     return VERDICT_OUTCOME[verdict]
+
+
+NOT_ADDED = object()
+
+
+def first_waiting(live: Iterable[Any], added: Mapping[str, int]) -> Any:
+    """The trial Ray's FIFO order starts next: of the ``live`` trials (not yet stopped), the
+    PENDING one added first (``added``: trial id -> order), else the PAUSED one added first; None
+    when no trial waits; NOT_ADDED when a waiting trial has no order. Ray's FIFOScheduler finds the
+    same trial by reading every trial of the search, at every scheduling step: a cost that grows
+    with the trial count, where the live trials are about as many as there are slots."""
+    for status in ("PENDING", "PAUSED"):
+        waiting = [trial for trial in live if trial.status == status]
+        if any(trial.trial_id not in added for trial in waiting):
+            return NOT_ADDED
+        if waiting:
+            return min(waiting, key=lambda trial: added[trial.trial_id])
+    return None
 
 
 class HealthASHA(FIFOScheduler):
@@ -89,6 +107,8 @@ class HealthASHA(FIFOScheduler):
         self.outcomes = outcomes
         self.state_path = Path(state_path) if state_path is not None else None
         self._next_step: list[Callable[[Any], None]] = []
+        self._added: dict[str, int] = {}        # trial id -> when Tune last added it (FIFO order)
+        self._adds = 0
 
     @property
     def mode(self) -> str:
@@ -104,6 +124,8 @@ class HealthASHA(FIFOScheduler):
         """A trial whose config is one of ``exempt_points`` (each names every searched parameter) is
         exempt from the rungs: it runs to the end unless a health rule stops it."""
         super().on_trial_add(tune_controller, trial)
+        self._adds += 1
+        self._added[trial.trial_id] = self._adds        # a retried trial is added again, last
         config = getattr(trial, "config", None) or {}
         if is_point(config, self.exempt_points):
             self.bracket.exempt.add(trial.trial_id)
@@ -153,7 +175,8 @@ class HealthASHA(FIFOScheduler):
         hooks, self._next_step = self._next_step, []
         for hook in hooks:
             hook(tune_controller)
-        return super().choose_trial_to_run(tune_controller)
+        chosen = first_waiting(tune_controller.get_live_trials(), self._added)
+        return super().choose_trial_to_run(tune_controller) if chosen is NOT_ADDED else chosen
 
     def debug_string(self) -> str:
         parts = []

@@ -5,6 +5,7 @@ and the adapter to fix (then move the pin in pyproject.toml past the version che
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any
 from unittest import mock
 
@@ -162,6 +163,30 @@ def tune_controller() -> Any:
     from ray.tune.execution import tune_controller as module
 
     return module.TuneController
+
+
+def test_drop_result_windows_frees_the_windows_of_a_finished_trial_and_keeps_its_averages():
+    from ray.tune.experiment import Trial
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    trial = Trial("trainable", config={"x": 0.5}, stub=True)
+    for epoch, loss in enumerate((0.9, 0.7, 0.4), start=1):
+        trial.update_last_result({"training_iteration": epoch, "train_loss": loss, "health": "ok"})
+    windows = private(trial.run_metadata, "metric_n_steps", "drop_result_windows")
+    assert list(windows["train_loss"]["5"]) == [0.9, 0.7, 0.4], "Tune no longer keeps a deque per metric and n"
+    averages = dict(trial.metric_analysis["train_loss"])
+    before = trial.get_json_state()[1]
+
+    assert compat.drop_result_windows(trial) is True
+    after = trial.get_json_state()[1]
+    assert trial.run_metadata.metric_n_steps == {}
+    assert trial.metric_analysis["train_loss"] == averages == {
+        "max": 0.9, "min": 0.4, "avg": pytest.approx(2.0 / 3), "last": 0.4,
+        "last-5-avg": pytest.approx(2.0 / 3), "last-10-avg": pytest.approx(2.0 / 3)}
+    assert json.loads(after)["metric_n_steps"] == {} and len(after) < len(before), "the snapshot still holds them"
+    restored = _TrainingRunMetadata.from_json_state(after)       # as Tune reads it back on resume
+    assert restored.metric_analysis == trial.metric_analysis and restored.last_result["train_loss"] == 0.4
+    assert compat.drop_result_windows(object()) is False
 
 
 # -- Ray's OptunaSearch ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ import yaml
 
 from hpsearch.core.config import load_config
 from hpsearch.core.rundir import CHECKPOINT_FILE, read_outcomes, read_run_info, read_trial_results, study_storage
+from hpsearch.tune.snapshot import read_snapshot
 from hpsearch.tune.trainable import index_from_name, trial_seed
 from tests.fixtures.cli import REPO, hpsearch
 from tests.fixtures.cluster import LocalCluster, marked
@@ -147,6 +148,14 @@ def test_toy_search_prunes_each_failure_for_its_reason_and_records_everything(ru
             assert states[trial_id] in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
         if entry["outcome"] == "completed":
             assert states[trial_id] == optuna.trial.TrialState.COMPLETE
+
+    # Ray's last snapshot: a stopped trial keeps Tune's averages of its metrics, not the windows
+    # of last values behind them (hpsearch.tune.lean)
+    files, kept, _ = read_snapshot(run_dir)
+    stopped = [json.loads(metadata) for state, metadata in json.loads(files[0].read_text())["trial_data"]
+               if json.loads(state)["status"] == "TERMINATED"]
+    assert kept and stopped
+    assert all(m["metric_n_steps"] == {} and "train_loss" in m["metric_analysis"] for m in stopped)
 
     # run dir files, and what the user read
     assert read_run_info(run_dir)["state"] == "finished"

@@ -50,7 +50,7 @@ def test_observations_kept_between_calls_equal_a_fresh_read_of_a_growing_study()
     """Trials start, report, and finish out of order (completed, stopped by ASHA or by a health
     rule, failed); at every step the kept reader returns what reading every trial returns."""
     rng = np.random.default_rng(7)
-    kept = Observed()
+    kept, kept_max, kept_min = Observed(), Observed(), Observed()
     # a warm-start point enqueued first waits (WAITING) while later trials run and finish
     live = [{"state": TrialState.WAITING, "steps": {}, "x": 0.5, "outcome": None}]
     ends = [(TrialState.COMPLETE, None), (TrialState.PRUNED, "pruned_asha"), (TrialState.PRUNED, "pruned_flatline"),
@@ -59,14 +59,14 @@ def test_observations_kept_between_calls_equal_a_fresh_read_of_a_growing_study()
         if round_ == 60:
             live[0]["state"] = TrialState.RUNNING
         if round_ == 90:                                    # a searcher restored from Ray's snapshot
-            kept = pickle.loads(pickle.dumps(kept))
-            assert kept._by_step == {}
+            kept, kept_max = pickle.loads(pickle.dumps(kept)), pickle.loads(pickle.dumps(kept_max))
+            assert kept._by_step == {} and kept_max._ranked == {}
         if rng.random() < 0.4:
             live.append({"state": TrialState.RUNNING, "steps": {}, "x": float(rng.random()), "outcome": None})
         running = [t for t in live if t["state"] == TrialState.RUNNING]
         for t in running:
             if rng.random() < 0.6:
-                t["steps"][len(t["steps"]) + 1] = float(rng.random())
+                t["steps"][len(t["steps"]) + 1] = round(float(rng.random()), 1)     # ties among values
         if running and rng.random() < 0.3:
             t = running[int(rng.integers(len(running)))]           # any running trial, not the oldest
             t["state"], t["outcome"] = ends[int(rng.integers(len(ends)))]
@@ -77,6 +77,11 @@ def test_observations_kept_between_calls_equal_a_fresh_read_of_a_growing_study()
                                user_attrs={"outcome": t["outcome"]} if t["outcome"] else {}) for t in live]
         for min_points in (1, 3, 6):
             assert kept.points(trials, min_points, "study") == read_every_trial(trials, min_points)
+        for maximize, reader in ((True, kept_max), (False, kept_min)):
+            for min_points, limit, step in ((12, 6, None), (12, 10, 3), (24, 20, 4)):    # more points than the limit
+                every = read_every_trial(trials, min_points)
+                assert reader.bounded_points(trials, min_points, limit, maximize, "study", step) == \
+                    (None if every is None else bounded(every, limit, maximize, step))
 
 
 def read_every_trial(trials, min_points):

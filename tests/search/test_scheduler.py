@@ -279,11 +279,95 @@ def test_a_hook_for_the_next_step_runs_once_before_ray_picks_a_trial():
 
     scheduler, seen = asha(), []
     waiting = SimpleNamespace(trial_id="w", status=Trial.PENDING)
-    controller = SimpleNamespace(get_trials=lambda: [waiting])
+    controller = SimpleNamespace(get_trials=lambda: [waiting], get_live_trials=lambda: [waiting])
+    scheduler.on_trial_add(controller, waiting)
     scheduler.on_next_step(lambda c: seen.append((c, waiting.status)))
     assert scheduler.choose_trial_to_run(controller) is waiting
     assert scheduler.choose_trial_to_run(controller) is waiting
     assert seen == [(controller, Trial.PENDING)]
+
+
+class TuneTrial:
+    """A trial as a scheduler reads it; hashable, as Tune keeps its live trials in a set."""
+
+    def __init__(self, trial_id, status):
+        self.trial_id, self.status, self.config = trial_id, status, {}
+
+
+class Controller:
+    """Tune's view of the trials as a scheduler sees it: every trial in the order added (a retried
+    trial moves to the end and is added again, as TuneController._try_recover does) and the live
+    ones (not TERMINATED or ERROR). Counts the reads of every trial."""
+
+    def __init__(self, scheduler):
+        self.scheduler, self.trials, self.reads = scheduler, [], 0
+
+    def add(self, name, status):
+        trial = TuneTrial(name, status)
+        self.trials.append(trial)
+        self.scheduler.on_trial_add(self, trial)
+        return trial
+
+    def retry(self, trial):
+        self.trials.remove(trial)
+        self.trials.append(trial)
+        trial.status = "PENDING"
+        self.scheduler.on_trial_add(self, trial)
+
+    def get_trials(self):
+        self.reads += 1
+        return list(self.trials)
+
+    def get_live_trials(self):
+        return {t for t in self.trials if t.status not in ("TERMINATED", "ERROR")}
+
+
+FIRST_WAITING = [
+    # name, trials (name, status) in the order added, retried (added again), expected
+    ("nothing waits", [("a", "RUNNING"), ("b", "TERMINATED")], [], None),
+    ("the first pending", [("a", "TERMINATED"), ("b", "PENDING"), ("c", "PENDING")], [], "b"),
+    ("pending before paused", [("a", "PAUSED"), ("b", "RUNNING"), ("c", "PENDING")], [], "c"),
+    ("the first paused when none pends", [("a", "ERROR"), ("b", "PAUSED"), ("c", "PAUSED")], [], "b"),
+    ("a retried trial goes last", [("a", "PENDING"), ("b", "PENDING")], ["a"], "b"),
+    ("an errored trial never", [("a", "ERROR"), ("b", "RUNNING")], [], None),
+]
+
+
+@pytest.mark.parametrize("trials,retried,expected", [c[1:] for c in FIRST_WAITING], ids=[c[0] for c in FIRST_WAITING])
+def test_ray_starts_the_trial_fifo_order_names_without_reading_every_trial(trials, retried, expected):
+    from ray.tune.schedulers import FIFOScheduler
+
+    controller = Controller(asha())
+    added = {name: controller.add(name, status) for name, status in trials}
+    for name in retried:
+        controller.retry(added[name])
+    chosen = controller.scheduler.choose_trial_to_run(controller)
+    assert (chosen.trial_id if chosen else None) == expected
+    assert controller.reads == 0
+    assert chosen is FIFOScheduler().choose_trial_to_run(controller)
+
+
+def test_the_choice_matches_rays_fifo_order_on_random_searches():
+    import random
+
+    from ray.tune.schedulers import FIFOScheduler
+
+    rng = random.Random(7)
+    statuses = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")
+    for _ in range(300):
+        controller = Controller(asha())
+        trials = [controller.add(f"t{i}", rng.choice(statuses)) for i in range(rng.randint(0, 8))]
+        for trial in rng.sample(trials, k=min(len(trials), rng.randint(0, 2))):
+            controller.retry(trial)
+        assert controller.scheduler.choose_trial_to_run(controller) is FIFOScheduler().choose_trial_to_run(controller)
+
+
+def test_a_waiting_trial_the_scheduler_was_never_told_of_falls_back_to_reading_every_trial():
+    controller = Controller(asha())
+    controller.add("a", "PENDING")
+    stranger = TuneTrial("s", "PENDING")
+    controller.trials.insert(0, stranger)                       # in Tune's list, never added
+    assert controller.scheduler.choose_trial_to_run(controller) is stranger and controller.reads == 1
 
 
 def test_the_debug_string_shows_each_rung_in_the_metrics_terms():
