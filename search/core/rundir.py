@@ -79,8 +79,8 @@ class RunJournal(optuna.storages.JournalStorage):
     suggestion at 10,000 trials. A trial is WAITING only from its creation (``enqueue_trial``) until
     it is set to another state, so the waiting ones are known from one full read of each study and
     the trials created since by this storage, checked against their stored state at each answer.
-    The search's driver is the only process writing a run's study; a trial enqueued by another
-    process after the first read would not be seen."""
+    The search's driver is the only writer of a run's study, through one storage; a trial enqueued
+    after the first read by another process or through another storage object would not be seen."""
 
     def __init__(self, backend: Any) -> None:
         super().__init__(backend)
@@ -103,8 +103,8 @@ class RunJournal(optuna.storages.JournalStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        if states is None or list(states) != [TrialState.WAITING]:
-            return super().get_all_trials(study_id, deepcopy, states)
+        if states is None or any((state in states) != (state == TrialState.WAITING) for state in TrialState):
+            return super().get_all_trials(study_id, deepcopy, states)       # not "WAITING only"
         if study_id in self._waiting:
             numbers = sorted(self._waiting[study_id])
             trials = [self.get_trial(self.get_trial_id_from_study_id_trial_number(study_id, n)) for n in numbers]

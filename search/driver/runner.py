@@ -249,7 +249,7 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
     resumed search. Returns the exit code."""
     import ray
 
-    from hpsearch.tune.lean import CompactFinished
+    from hpsearch.tune.lean import LeanDriver
     from hpsearch.tune.progress import LiveTable, OutcomeRecorder, ResultLog, SnapshotKeeper, summary
     from hpsearch.tune.scheduler import exempt_points, make_scheduler
     from hpsearch.tune.searcher import close_open_trials, inner_searcher, make_searcher
@@ -272,7 +272,7 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
             resumption.apply(searcher, scheduler, live)
         trackers = make_trackers(config.log, run_dir, plan.name, outcomes)
         callbacks = [ResultLog(), OutcomeRecorder(outcomes), *trackers, live, SnapshotKeeper(run_dir),
-                     CompactFinished()]
+                     LeanDriver()]
         tuner = make_tuner(plan, searcher, scheduler, callbacks, resume=resumption is not None)
         print(header(plan, "run" if resumption is None else "resume"), file=stream, flush=True)
         if resumption is not None:

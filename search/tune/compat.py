@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -196,16 +197,55 @@ def drop_result_windows(trial: Any) -> bool:
     """Frees what Tune keeps of a finished trial only to update its running averages: for every
     numeric metric the trial reported, two deques of its last 5 and last 10 values (private
     ``Trial.run_metadata.metric_n_steps``, ``ray.tune.trainable.metadata._TrainingRunMetadata``;
-    checked against ray 2.60.0), about 1.5 KB a metric in the driver for as long as the search runs,
+    checked against ray 2.60.0), about 1.6 KB a metric in the driver for as long as the search runs,
     and a pickled copy of each in every experiment snapshot. The averages themselves
-    (``metric_analysis``) stay. Call it only for a trial that reports no more (TERMINATED): a result
-    after it would find no window to append to. False, changing nothing, where the private is
-    missing."""
+    (``metric_analysis``) stay. A trial that reports again must get its windows back first
+    (``refill_result_windows``). False, changing nothing, where the private is missing."""
     metadata = getattr(trial, "run_metadata", None)
     if not isinstance(getattr(metadata, "metric_n_steps", None), dict):
         return False
     metadata.metric_n_steps = {}       # the setter also drops the metadata's cached JSON
     return True
+
+
+def refill_result_windows(trial: Any) -> bool:
+    """Gives every metric Tune has averages of but no windows for (``drop_result_windows``) empty
+    windows again, of Tune's lengths (private ``_TrainingRunMetadata._n_steps``), so a trial that
+    reports after its windows were dropped (retried after a failure, or resumed) averages its new
+    values: Tune's ``update_metric`` appends to the window of a metric it has seen, and a missing
+    one would stop the whole search. True when any was missing."""
+    metadata = getattr(trial, "run_metadata", None)
+    windows = getattr(metadata, "metric_n_steps", None)
+    averages = getattr(metadata, "metric_analysis", None)
+    lengths = getattr(metadata, "_n_steps", None)
+    if not isinstance(windows, dict) or not isinstance(averages, dict) or lengths is None:
+        return False
+    missing = [metric for metric in averages if metric not in windows]
+    for metric in missing:
+        windows[metric] = {str(n): deque(maxlen=n) for n in lengths}
+    return bool(missing)
+
+
+ENCODER_LOG_PREFIX = "tune_func_encode:"
+
+
+def forget_encoded_objects() -> int:
+    """Empties what Ray Tune's JSON encoder remembers of the objects it wrote as pickles:
+    ``ray.tune.utils.serialization.TuneFunctionEncoder.default`` calls
+    ``ray.util.debug.log_once(f"tune_func_encode:{obj}")`` for each one (to log one debug line),
+    and ``log_once`` keeps every key in the private module-level set ``ray.util.debug._logged`` for
+    the life of the process; checked against ray 2.60.0. A running trial's windows of last values
+    are such objects, a new text at every epoch and snapshot: 13 keys and about 2.8 KB a trial
+    epoch. Removes those keys only (the debug line may then be logged again); returns how many,
+    0 where the private is missing."""
+    from ray.util import debug
+
+    logged = getattr(debug, "_logged", None)
+    if not isinstance(logged, set):
+        return 0
+    stale = [key for key in list(logged) if key.startswith(ENCODER_LOG_PREFIX)]
+    logged.difference_update(stale)
+    return len(stale)
 
 
 # -- Ray's OptunaSearch ----------------------------------------------------------------------

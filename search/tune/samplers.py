@@ -173,7 +173,8 @@ class Observed:
         start = (count - (limit - best)) // step * step
         ranked = self._ranked.get(budget, [])
         top = heapq.nsmallest(best, [*ranked[:best], *((self._key(v), i, p, v) for i, p, v in live)])
-        recent = list(heapq.merge(done[-(count - start):], live, key=lambda e: e[0]))[-(count - start):]
+        tail = count - start                    # 0 when limit is 1: the best point alone
+        recent = list(heapq.merge(done[-tail:], live, key=lambda e: e[0]))[-tail:] if tail > 0 else []
         chosen = {i: (p, v) for _, i, p, v in top} | {i: (p, v) for i, p, v in recent}
         return [chosen[i] for i in sorted(chosen)]
 

@@ -60,7 +60,8 @@ def first_waiting(live: Iterable[Any], added: Mapping[str, int]) -> Any:
     PENDING one added first (``added``: trial id -> order), else the PAUSED one added first; None
     when no trial waits; NOT_ADDED when a waiting trial has no order. Ray's FIFOScheduler finds the
     same trial by reading every trial of the search, at every scheduling step: a cost that grows
-    with the trial count, where the live trials are about as many as there are slots."""
+    with the trial count. Tune's live trials are the running, pending and paused ones (and, in Ray
+    2.60, the failed ones)."""
     for status in ("PENDING", "PAUSED"):
         waiting = [trial for trial in live if trial.status == status]
         if any(trial.trial_id not in added for trial in waiting):
@@ -157,6 +158,7 @@ class HealthASHA(FIFOScheduler):
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         """A final result that bypassed ``on_trial_result`` (a Tune stop criterion) still takes its
         place at a due rung, as in Ray's ASHA; an unhealthy one does not."""
+        self._added.pop(trial.trial_id, None)
         if not result or result.get("health") not in (None, "ok"):
             return
         epoch = epoch_of(result, self.bracket.time_attr)
@@ -164,6 +166,12 @@ class HealthASHA(FIFOScheduler):
         if rung is not None:
             self.bracket.record(rung, trial.trial_id, result.get(self._metric))
             self._persist()
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._added.pop(trial.trial_id, None)       # a retried trial is added again
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._added.pop(trial.trial_id, None)
 
     def on_next_step(self, hook: Callable[[Any], None]) -> None:
         """Run ``hook(tune_controller)`` once, at the next scheduling step, before Ray picks a trial.

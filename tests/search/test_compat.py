@@ -189,6 +189,39 @@ def test_drop_result_windows_frees_the_windows_of_a_finished_trial_and_keeps_its
     assert compat.drop_result_windows(object()) is False
 
 
+def test_refill_result_windows_gives_dropped_windows_back_at_tunes_lengths():
+    from ray.tune.experiment import Trial
+
+    trial = Trial("trainable", config={"x": 0.5}, stub=True)
+    trial.update_last_result({"training_iteration": 1, "train_loss": 0.9})
+    lengths = private(trial.run_metadata, "_n_steps", "refill_result_windows")
+    assert compat.refill_result_windows(trial) is False                  # nothing was missing
+    compat.drop_result_windows(trial)
+    assert compat.refill_result_windows(trial) is True
+    windows = trial.run_metadata.metric_n_steps["train_loss"]
+    assert {k: (len(w), w.maxlen) for k, w in windows.items()} == {str(n): (0, n) for n in lengths}
+    trial.update_last_result({"training_iteration": 2, "train_loss": 0.5})   # Tune appends: no KeyError
+    assert trial.metric_analysis["train_loss"]["last-5-avg"] == 0.5 and trial.metric_analysis["train_loss"]["min"] == 0.5
+
+
+def test_forget_encoded_objects_empties_the_texts_tunes_encoder_kept_and_nothing_else():
+    from collections import deque
+
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+    from ray.util import debug
+
+    logged = private(debug, "_logged", "forget_encoded_objects")
+    assert 'log_once(f"tune_func_encode:{str(obj)}")' in inspect.getsource(TuneFunctionEncoder.default), \
+        "TuneFunctionEncoder.default no longer keys log_once on the object's text"
+    json.dumps({"window": deque([0.5, 0.25], maxlen=5)}, cls=TuneFunctionEncoder)
+    assert f"{compat.ENCODER_LOG_PREFIX}deque([0.5, 0.25], maxlen=5)" in logged
+    debug.log_once("hpsearch-test-other-key")
+    assert compat.forget_encoded_objects() >= 1
+    assert not any(key.startswith(compat.ENCODER_LOG_PREFIX) for key in logged)
+    assert "hpsearch-test-other-key" in logged
+    logged.discard("hpsearch-test-other-key")
+
+
 # -- Ray's OptunaSearch ----------------------------------------------------------------------
 
 def test_searcher_study_is_the_study_rays_optuna_search_asks():

@@ -1,11 +1,13 @@
 """hpsearch.tune.lean: a trial Tune stops for good gives up the windows behind Tune's running
-averages; a failed one, which a resume may run again, keeps them and takes further results."""
+averages, and gets them back, empty, when it is started again; after a snapshot, the texts Tune's
+encoder kept of the windows it pickled are gone."""
 
 from __future__ import annotations
 
+import pytest
 from ray.tune.experiment import Trial
 
-from hpsearch.tune.lean import CompactFinished
+from hpsearch.tune.lean import LeanDriver
 
 
 def reported(epochs: int) -> Trial:
@@ -18,15 +20,40 @@ def reported(epochs: int) -> Trial:
 def test_a_completed_trial_keeps_its_averages_and_last_result_only():
     trial = reported(3)
     averages, last = {k: dict(v) for k, v in trial.metric_analysis.items()}, dict(trial.last_result)
-    CompactFinished().on_trial_complete(iteration=1, trials=[trial], trial=trial)
+    LeanDriver().on_trial_complete(iteration=1, trials=[trial], trial=trial)
     assert trial.metric_n_steps == {}
     assert trial.metric_analysis == averages and trial.last_result == last
     assert trial.metric_analysis["val_score"]["last-5-avg"] == averages["val_score"]["last-5-avg"]
 
 
-def test_a_failed_trial_keeps_its_windows_and_goes_on_averaging():
+@pytest.mark.parametrize("stop", ["on_trial_complete", "on_trial_error"])
+def test_a_trial_started_again_after_its_windows_were_dropped_averages_its_new_results(stop):
     trial = reported(3)
-    CompactFinished().on_trial_error(iteration=1, trials=[trial], trial=trial)
-    assert len(trial.metric_n_steps["val_score"]["5"]) == 3
+    lean = LeanDriver()
+    getattr(lean, stop)(iteration=1, trials=[trial], trial=trial)
+    assert trial.metric_n_steps == {}
+    lean.on_trial_start(iteration=2, trials=[trial], trial=trial)        # retried or resumed
     trial.update_last_result({"training_iteration": 4, "train_loss": 0.25, "val_score": 0.4})
-    assert abs(trial.metric_analysis["val_score"]["last-5-avg"] - 0.25) < 1e-12
+    assert trial.metric_analysis["val_score"]["last-5-avg"] == 0.4 and trial.metric_analysis["val_score"]["max"] == 0.4
+    assert len(trial.metric_n_steps["val_score"]["10"]) == 1
+
+
+def test_starting_a_trial_that_kept_its_windows_changes_nothing():
+    trial = reported(2)
+    before = {m: {n: list(w) for n, w in windows.items()} for m, windows in trial.metric_n_steps.items()}
+    LeanDriver().on_trial_start(iteration=1, trials=[trial], trial=trial)
+    assert {m: {n: list(w) for n, w in windows.items()} for m, windows in trial.metric_n_steps.items()} == before
+
+
+def test_after_a_snapshot_the_encoders_texts_of_the_windows_are_forgotten():
+    import json
+
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+    from ray.util import debug
+
+    trial = reported(2)
+    json.dumps(trial.run_metadata.__dict__, cls=TuneFunctionEncoder)        # what a snapshot writes
+    kept = [key for key in debug._logged if key.startswith("tune_func_encode:deque(")]
+    assert len(kept) >= 2 * len(trial.metric_n_steps)
+    LeanDriver().get_state()
+    assert not any(key.startswith("tune_func_encode:") for key in debug._logged)

@@ -78,7 +78,7 @@ def test_observations_kept_between_calls_equal_a_fresh_read_of_a_growing_study()
         for min_points in (1, 3, 6):
             assert kept.points(trials, min_points, "study") == read_every_trial(trials, min_points)
         for maximize, reader in ((True, kept_max), (False, kept_min)):
-            for min_points, limit, step in ((12, 6, None), (12, 10, 3), (24, 20, 4)):    # more points than the limit
+            for min_points, limit, step in ((12, 1, None), (12, 2, None), (12, 6, None), (12, 10, 3), (24, 20, 4)):
                 every = read_every_trial(trials, min_points)
                 assert reader.bounded_points(trials, min_points, limit, maximize, "study", step) == \
                     (None if every is None else bounded(every, limit, maximize, step))

@@ -297,7 +297,8 @@ class TuneTrial:
 class Controller:
     """Tune's view of the trials as a scheduler sees it: every trial in the order added (a retried
     trial moves to the end and is added again, as TuneController._try_recover does) and the live
-    ones (not TERMINATED or ERROR). Counts the reads of every trial."""
+    ones (all but TERMINATED: Ray 2.60 keeps a failed trial in its live set). Counts the reads of
+    every trial."""
 
     def __init__(self, scheduler):
         self.scheduler, self.trials, self.reads = scheduler, [], 0
@@ -319,7 +320,7 @@ class Controller:
         return list(self.trials)
 
     def get_live_trials(self):
-        return {t for t in self.trials if t.status not in ("TERMINATED", "ERROR")}
+        return {t for t in self.trials if t.status != "TERMINATED"}
 
 
 FIRST_WAITING = [
@@ -360,6 +361,19 @@ def test_the_choice_matches_rays_fifo_order_on_random_searches():
         for trial in rng.sample(trials, k=min(len(trials), rng.randint(0, 2))):
             controller.retry(trial)
         assert controller.scheduler.choose_trial_to_run(controller) is FIFOScheduler().choose_trial_to_run(controller)
+
+
+def test_a_stopped_trial_leaves_the_order_and_a_retried_one_comes_back_last():
+    controller = Controller(asha())
+    a, b = controller.add("a", "PENDING"), controller.add("b", "PENDING")
+    a.status = "TERMINATED"
+    controller.scheduler.on_trial_complete(controller, a, {})
+    b.status = "ERROR"
+    controller.scheduler.on_trial_error(controller, b)
+    assert controller.scheduler._added == {}
+    c = controller.add("c", "PENDING")
+    controller.retry(b)
+    assert controller.scheduler.choose_trial_to_run(controller) is c and controller.reads == 0
 
 
 def test_a_waiting_trial_the_scheduler_was_never_told_of_falls_back_to_reading_every_trial():
