@@ -202,8 +202,8 @@ def drop_result_windows(trial: Any) -> bool:
     (``metric_analysis``) stay. A trial that reports again must get its windows back first
     (``refill_result_windows``). False, changing nothing, where the private is missing."""
     metadata = getattr(trial, "run_metadata", None)
-    if not isinstance(getattr(metadata, "metric_n_steps", None), dict):
-        return False
+    if not isinstance(getattr(metadata, "metric_n_steps", None), dict) or getattr(metadata, "_n_steps", None) is None:
+        return False                    # without the lengths, windows could not be given back
     metadata.metric_n_steps = {}       # the setter also drops the metadata's cached JSON
     return True
 
@@ -211,9 +211,12 @@ def drop_result_windows(trial: Any) -> bool:
 def refill_result_windows(trial: Any) -> bool:
     """Gives every metric Tune has averages of but no windows for (``drop_result_windows``) empty
     windows again, of Tune's lengths (private ``_TrainingRunMetadata._n_steps``), so a trial that
-    reports after its windows were dropped (retried after a failure, or resumed) averages its new
-    values: Tune's ``update_metric`` appends to the window of a metric it has seen, and a missing
-    one would stop the whole search. True when any was missing."""
+    reports after its windows were dropped averages its new values (from those alone): Tune's
+    ``update_metric`` appends to the window of a metric it has seen, and a missing one would stop
+    the whole search. hpsearch never runs a stopped or failed trial again (a retry under
+    ``max_failures`` never loses its windows, and a resume skips failed trials); this covers what
+    it does not control: Tune recovering a trial whose stop failed after ``on_trial_complete``,
+    or a Tuner restore that resumes finished or failed trials. True when any was missing."""
     metadata = getattr(trial, "run_metadata", None)
     windows = getattr(metadata, "metric_n_steps", None)
     averages = getattr(metadata, "metric_analysis", None)
@@ -243,7 +246,7 @@ def forget_encoded_objects() -> int:
     logged = getattr(debug, "_logged", None)
     if not isinstance(logged, set):
         return 0
-    stale = [key for key in list(logged) if key.startswith(ENCODER_LOG_PREFIX)]
+    stale = [key for key in list(logged) if isinstance(key, str) and key.startswith(ENCODER_LOG_PREFIX)]
     logged.difference_update(stale)
     return len(stale)
 

@@ -12,9 +12,9 @@ sampler's), and each trial's share of an experiment snapshot falls from 15.4 to 
 
 Writing those windows into a snapshot leaves a second trace: Tune's JSON encoder pickles each one
 and records its text in a set of Ray's that is never emptied (``compat.forget_encoded_objects``),
-13 strings a trial epoch (a search of 12 trials of 40 epochs left 6,403 of them, 1.3 MiB; a search
-of 1,000 trials of 50 epochs would leave about 140 MB). ``LeanDriver`` empties them after each
-snapshot.
+up to 13 strings a trial epoch, one per snapshot that caught the trial running (a search of 12
+trials of 40 epochs left 6,403 of them, 1.3 MiB; at that rate 1,000 trials of 50 epochs would leave
+up to 140 MB). ``LeanDriver`` empties them after each snapshot.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from hpsearch.tune.compat import drop_result_windows, forget_encoded_objects, re
 
 class LeanDriver(Callback):
     """Drops a trial's running-average windows when Tune stops it (``on_trial_complete``, called once
-    its last result is processed, and ``on_trial_error``), and gives them back, empty, when Tune
-    starts a trial again (``on_trial_start``: a trial retried after a failure, or resumed), before
-    its first result. After each experiment snapshot (Tune asks callbacks for their state right
-    after writing it), forgets the texts Tune's encoder kept of the objects it pickled."""
+    its last result is processed, and ``on_trial_error``, for a failure Tune does not retry), and
+    gives any dropped ones back, empty, whenever Tune starts a trial (``on_trial_start``, before its
+    first result; hpsearch itself never starts a stopped trial again, see
+    ``compat.refill_result_windows``). After each experiment snapshot (Tune asks callbacks for their
+    state right after writing it), forgets the texts Tune's encoder kept of the objects it
+    pickled."""
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         refill_result_windows(trial)

@@ -61,7 +61,7 @@ def first_waiting(live: Iterable[Any], added: Mapping[str, int]) -> Any:
     when no trial waits; NOT_ADDED when a waiting trial has no order. Ray's FIFOScheduler finds the
     same trial by reading every trial of the search, at every scheduling step: a cost that grows
     with the trial count. Tune's live trials are the running, pending and paused ones (and, in Ray
-    2.60, the failed ones)."""
+    2.60, failed ones and some stopped ones: only the status counts here)."""
     for status in ("PENDING", "PAUSED"):
         waiting = [trial for trial in live if trial.status == status]
         if any(trial.trial_id not in added for trial in waiting):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -187,6 +188,8 @@ def test_drop_result_windows_frees_the_windows_of_a_finished_trial_and_keeps_its
     restored = _TrainingRunMetadata.from_json_state(after)       # as Tune reads it back on resume
     assert restored.metric_analysis == trial.metric_analysis and restored.last_result["train_loss"] == 0.4
     assert compat.drop_result_windows(object()) is False
+    lengthless = SimpleNamespace(run_metadata=SimpleNamespace(metric_n_steps={"m": {}}, metric_analysis={"m": {}}))
+    assert compat.drop_result_windows(lengthless) is False and lengthless.run_metadata.metric_n_steps == {"m": {}}
 
 
 def test_refill_result_windows_gives_dropped_windows_back_at_tunes_lengths():
