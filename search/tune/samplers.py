@@ -30,7 +30,7 @@ from hpsearch.core.outcomes import HEALTH_OUTCOMES
 ALGORITHMS = tuple(a for a in CONFIG_ALGORITHMS if a != "auto")
 RANDOM_SHARE = 1 / 3        # BOHB's share of configs drawn at random
 Entry = tuple[int, dict[str, Any], float]      # (position of the trial in the study, params, value)
-MAX_POINTS = 500            # observations one suggestion fits on, about (see ``bounded``)
+MAX_POINTS = 500            # observations one suggestion fits on, about (see ``Observed.bounded_points``)
 
 
 class RungTPESampler(optuna.samplers.BaseSampler):
@@ -121,19 +121,13 @@ def usable(trial: FrozenTrial) -> bool:
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
-def observations(trials: list[FrozenTrial], min_points: int) -> list[tuple[dict[str, Any], float]] | None:
-    """(params, value at the budget) for every usable trial that reached the largest epoch at
-    least ``min_points`` of them reached, in trial order; None when no epoch has that many."""
-    return Observed().points(trials, min_points)
-
-
 class Observed:
-    """``observations`` kept between suggestions of one study: a finished trial never changes, so
-    its values are read once and filed by epoch, in trial order and by value; each call reads only
-    the trials from the first one that was still open at the last call. The same points in the same
-    order as reading every trial (``points``), and ``bounded`` of them without reading or sorting
-    every observation (``bounded_points``); a cache, so not saved with the sampler (a restored
-    sampler reads the study again)."""
+    """What the model learns from, kept between suggestions of one study: (params, value at the
+    budget) for every usable trial that reached the budget, the largest epoch at least
+    ``min_points`` usable trials reached, in trial order. A finished trial never changes, so its
+    values are read once and filed by epoch, in trial order and by value; each call reads only the
+    trials from the first one that was still open at the last call. A cache, so not saved with the
+    sampler (a restored sampler reads the study again)."""
 
     def __init__(self) -> None:
         self._study = ""
@@ -150,18 +144,19 @@ class Observed:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()
 
-    def points(self, trials: list[FrozenTrial], min_points: int, study: str = "",
-               maximize: bool = True) -> list[tuple[dict[str, Any], float]] | None:
-        read = self._read(trials, min_points, study, maximize)
-        if read is None:
-            return None
-        _, done, live = read
-        return [(params, value) for _, params, value in heapq.merge(done, live, key=lambda e: e[0])]
-
     def bounded_points(self, trials: list[FrozenTrial], min_points: int, limit: int, maximize: bool,
                        study: str = "", step: int | None = None) -> list[tuple[dict[str, Any], float]] | None:
-        """``bounded(self.points(...), limit, maximize, step)``, in time that grows with ``limit``
-        and the running trials, not with the study."""
+        """About ``limit`` of those observations, oldest first (None when no epoch has
+        ``min_points``): every one while there are at most ``limit``; past that, the best tenth of
+        ``limit`` by value and the recent past, every observation from a start that moves forward in
+        ``step``s (default a fifth of ``limit``), so at most ``limit + step``. TPE's good set is at
+        most the best 25, so it is unchanged; its other set becomes the recent past. One suggestion
+        then fits on as many points at trial 10,000 as at trial 1,000 (fitting on every point: 41 ms
+        at 1,000, 350 ms at 10,000), and this read takes time that grows with ``limit`` and the
+        running trials, not with the study. Between two moves of the start, new observations are
+        appended at the end (unless an old one leaves the best tenth, a trial that reached the budget
+        late lands before a later one, or the budget itself moves up), so ``FitStudy`` mostly extends
+        its study instead of building it again at every suggestion."""
         read = self._read(trials, min_points, study, maximize)
         if read is None:
             return None
@@ -214,26 +209,6 @@ class Observed:
         return None
 
 
-def bounded(points: list[tuple[dict[str, Any], float]], limit: int, maximize: bool,
-            step: int | None = None) -> list[tuple[dict[str, Any], float]]:
-    """About ``limit`` observations (oldest first, as ``observations`` gives them): the best tenth
-    of ``limit`` by value, and the recent past: every observation from a start that moves forward
-    in ``step``s (default a fifth of ``limit``), so at most ``limit + step``. TPE's good set is at
-    most the best 25, so it is unchanged; its other set becomes the recent past. One suggestion
-    then costs the same at trial 10,000 as at trial 1,000 (fitting on every point: 41 ms at 1,000,
-    350 ms at 10,000). Between two moves of the start, new observations are appended at the end
-    (unless an old one leaves the best tenth, a trial that reached the budget late lands before a
-    later one, or the budget itself moves up), so ``FitStudy`` mostly extends its study instead of
-    building it again at every suggestion."""
-    if len(points) <= limit:
-        return points
-    best = max(1, limit // 10)
-    step = step or max(1, limit // 5)
-    order = sorted(range(len(points)), key=lambda i: points[i][1], reverse=maximize)
-    start = (len(points) - (limit - best)) // step * step
-    return [points[i] for i in sorted(set(order[:best]) | set(range(start, len(points))))]
-
-
 def make_sampler(algorithm: str, space: Mapping[str, BaseDistribution], seed: int) -> optuna.samplers.BaseSampler:
     """The sampler of one ``algorithm`` (one of ALGORITHMS; ``auto`` is resolved by the config)."""
     if algorithm == "random":
@@ -245,5 +220,5 @@ def make_sampler(algorithm: str, space: Mapping[str, BaseDistribution], seed: in
     raise ValueError(f"algorithm: got {algorithm!r}, expected one of {', '.join(ALGORITHMS)}")
 
 
-__all__ = ["ALGORITHMS", "MAX_POINTS", "RANDOM_SHARE", "RungTPESampler", "bounded", "make_sampler", "observations",
+__all__ = ["ALGORITHMS", "MAX_POINTS", "RANDOM_SHARE", "FitStudy", "Observed", "RungTPESampler", "make_sampler",
            "usable"]

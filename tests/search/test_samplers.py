@@ -12,9 +12,33 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpsearch.tune.samplers import ALGORITHMS, FitStudy, Observed, RungTPESampler, bounded, make_sampler, observations, usable
+from hpsearch.tune.samplers import ALGORITHMS, FitStudy, Observed, RungTPESampler, make_sampler, usable
 
 SPACE = {"x": FloatDistribution(0.0, 1.0), "n": IntDistribution(1, 8)}
+
+
+def observations(trials, min_points):
+    """Every observation a fresh reader gives (a limit no study here reaches)."""
+    return Observed().bounded_points(trials, min_points, len(trials), maximize=True)
+
+
+def reference_bounded(points, limit, maximize, step=None):
+    """What ``Observed.bounded_points`` keeps, read the slow way from every point: the best tenth of
+    ``limit`` by value (ties: the older first) and every point from a start that moves in steps."""
+    if len(points) <= limit:
+        return points
+    best, step = max(1, limit // 10), step or max(1, limit // 5)
+    order = sorted(range(len(points)), key=lambda i: points[i][1], reverse=maximize)
+    start = (len(points) - (limit - best)) // step * step
+    return [points[i] for i in sorted(set(order[:best]) | set(range(start, len(points))))]
+
+
+def fitted(values, limit, maximize, step=None):
+    """The positions ``Observed.bounded_points`` keeps of finished trials worth ``values``, oldest first."""
+    space = {"i": IntDistribution(0, 10**6)}
+    trials = [create_trial(state=TrialState.COMPLETE, params={"i": i}, distributions=space, value=float(v),
+                           intermediate_values={1: float(v)}) for i, v in enumerate(values)]
+    return [p["i"] for p, _ in Observed().bounded_points(trials, 1, limit, maximize, "s", step)]
 
 
 def trial(state, steps, x=0.5, n=4, outcome=None):
@@ -76,12 +100,13 @@ def test_observations_kept_between_calls_equal_a_fresh_read_of_a_growing_study()
                                intermediate_values=dict(t["steps"]),
                                user_attrs={"outcome": t["outcome"]} if t["outcome"] else {}) for t in live]
         for min_points in (1, 3, 6):
-            assert kept.points(trials, min_points, "study") == read_every_trial(trials, min_points)
+            assert kept.bounded_points(trials, min_points, len(trials), True, "study") == \
+                read_every_trial(trials, min_points)
         for maximize, reader in ((True, kept_max), (False, kept_min)):
             for min_points, limit, step in ((12, 1, None), (12, 2, None), (12, 6, None), (12, 10, 3), (24, 20, 4)):
                 every = read_every_trial(trials, min_points)
                 assert reader.bounded_points(trials, min_points, limit, maximize, "study", step) == \
-                    (None if every is None else bounded(every, limit, maximize, step))
+                    (None if every is None else reference_bounded(every, limit, maximize, step))
 
 
 def read_every_trial(trials, min_points):
@@ -140,23 +165,21 @@ def test_an_unknown_algorithm_is_refused():
     (False, [0, 1, *range(12, 30)]),         # the best 2 (0, 1) and the recent past from 12
 ])
 def test_a_suggestion_fits_on_the_best_and_the_most_recent_points_only(maximize, expected):
-    points = [({"x": i}, float(i)) for i in range(30)]              # 30 points, oldest first, point i worth i
-    assert bounded(points, 30, maximize) == points                  # within the limit: every point
+    values = range(30)                                              # 30 points, oldest first, point i worth i
+    assert fitted(values, 30, maximize) == list(range(30))          # within the limit: every point
     # limit 20: 2 best and at least 18 recent ones, from a start that moves in steps of 20 // 5 = 4
-    assert [p[0]["x"] for p in bounded(points, 20, maximize)] == expected
+    assert fitted(values, 20, maximize) == expected
 
 
 def test_the_best_points_are_kept_however_old():
-    points = [({"x": 0}, 1.0)] + [({"x": i}, 0.0) for i in range(1, 40)]   # the oldest is the best
-    kept = bounded(points, 10, maximize=True)                                # step 2: recent from 30
-    assert kept[0] == ({"x": 0}, 1.0) and [p[0]["x"] for p in kept[1:]] == list(range(30, 40))
+    kept = fitted([1.0] + [0.0] * 39, 10, maximize=True)                    # the oldest is the best; step 2
+    assert kept == [0, *range(30, 40)]                                       # and the recent past from 30
 
 
 def test_the_recent_window_moves_in_steps_so_the_kept_points_mostly_grow_at_their_end():
     rng = np.random.default_rng(3)
     values = rng.random(120)
-    kept = [[p[0]["x"] for p in bounded([({"x": i}, float(values[i])) for i in range(n)], 20, True, step=5)]
-            for n in range(21, 121)]
+    kept = [fitted(values[:n], 20, True, step=5) for n in range(21, 121)]
     for before, after in zip(kept, kept[1:]):
         assert 18 <= len(after) <= 25 and after[-1] == before[-1] + 1     # limit - best tenth .. limit + step
     extended = sum(after[:len(before)] == before for before, after in zip(kept, kept[1:]))
@@ -195,7 +218,7 @@ def test_the_fit_study_matches_optunas_own_trials_and_is_not_saved_with_the_samp
     assert ours.ask(SPACE).params == theirs.ask(SPACE).params
     sampler = RungTPESampler(SPACE, seed=5, min_points=3, random_share=0.0)
     sampler._fit_study.holding(points, SPACE, optuna.study.StudyDirection.MAXIMIZE)
-    sampler._observed.points([trial(TrialState.COMPLETE, {1: 0.5}) for _ in range(4)], 3, "s")
+    sampler._observed.bounded_points([trial(TrialState.COMPLETE, {1: 0.5}) for _ in range(4)], 3, 10, True, "s")
     assert sampler._observed._by_step                          # filled before it is saved
     restored = pickle.loads(pickle.dumps(sampler))             # as Ray's searcher snapshot saves it
     unused = RungTPESampler(SPACE, seed=5, min_points=3, random_share=0.0)
