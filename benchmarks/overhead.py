@@ -4,9 +4,11 @@
     .venv/bin/python -m benchmarks.overhead --only wall # one part (each part has its own section)
 
 1. Epoch time under the trainable vs a plain loop, per model: the same params trained by
-   ``hpsearch.models.fit.fit`` in this process and as a one-trial ``hpsearch run`` (Ray's
-   ``time_this_iter_s``: train, evaluate, health verdict, report, checkpoint), alternated 3 times;
-   first epochs (model build) left out. Checkpoints every epoch (the default, and
+   ``hpsearch.models.fit.fit`` in a fresh Python process of its own (one torch thread, as a trial
+   has; not in this one, whose Ray driver threads from the searches before share its CPU) and as a
+   one-trial ``hpsearch run`` (Ray's ``time_this_iter_s``: train, evaluate, health verdict, report,
+   checkpoint), alternated 3 times, the ratio of each pair's medians; first epochs (model build)
+   left out. Checkpoints every epoch (the default, and
    configs/triplet.yaml, symmetric.yaml), every 2 (configs/quickstart.yaml) and at the end only.
 2. Search wall time vs the ideal (trial compute / 2 slots) for trials of ~0.7 s and ~3 s of compute:
    quickstart trials whose compute is measured in a plain loop here; no ASHA rungs, so every trial
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,6 +88,15 @@ def plain_epochs(model: str, params: dict[str, Any], epochs: int, threads: int =
     return build, [r["epoch_s"] for r in rows]
 
 
+def plain_epochs_apart(model: str, params: dict[str, Any], epochs: int) -> list[float]:
+    """Per-epoch seconds of ``plain_epochs`` run in a fresh Python process (no Ray in it)."""
+    code = ("import json, sys\nfrom benchmarks.overhead import plain_epochs\n"
+            "print(json.dumps(plain_epochs(*json.loads(sys.argv[1]))[1]))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps([model, params, epochs])], cwd=harness.ROOT,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def trainable_epochs(work: Path, tag: str, raw: dict) -> tuple[list[float], list[float], float]:
     """(time_this_iter_s, the epoch_s the trial measured itself, search wall) of a one-trial search."""
     from hpsearch.results.report import read_run
@@ -109,7 +122,7 @@ def epoch_ratio(work: Path, size: dict, smoke: bool) -> tuple[str, list]:
         for interval in sorted({default, quick, E}) if size["both_intervals"] else [default]:
             ratios, plain_med, tune_med, inside_med = [], [], [], []
             for r in range(size["rounds"]):
-                _, plain = plain_epochs(model, params, E)
+                plain = plain_epochs_apart(model, params, E)
                 sample = interval == default and r == 0    # one worker profile per model, as shipped
                 if sample:
                     harness.fresh_ray(model)                # its workers ready, so no imports in the profile

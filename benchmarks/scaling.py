@@ -3,6 +3,10 @@ each), the wall per trial in each window of consecutive trial ends and the drive
 end of each window, for the shipped default (``auto``: rung-tpe, which fits on at most
 hpsearch.tune.samplers.MAX_POINTS observations) and, with ``algorithms``, any other (``random``
 isolates what Tune, the journal-backed Optuna study, the scheduler and hpsearch's callbacks cost).
+One report per trial never reaches a rung, so the same search runs again with ``RUNG_REPORTS``
+reports per trial and rungs at epochs 1 and 2 (grace period 1, reduction factor 2): about half the
+trials are stopped at each, and every rung decision is written to the run dir before it takes
+effect.
 
 Also what one suggestion of each model-based sampler costs against the size of the study, in
 Optuna alone (in memory, ``ask`` + ``tell``): the growth a sampler brings to any search using it.
@@ -18,6 +22,7 @@ from benchmarks import harness
 from benchmarks.common import fmt, log, table, verdict
 
 GOAL_TIME, GOAL_MEMORY = 1.2, 1.2
+RUNG_REPORTS = 4        # rungs at epochs 1 and 2 of 4
 
 
 class Pace:
@@ -70,14 +75,18 @@ def suggestion_ms(sizes: tuple[int, ...], repeats: int = 20) -> dict[str, list[t
     return out
 
 
-def one_search(work: Path, algorithm: str, trials: int, window: int) -> tuple[list[list], float, float, float]:
-    """Rows per window, and (time ratio last / first window, USS ratio, wall s)."""
-    raw = harness.trivial_config(trials, 1)
+def one_search(work: Path, algorithm: str, trials: int, window: int,
+               rungs: bool = False) -> tuple[list[list], float, float, float]:
+    """Rows per window, and (time ratio last / first window, USS ratio, wall s). ``rungs``: trials of
+    ``RUNG_REPORTS`` reports, ranked at epochs 1 and 2."""
+    raw = harness.trivial_config(trials, RUNG_REPORTS if rungs else 1)
     raw["algorithm"] = algorithm
-    config = harness.write_config(work / f"scaling-{algorithm}-{trials}.yaml", raw)
+    if rungs:
+        raw["scheduler"] = {"grace_period": 1, "reduction_factor": 2}
+    tag = f"scaling-{algorithm}-{trials}" + ("-rungs" if rungs else "")
+    config = harness.write_config(work / f"{tag}.yaml", raw)
     pace = Pace(window)
-    wall, code = harness.run_search(harness.plan_for(config, work / "runs", f"scaling-{algorithm}-{trials}"),
-                                    callbacks=[pace])
+    wall, code = harness.run_search(harness.plan_for(config, work / "runs", tag), callbacks=[pace])
     if code != 0:
         raise RuntimeError(f"scaling {algorithm}: hpsearch run exited {code}")
     ends = pace.ends
@@ -87,33 +96,45 @@ def one_search(work: Path, algorithm: str, trials: int, window: int) -> tuple[li
         span = window if k else window - 1            # the first window: from the first end on
         ms = (ends[count - 1] - start) / span * 1000
         per_trial.append(ms)
-        rows.append([algorithm, f"{k * window + 1}-{count}", f"{ms:.1f}", f"{rss:.0f}", f"{uss:.0f}"])
+        rows.append([search_name(algorithm, rungs), f"{k * window + 1}-{count}", f"{ms:.1f}", f"{rss:.0f}",
+                     f"{uss:.0f}"])
     time_ratio = per_trial[-1] / per_trial[0]
     memory_ratio = pace.memory[-1][2] / pace.memory[0][2]
-    log(f"scaling {algorithm}: {trials} trials in {wall:.0f} s; last/first window {time_ratio:.2f}, "
-        f"USS {memory_ratio:.2f}")
+    log(f"scaling {search_name(algorithm, rungs)}: {trials} trials in {wall:.0f} s; last/first window "
+        f"{time_ratio:.2f}, USS {memory_ratio:.2f}")
     return rows, time_ratio, memory_ratio, wall
+
+
+def search_name(algorithm: str, rungs: bool) -> str:
+    return f"{algorithm}, {RUNG_REPORTS} reports, rungs at 1 and 2" if rungs else algorithm
 
 
 def measure(work: Path, trials: int, window: int, algorithms: tuple[str, ...] = ("auto",),
             tpe_sizes: tuple[int, ...] = (1000, 5000, 10000)) -> tuple[str, list]:
     rows, checks, walls = [], [], []
-    for algorithm in algorithms:
-        got, time_ratio, memory_ratio, wall = one_search(work, algorithm, trials, window)
+    for index, (algorithm, rungs) in enumerate([(a, False) for a in algorithms] + [(algorithms[0], True)]):
+        got, time_ratio, memory_ratio, wall = one_search(work, algorithm, trials, window, rungs)
+        if index:        # this process's heap is what the searches before left: no memory figure
+            got = [row[:3] + ["-", "-"] for row in got]
         rows += got
-        walls.append(f"{algorithm} {wall:.0f} s")
+        name = search_name(algorithm, rungs)
+        walls.append(f"{name} {wall:.0f} s")
         last = f"trials {trials - window + 1}-{trials}"
-        checks.append([f"wall per trivial trial, {last} / trials 1-{window} (`algorithm: {algorithm}`)",
+        checks.append([f"wall per trivial trial, {last} / trials 1-{window} (`algorithm: {name}`)",
                        fmt(time_ratio), f"<= {GOAL_TIME}", verdict(time_ratio, GOAL_TIME)])
-        checks.append([f"driver memory (USS) after {trials} trials / after {window} (`algorithm: {algorithm}`)",
-                       fmt(memory_ratio), f"<= {GOAL_MEMORY}", verdict(memory_ratio, GOAL_MEMORY)])
-    text = table(["algorithm", "trials ended", "ms per trial (wall, 2 slots)", "driver RSS MiB", "driver USS MiB"],
+        if not index:
+            checks.append([f"driver memory (USS) after {trials} trials / after {window} (`algorithm: {name}`)",
+                           fmt(memory_ratio), f"<= {GOAL_MEMORY}", verdict(memory_ratio, GOAL_MEMORY)])
+    text = table(["search", "trials ended", "ms per trial (wall, 2 slots)", "driver RSS MiB", "driver USS MiB"],
                  rows)
     costs = suggestion_ms(tpe_sizes)
-    text += (f"\n\nSearches of {trials} trivial trials, one report each, 2 at a time, actor reuse (wall: "
+    text += (f"\n\nSearches of {trials} trivial trials, one report each (and {RUNG_REPORTS} with rungs), 2 at a "
+             "time, actor reuse (wall: "
              + ", ".join(walls) + "). The first window is timed from the first trial's end, so the fixed "
-             "cost of the search is not in it.\n\nOne suggestion of each model-based sampler (Optuna alone, "
-             "in memory, `ask` + `tell`) against the trials already in the study: "
+             "cost of the search is not in it. Memory is shown for the first search only: the others run in "
+             "the same process, on the heap the searches before them left.\n\nOne suggestion of each "
+             "model-based sampler (Optuna alone, in memory, `ask` + `tell`) against the trials already in the "
+             "study: "
              + "; ".join(f"{algorithm}: " + ", ".join(f"{n} trials {ms:.1f} ms" for n, ms in rows)
                          for algorithm, rows in costs.items()) + ".")
     return text, checks

@@ -7,8 +7,11 @@
                          the last line for a trial wins
       optuna.journal     the Optuna study, an append-only journal of JSON lines (``study_storage``;
                          optuna.load_study and optuna-dashboard open it)
-      scheduler/state.json  the scheduler's rung records and stop decisions, rewritten atomically on
-                         every decision (a subfolder: Ray re-uploads top-level *.json on resume)
+      scheduler/state.json  the scheduler's rung records and stop decisions, as a whole (rewritten
+                         atomically now and then) ...
+      scheduler/changes.jsonl  ... and the changes since, one fsynced line per decision, appended
+                         before it takes effect (``StateLog``; a subfolder: Ray re-uploads
+                         top-level *.json on resume)
       run.lock           locked (flock) by the hpsearch process that runs or resumes the search
                          (``hold_lock``); ``lock_held`` tells a running search from a killed one
       snapshot/          a whole, consistent copy of Ray's last experiment snapshot (hpsearch.tune.snapshot)
@@ -44,6 +47,7 @@ OUTCOMES = "outcomes.jsonl"
 STUDY_FILE = "optuna.journal"
 STUDY_NAME = "hpsearch"
 SCHEDULER_STATE = "scheduler/state.json"
+SCHEDULER_CHANGES = "scheduler/changes.jsonl"
 SNAPSHOT_DIR = "snapshot"
 RUN_LOCK = "run.lock"
 
@@ -125,6 +129,78 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+class StateLog:
+    """A JSON object on disk as a whole file (``write``) plus an append-only log of the changes
+    made to it since (``append``: one line each, fsynced), so that keeping a change on disk costs
+    what the change holds, not what the whole object does. Changes are numbered (``seq``) and the
+    whole file names the last one it holds, so a crash between writing it and emptying the log
+    applies nothing twice. ``read`` gives the object and the changes after it, in order; a torn last
+    line (a crash mid-append) is left out, and cut off before the next append. The caller decides
+    when to write the whole (``pending`` says how many changes the log holds) and how to apply a
+    change (hpsearch.core.rungs.fold for the scheduler's state)."""
+
+    def __init__(self, path: str | Path, log_path: str | Path):
+        self.path, self.log_path = Path(path), Path(log_path)
+        self.seq: int | None = None     # the number of the last change on disk (read before the first write)
+        self.pending = 0                # changes in the log, after the whole file
+
+    def read(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """(the whole object, or None before the first ``write``; the changes logged after it).
+        ValueError when the whole file is not a JSON object."""
+        state, _, changes = self._read()
+        return state, changes
+
+    def _read(self) -> tuple[dict[str, Any] | None, int, list[dict[str, Any]]]:
+        if not self.path.exists():
+            return None, 0, []
+        try:
+            state = json.loads(self.path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{type(err).__name__}: {err}") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"got {type(state).__name__}, expected a JSON object")
+        base = state.pop("seq", 0)
+        base = base if isinstance(base, int) else 0
+        changes = [c for c in json_lines(self.log_path) if isinstance(c.get("seq"), int) and c["seq"] > base]
+        return state, base, changes
+
+    def write(self, state: Mapping[str, Any]) -> None:
+        """Replace the whole object (atomically) and empty the log."""
+        self._find_seq()
+        write_json_atomic(self.path, {**state, "seq": self.seq})
+        with self.log_path.open("w", encoding="utf-8") as fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.pending = 0
+
+    def append(self, changes: list[Mapping[str, Any]]) -> None:
+        """Log ``changes`` after the whole object, in one write; on disk when this returns."""
+        self._find_seq()
+        lines = []
+        for change in changes:
+            self.seq += 1
+            lines.append(json.dumps({**change, "seq": self.seq}) + "\n")
+        with self.log_path.open("a", encoding="utf-8") as fh:
+            fh.write("".join(lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.pending += len(changes)
+
+    def _find_seq(self) -> None:
+        """The last change number on disk, once per object; a torn last line of the log cut off."""
+        if self.seq is not None:
+            return
+        _, base, changes = self._read()
+        self.seq = max([base, *(c["seq"] for c in changes)])
+        self.pending = len(changes)
+        if self.log_path.exists():
+            data = self.log_path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with self.log_path.open("r+b") as fh:
+                    fh.truncate(data.rfind(b"\n") + 1)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:

@@ -12,7 +12,10 @@ arithmetic of one bracket of Ray's ``AsyncHyperBandScheduler`` (``_Bracket``), w
   False with any cutoff, so a NaN trial passes every rung;
 - every stop is kept with its outcome, one-line reason and epoch (``Bracket.decided``), and the
   whole bracket is plain JSON (``to_json`` / ``load``), so a resumed search carries its rungs and
-  stops on (Ray drops scheduler state on restore, ray#30838).
+  stops on (Ray drops scheduler state on restore, ray#30838). Each change is also noted as a small
+  JSON object (``Bracket.changes``: a record, a stop, an exempt trial) that ``apply`` replays, so
+  the state can be kept on disk as a whole file plus the changes since (``fold``), at a cost per
+  decision that does not grow with the number of trials.
 
 Three settings make a rung's decision hold up on a noisy objective (chosen by the replay with noise,
 benchmarks/rung_noise.py): ``min_trials`` (a rung stops nobody until that many other trials are
@@ -121,6 +124,7 @@ class Bracket:
         self.stopped = {"health": 0, "asha": 0}
         self.best: dict[str, float] = {}        # each trial's best score so far ("best" only)
         self.exempt: set[str] = set()           # trials no rung stops
+        self.changes: list[dict[str, Any]] = []  # what record/decide/make_exempt changed, for ``apply``
 
     @property
     def milestones(self) -> list[float]:
@@ -151,8 +155,9 @@ class Bracket:
 
     def record(self, rung: Rung, trial_id: str, value: Any) -> float:
         """Put the trial's objective ``value`` at ``rung`` (as ``observe`` scores it) and return that score."""
-        rung.scores[trial_id] = self.observe(trial_id, value)
-        return rung.scores[trial_id]
+        mine = rung.scores[trial_id] = self.observe(trial_id, value)
+        self.changes.append({"trial": trial_id, "rung": rung.milestone, "score": None if mine == -math.inf else mine})
+        return mine
 
     def rank(self, rung: Rung, trial_id: str, epoch: int, value: Any) -> Stop | None:
         """Record ``value`` at ``rung`` and decide on it against the trials recorded there before:
@@ -188,7 +193,41 @@ class Bracket:
         else:
             self.stopped["asha"] += 1
         self.decided[trial_id] = Stop(outcome, reason, epoch)
+        self.changes.append({"trial": trial_id, "stop": asdict(self.decided[trial_id])})
         return self.decided[trial_id]
+
+    def make_exempt(self, trial_id: str) -> None:
+        """No rung stops this trial (a warm-start point); health rules still do."""
+        self.exempt.add(trial_id)
+        self.changes.append({"trial": trial_id, "exempt": True})
+
+    # -- changes -----------------------------------------------------------------------------------
+
+    def apply(self, change: Mapping[str, Any]) -> None:
+        """Replay one of ``changes`` (read back from JSON) on this bracket: a score at a rung (and,
+        with ``compare`` "best", the trial's best so far), a stop (counted, and a health stop
+        withdrawn from the rungs, as ``decide`` does) or an exempt trial. ValueError for a change
+        this bracket cannot hold (a rung it does not have, an unknown kind)."""
+        trial_id = str(change.get("trial"))
+        if isinstance(change.get("stop"), Mapping):
+            stop = change["stop"]
+            self.decide(trial_id, str(stop.get("outcome")), str(stop.get("reason", "")), stop.get("epoch"))
+        elif "rung" in change:
+            rung = next((r for r in self.rungs if r.milestone == change["rung"]), None)
+            if rung is None:
+                raise ValueError(f"scheduler change: rung {change['rung']!r}, this search has {self.milestones}")
+            mine = -math.inf if change.get("score") is None else float(change["score"])
+            rung.scores[trial_id] = mine
+            if self.compare == "best" and mine > -math.inf:
+                self.best[trial_id] = max(mine, self.best.get(trial_id, -math.inf))
+        elif change.get("exempt") is True:
+            self.exempt.add(trial_id)
+        else:
+            raise ValueError(f"scheduler change: got {dict(change)!r}, expected a rung score, a stop or an exempt trial")
+
+    def size(self) -> int:
+        """How many entries ``to_json`` writes (rung scores, stops, bests, exempt trials)."""
+        return sum(len(rung.scores) for rung in self.rungs) + len(self.decided) + len(self.best) + len(self.exempt)
 
     # -- JSON --------------------------------------------------------------------------------------
 
@@ -232,4 +271,23 @@ class Bracket:
             self.min_trials, self.compare = LEGACY["min_trials"], LEGACY["compare"]
 
 
-__all__ = ["LEGACY", "SETTINGS", "STATE_VERSION", "Bracket", "Rung", "Stop", "cutoff", "percentile", "rung_milestones"]
+def fold(state: Mapping[str, Any], changes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """What ``to_json`` says after the bracket ``state`` holds went through ``changes`` (its
+    ``changes``, in order): the state a search kept as a whole file plus the changes since.
+    ``state`` unchanged when there are none (a state from an older hpsearch never has any).
+    ValueError for a state or a change that does not load."""
+    changes = list(changes)
+    if not changes:
+        return dict(state)
+    try:
+        bracket = Bracket(*(state[key] for key in SETTINGS))
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"scheduler state: no setting {err}") from None
+    bracket.load(state)
+    for change in changes:
+        bracket.apply(change)
+    return bracket.to_json()
+
+
+__all__ = ["LEGACY", "SETTINGS", "STATE_VERSION", "Bracket", "Rung", "Stop", "cutoff", "fold", "percentile",
+           "rung_milestones"]

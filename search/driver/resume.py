@@ -39,7 +39,8 @@ from typing import Any
 
 from hpsearch.core.config import RunConfig, load_config, read_yaml
 from hpsearch.core.outcomes import RUN_STATES, Outcome
-from hpsearch.core.rundir import RUN_JSON, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE, OutcomeLog
+from hpsearch.core.rundir import RUN_JSON, SCHEDULER_CHANGES, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE, OutcomeLog, StateLog
+from hpsearch.core.rungs import fold
 from hpsearch.core.warm_start import margin_as_run
 from hpsearch.models.config import ConfigError
 from hpsearch.tune.compat import adopt_trial
@@ -137,14 +138,22 @@ def repair_journal(run_dir: Path) -> None:
 
 
 def scheduler_state(run_dir: Path) -> dict[str, Any] | None:
-    """The scheduler's persisted state (None before its first decision)."""
+    """The scheduler's persisted state: the whole file with the changes logged since applied
+    (hpsearch.core.rungs.fold); None before its first decision."""
     path = Path(run_dir) / SCHEDULER_STATE
-    if not path.exists():
+    try:
+        state, changes = StateLog(path, Path(run_dir) / SCHEDULER_CHANGES).read()
+    except (OSError, ValueError) as err:
+        raise refusal(path, f"the scheduler state is unreadable or truncated ({err})") from None
+    if state is None:
         return None
-    state = read_json(path, "the scheduler state")
-    if not isinstance(state, dict) or not isinstance(state.get("rungs"), list):
+    if not isinstance(state.get("rungs"), list):
         raise refusal(path, "the scheduler state has no rungs")
-    return state
+    try:
+        return fold(state, changes)
+    except ValueError as err:
+        raise refusal(Path(run_dir) / SCHEDULER_CHANGES, f"the scheduler's changes do not apply to its state "
+                      f"({err})") from None
 
 
 # -- reconciling Ray's snapshot with the run dir ------------------------------------------------------

@@ -61,7 +61,6 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
 # SIGINT is handled here (GracefulStop), like SIGTERM; Tune's own handler would take SIGINT only.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
-KEEP_CHECKPOINTS = 2       # the best two by the objective, plus always the latest
 # Local Ray nodes started by start_local_ray in this process: their workers inherit the trial
 # actors' environment, so a trial may take one of the warm workers Ray prestarted there.
 WARM_NODES: set[str] = set()
@@ -177,8 +176,10 @@ def make_tuner(plan: preflight.Plan, searcher: Any, scheduler: Any, callbacks: l
             storage_path=str(plan.storage),
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=config.budget.max_failures),
+            # Tune keeps every checkpoint; hpsearch.tune.lean.LeanDriver deletes all but the best two
+            # and the latest, without the experiment snapshot Tune would force each time it deleted.
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=KEEP_CHECKPOINTS, checkpoint_score_attribute=config.objective.metric,
+                num_to_keep=None, checkpoint_score_attribute=config.objective.metric,
                 checkpoint_score_order=config.objective.mode),
             verbose=0,
             # Given none, Tune makes a JupyterNotebookReporter in a notebook, which clears the cell's

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.core.numbers import one_line
@@ -193,6 +193,42 @@ def pace_experiment_snapshots(next_gap_s: Callable[[float], float]) -> bool:
     return True
 
 
+def latest_checkpoint_path(trial: Any) -> str | None:
+    """Where the trial's latest checkpoint is (public ``Trial.checkpoint``); None before its first."""
+    path = getattr(getattr(trial, "checkpoint", None), "path", None)
+    return path if isinstance(path, str) else None
+
+
+def trim_checkpoints(trial: Any, keep: int, protect: Container[str] = ()) -> int:
+    """Ray's rule for which of a trial's checkpoints stay, applied when hpsearch calls it instead of
+    at every new checkpoint: the ``keep`` best by the score attribute and the latest stay, and so
+    does any whose path is in ``protect``; every other one is deleted from storage and from the
+    trial's records. With Tune's ``CheckpointConfig(num_to_keep=None)`` Tune itself deletes none,
+    and so never forces an experiment snapshot to keep its view of the latest checkpoint in step
+    with the deletions (one per trial every ``num_to_keep`` checkpoints, each writing every trial of
+    the search). Privates (ray 2.60.0): ``Trial.run_metadata.checkpoint_manager._checkpoint_results``
+    (worst first when the score attribute is reported), ``_TrainingRunMetadata.invalidate_cache``
+    and ``ray.train._internal.storage._delete_fs_path``. Returns how many were deleted (0, changing
+    nothing, where a private is missing)."""
+    metadata = getattr(trial, "run_metadata", None)
+    manager = getattr(metadata, "checkpoint_manager", None)
+    results = getattr(manager, "_checkpoint_results", None)
+    if not isinstance(results, list) or len(results) <= keep or not hasattr(metadata, "invalidate_cache"):
+        return 0
+    from ray.train._internal.storage import _delete_fs_path
+
+    latest = getattr(manager, "latest_checkpoint_result", None)
+    doomed = [r for r in results[:len(results) - keep] if r is not latest and r.checkpoint.path not in protect]
+    if not doomed:
+        return 0
+    gone = {id(r) for r in doomed}
+    manager._checkpoint_results = [r for r in results if id(r) not in gone]
+    metadata.invalidate_cache()
+    for result in doomed:
+        _delete_fs_path(fs=result.checkpoint.filesystem, fs_path=result.checkpoint.path)
+    return len(doomed)
+
+
 def drop_result_windows(trial: Any) -> bool:
     """Frees what Tune keeps of a finished trial only to update its running averages: for every
     numeric metric the trial reported, two deques of its last 5 and last 10 values (private
@@ -305,5 +341,5 @@ def set_listed_constraints(study: "optuna.Study", trial: "optuna.Trial", values:
 
 
 __all__ = ["GcsError", "adopt_trial", "build_tuner", "gcs_alive_node_addresses", "gcs_answers", "gcs_errors",
-           "pace_experiment_snapshots", "searcher_finished", "searcher_study", "searcher_trials", "set_listed_constraints",
-           "stored_trial"]
+           "latest_checkpoint_path", "pace_experiment_snapshots", "searcher_finished", "searcher_study",
+           "searcher_trials", "set_listed_constraints", "stored_trial", "trim_checkpoints"]

@@ -15,6 +15,15 @@ and records its text in a set of Ray's that is never emptied (``compat.forget_en
 up to 13 strings a trial epoch, one per snapshot that caught the trial running (a search of 12
 trials of 40 epochs left 6,403 of them, 1.3 MiB; at that rate 1,000 trials of 50 epochs would leave
 up to 140 MB). ``LeanDriver`` empties them after each snapshot.
+
+Checkpoints: Tune deleting a trial's surplus checkpoints itself (``num_to_keep``) forces an
+experiment snapshot whenever a trial has saved that many since the last one, so that the snapshot
+never names a checkpoint already deleted. A snapshot writes every trial of the search, so with a
+checkpoint every epoch the driver's time per trial grew with the trial count: 31 -> 271 ms per
+trivial trial of 4 epochs from the first 500 trials to the last of 5,000 (benchmarks/scaling.py).
+hpsearch tells Tune to keep every checkpoint and deletes them itself (``KEEP_CHECKPOINTS`` best and
+the latest, as Tune would), never the latest one the last experiment snapshot names for a trial that
+was running, so snapshots keep their own pace.
 """
 
 from __future__ import annotations
@@ -23,7 +32,15 @@ from typing import Any
 
 from ray.tune import Callback
 
-from hpsearch.tune.compat import drop_result_windows, forget_encoded_objects, refill_result_windows
+from hpsearch.tune.compat import (
+    drop_result_windows,
+    forget_encoded_objects,
+    latest_checkpoint_path,
+    refill_result_windows,
+    trim_checkpoints,
+)
+
+KEEP_CHECKPOINTS = 2       # a trial's best two by the objective stay, and always its latest
 
 
 class LeanDriver(Callback):
@@ -32,18 +49,56 @@ class LeanDriver(Callback):
     gives any dropped ones back, empty, whenever Tune starts a trial (``on_trial_start``, before its
     first result; hpsearch itself never starts a stopped trial again, see
     ``compat.refill_result_windows``). After each experiment snapshot (Tune asks callbacks for their
-    state right after writing it), forgets the texts Tune's encoder kept of the objects it
-    pickled."""
+    state right after writing it, and hpsearch.tune.progress.SnapshotKeeper, registered before this
+    one, has published its copy), forgets the texts Tune's encoder kept of the objects it pickled.
+
+    Deletes a trial's surplus checkpoints (``compat.trim_checkpoints``: all but the ``keep`` best
+    and the latest) when it saves a new one and when it ends, except the one a resume would start it
+    from: its latest as of the last snapshot, noted for every running trial at each snapshot (and
+    when Tune starts a trial, for a trial restored from a snapshot). Once a snapshot has recorded a
+    trial as ended, no resume starts it again and that one goes too."""
+
+    def __init__(self, keep: int = KEEP_CHECKPOINTS):
+        self.keep = keep
+        self._running: dict[str, Any] = {}      # trial id -> trial, started and not ended
+        self._ended: dict[str, Any] = {}        # ended since the last snapshot
+        self._resumable: dict[str, str] = {}    # trial id -> the checkpoint the last snapshot resumes it from
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         refill_result_windows(trial)
+        self._running[trial.trial_id] = trial
+        path = latest_checkpoint_path(trial)
+        if path is not None:
+            self._resumable.setdefault(trial.trial_id, path)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        self._trim(trial)           # before Tune adds the new one: the one before it is still the latest
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         drop_result_windows(trial)
+        self._end(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         drop_result_windows(trial)
+        self._end(trial)
 
     def get_state(self) -> None:
         forget_encoded_objects()
+        for trial_id, trial in self._running.items():
+            path = latest_checkpoint_path(trial)
+            if path is not None:
+                self._resumable[trial_id] = path
+        for trial_id, trial in self._ended.items():
+            self._resumable.pop(trial_id, None)
+            self._trim(trial)
+        self._ended.clear()
         return None
+
+    def _end(self, trial: Any) -> None:
+        self._running.pop(trial.trial_id, None)
+        self._ended[trial.trial_id] = trial
+        self._trim(trial)
+
+    def _trim(self, trial: Any) -> None:
+        kept = self._resumable.get(trial.trial_id)
+        trim_checkpoints(trial, self.keep, () if kept is None else (kept,))

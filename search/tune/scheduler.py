@@ -2,10 +2,10 @@
 
 ``HealthASHA`` is Ray Tune's side of hpsearch.core.rungs: the rung arithmetic, the NaN rule and
 the kept stops live there (``Bracket``); here a Tune result becomes a decision, every stop is
-written to the run's OutcomeLog with its one-line reason, and the bracket is written atomically to
-``state_path`` on every decision, before it takes effect, so a resumed search carries it on (Ray
-itself drops scheduler state on restore, ray#30838): a pruned trial stays pruned, and later rungs
-compare against the full history.
+written to the run's OutcomeLog with its one-line reason, and the bracket's changes are on disk
+(``state_path`` and the log of changes beside it, hpsearch.core.rundir.StateLog) before a decision
+takes effect, so a resumed search carries it on (Ray itself drops scheduler state on restore,
+ray#30838): a pruned trial stays pruned, and later rungs compare against the full history.
 
 Plain ASHA (Ray's AsyncHyperBandScheduler) lets a trial stuck at a constant loss whose objective
 happens to rank well survive every rung; here the trial's health verdict (``result["health"]``,
@@ -27,7 +27,7 @@ from hpsearch.core.health import STATUSES
 from hpsearch.core.numbers import as_float, fmt
 from hpsearch.core.objective import sign
 from hpsearch.core.outcomes import VERDICT_OUTCOME
-from hpsearch.core.rundir import write_json_atomic
+from hpsearch.core.rundir import SCHEDULER_CHANGES, StateLog, write_json_atomic
 from hpsearch.core.rungs import STATE_VERSION, Bracket, Stop, cutoff
 from hpsearch.core.warm_start import config_points, is_point
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from hpsearch.core.rundir import OutcomeLog
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
+COMPACT_AFTER = 1000    # changes the log may hold before the whole state replaces them, at least
 
 
 def epoch_of(result: dict, time_attr: str) -> int | None:
@@ -107,6 +108,9 @@ class HealthASHA(FIFOScheduler):
         self.exempt_points = [dict(point) for point in exempt_points]
         self.outcomes = outcomes
         self.state_path = Path(state_path) if state_path is not None else None
+        self.store = (StateLog(self.state_path, self.state_path.with_name(Path(SCHEDULER_CHANGES).name))
+                      if self.state_path is not None else None)
+        self._whole_size: int | None = None     # entries of the state this scheduler last wrote whole
         self._next_step: list[Callable[[Any], None]] = []
         self._added: dict[str, int] = {}        # trial id -> when Tune last added it (FIFO order)
         self._adds = 0
@@ -129,7 +133,7 @@ class HealthASHA(FIFOScheduler):
         self._added[trial.trial_id] = self._adds        # a retried trial is added again, last
         config = getattr(trial, "config", None) or {}
         if is_point(config, self.exempt_points):
-            self.bracket.exempt.add(trial.trial_id)
+            self.bracket.make_exempt(trial.trial_id)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         trial_id, epoch = trial.trial_id, epoch_of(result, self.bracket.time_attr)
@@ -228,9 +232,22 @@ class HealthASHA(FIFOScheduler):
     # -- taking a decision ------------------------------------------------------------------------
 
     def _persist(self) -> None:
-        """The state, on disk before the decision takes effect (no-op without ``state_path``)."""
-        if self.state_path is not None:
-            write_json_atomic(self.state_path, self.state())
+        """What changed since the last call, on disk before the decision takes effect (no-op without
+        ``state_path``): appended to the log of changes, or, once the log would hold more changes
+        than the whole state last written had entries (and at least ``COMPACT_AFTER``), the whole
+        state written in their place. Each whole write thus follows as many appends as it writes
+        entries, and a decision costs the same at trial 10,000 as at trial 10 (rewriting the whole
+        state at every decision took 10 ms at 1,000 trials, 235 KB, and grew with every trial). The
+        first call writes the whole state, so a resumed search's log extends a state in this
+        version's form, whatever version it resumed from."""
+        changes, self.bracket.changes = self.bracket.changes, []
+        if self.store is None or not changes:
+            return
+        if self._whole_size is None or self.store.pending + len(changes) > max(COMPACT_AFTER, self._whole_size):
+            self.store.write(self.state())
+            self._whole_size = self.bracket.size()
+        else:
+            self.store.append(changes)
 
     def _take(self, trial_id: str, stop: Stop) -> str:
         """A STOP the bracket keeps: persisted first (a crash between the two writes leaves the stop

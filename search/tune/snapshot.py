@@ -49,8 +49,9 @@ def pace_snapshots() -> bool:
     trials snapshots every Tune step (a few ms each), so a killed driver loses nothing. In a search
     of thousands of short trials the snapshot grows with the trial count (tens of ms); it is then
     taken every few hundred ms instead of at every step, where it would take most of the driver's
-    time. Ray also snapshots whenever a trial has saved ``num_to_keep`` checkpoints since the last
-    one, so a resumed trial redoes at most that much. Applies while TUNE_GLOBAL_CHECKPOINT_S is
+    time. Tune deletes no checkpoint itself (hpsearch.tune.lean.LeanDriver does, keeping the one
+    a resume starts from), so it forces no snapshot either, and a resumed trial redoes what it
+    trained since the last snapshot. Applies while TUNE_GLOBAL_CHECKPOINT_S is
     "auto" (hpsearch.driver.runner's default); a number there is used as Ray uses it. A Ray without
     this hook keeps its own "auto" period (False; hpsearch.tune.compat.pace_experiment_snapshots)."""
     return pace_experiment_snapshots(snapshot_gap)

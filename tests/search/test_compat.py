@@ -16,6 +16,7 @@ import ray
 from ray.tune.search.optuna import OptunaSearch
 
 from hpsearch.tune import compat
+from tests.fixtures.checkpoints import add_checkpoint, checkpointing_trial
 
 
 def private(owner: Any, name: str, adapter: str) -> Any:
@@ -299,3 +300,30 @@ def test_set_listed_constraints_writes_optunas_list_form_beside_the_per_key_one(
     frozen = study.trials[0]
     assert frozen.system_attrs[key] == [1.0]                        # the list form
     assert frozen.constraints == {"0": 1.0, "healthy": 1.0}         # Optuna reads both forms, no clash
+
+
+def test_trim_checkpoints_keeps_the_best_the_latest_and_the_protected_and_deletes_the_rest(tmp_path):
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    trial = checkpointing_trial()
+    for index, value in enumerate([0.5, 0.9, 0.3, 0.8, 0.2, 0.4]):
+        add_checkpoint(trial, tmp_path / f"checkpoint_{index:06d}", value)
+    manager = trial.run_metadata.checkpoint_manager
+    results = private(manager, "_checkpoint_results", "trim_checkpoints")
+    assert [r.metrics["val_acc"] for r in results] == [0.2, 0.3, 0.4, 0.5, 0.8, 0.9], "no longer worst first"
+    private(trial.run_metadata, "invalidate_cache", "trim_checkpoints")
+    folder = {i: str(tmp_path / f"checkpoint_{i:06d}") for i in range(6)}
+    assert compat.latest_checkpoint_path(trial) == folder[5]
+    before = trial.get_json_state()[1]
+
+    assert compat.trim_checkpoints(trial, keep=2, protect={folder[2]}) == 2     # 0.5 and 0.2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"checkpoint_{i:06d}" for i in (1, 2, 3, 5)]
+    assert [r.metrics["val_acc"] for r in manager._checkpoint_results] == [0.3, 0.4, 0.8, 0.9]
+    assert compat.latest_checkpoint_path(trial) == folder[5]                 # a resume still starts there
+    after = trial.get_json_state()[1]
+    restored = _TrainingRunMetadata.from_json_state(after).checkpoint_manager     # what a snapshot holds now
+    assert [r.checkpoint.path for r in restored._checkpoint_results] == [folder[i] for i in (2, 5, 3, 1)]
+    assert restored.latest_checkpoint_result.checkpoint.path == folder[5] and len(after) < len(before)
+    assert compat.trim_checkpoints(trial, keep=2, protect={folder[2]}) == 0
+    assert compat.trim_checkpoints(trial, keep=2) == 1 and not (tmp_path / "checkpoint_000002").exists()
+    assert compat.trim_checkpoints(object(), keep=2) == 0 and compat.latest_checkpoint_path(object()) is None

@@ -8,6 +8,7 @@ import pytest
 from ray.tune.experiment import Trial
 
 from hpsearch.tune.lean import LeanDriver
+from tests.fixtures.checkpoints import add_checkpoint, checkpointing_trial
 
 
 def reported(epochs: int) -> Trial:
@@ -56,3 +57,51 @@ def test_after_a_snapshot_the_encoders_texts_of_the_windows_are_forgotten():
     assert len(kept) >= 2 * len(trial.metric_n_steps)
     LeanDriver().get_state()
     assert not any(key.startswith("tune_func_encode:") for key in debug._logged)
+
+
+def on_disk(tmp_path) -> list[str]:
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_a_running_trial_keeps_its_best_two_its_latest_and_the_one_the_last_snapshot_resumes_from(tmp_path):
+    """Tune keeps every checkpoint (num_to_keep None); the driver deletes the rest as Tune would, but
+    never the checkpoint a resume from the last published snapshot starts the trial from."""
+    lean, trial = LeanDriver(keep=2), checkpointing_trial()
+    lean.on_trial_start(iteration=1, trials=[trial], trial=trial)
+
+    def save(index: int, value: float) -> None:
+        lean.on_checkpoint(iteration=index, trials=[trial], trial=trial, checkpoint=None)   # before Tune adds it
+        add_checkpoint(trial, tmp_path / f"c{index}", value)
+
+    for index, value in enumerate([0.5, 0.4, 0.3], start=1):
+        save(index, value)
+    assert on_disk(tmp_path) == ["c1", "c2", "c3"]                # nothing beyond the best two and the latest
+    lean.get_state()                                             # a snapshot names c3, the latest
+    save(4, 0.2)
+    save(5, 0.1)
+    assert on_disk(tmp_path) == ["c1", "c2", "c3", "c4", "c5"]   # c3: what a resume would start from
+    save(6, 0.05)
+    assert on_disk(tmp_path) == ["c1", "c2", "c3", "c5", "c6"]   # c4: neither best, latest nor resumable
+    lean.get_state()                                             # the next snapshot names c6
+    save(7, 0.6)
+    assert on_disk(tmp_path) == ["c1", "c2", "c6", "c7"]
+
+    lean.on_trial_complete(iteration=8, trials=[trial], trial=trial)
+    assert on_disk(tmp_path) == ["c1", "c6", "c7"]               # c6 until a snapshot records the end
+    lean.get_state()
+    assert on_disk(tmp_path) == ["c1", "c7"]                     # its best two (c7 the latest too)
+    assert trial.checkpoint.path == str(tmp_path / "c7")
+
+
+def test_a_trial_restored_from_a_snapshot_keeps_the_checkpoint_it_resumed_from_until_the_next(tmp_path):
+    lean, trial = LeanDriver(keep=1), checkpointing_trial()
+    for index, value in enumerate([0.9, 0.1], start=1):
+        add_checkpoint(trial, tmp_path / f"c{index}", value)   # as the snapshot restored it: latest c2
+    lean.on_trial_start(iteration=1, trials=[trial], trial=trial)
+    for index in (3, 4):
+        lean.on_checkpoint(iteration=index, trials=[trial], trial=trial, checkpoint=None)
+        add_checkpoint(trial, tmp_path / f"c{index}", 0.2)
+    assert on_disk(tmp_path) == ["c1", "c2", "c3", "c4"]        # c2 resumable, c3 the latest when c4 came
+    lean.get_state()
+    lean.on_checkpoint(iteration=5, trials=[trial], trial=trial, checkpoint=None)
+    assert on_disk(tmp_path) == ["c1", "c4"]

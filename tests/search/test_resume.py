@@ -26,8 +26,18 @@ import psutil
 import pytest
 import yaml
 
-from hpsearch.core.rundir import SCHEDULER_STATE, hold_lock, lock_held, read_outcomes, read_trial_results, study_storage
-from hpsearch.driver.resume import check_resumable
+from hpsearch.core.rundir import (
+    SCHEDULER_CHANGES,
+    SCHEDULER_STATE,
+    StateLog,
+    hold_lock,
+    lock_held,
+    read_outcomes,
+    read_trial_results,
+    study_storage,
+)
+from hpsearch.core.rungs import Bracket
+from hpsearch.driver.resume import check_resumable, scheduler_state
 from hpsearch.models.config import ConfigError
 from hpsearch.results.report import load_report, read_run
 from tests.fixtures.cli import HPSEARCH, REPO
@@ -58,6 +68,14 @@ def torn_scheduler_state(run_dir: Path) -> Path:
     return run_dir / SCHEDULER_STATE
 
 
+def foreign_scheduler_change(run_dir: Path) -> Path:
+    """A whole scheduler state, then a change naming a rung it does not have."""
+    log = StateLog(run_dir / SCHEDULER_STATE, run_dir / SCHEDULER_CHANGES)
+    log.write(Bracket("val_acc", "max", max_t=8, grace_period=2, reduction_factor=2).to_json())
+    log.append([{"trial": "a", "rung": 3.0, "score": 0.5}])
+    return run_dir / SCHEDULER_CHANGES
+
+
 REFUSED = [
     # name, damage(run_dir) -> the file the message must name, kept copy?
     ("search.yaml missing", lambda d: (d / "search.yaml").unlink() or d / "search.yaml", True),
@@ -77,6 +95,7 @@ REFUSED = [
     ("no kept copy, Ray's searcher state truncated",
      lambda d: truncate(d / f"searcher-state-{SESSION}.pkl", 10) or d / f"searcher-state-{SESSION}.pkl", False),
     ("scheduler state truncated", lambda d: torn_scheduler_state(d), True),
+    ("scheduler change that does not fit its state", foreign_scheduler_change, True),
     ("Optuna study missing", lambda d: (d / "optuna.journal").unlink() or d / "optuna.journal", True),
     ("Optuna study with a line that is no journal entry",
      lambda d: (d / "optuna.journal").open("ab").write(b"[]\n{}\n") and d / "optuna.journal", True),
@@ -307,7 +326,7 @@ def test_a_search_interrupted_at_half_resumes_to_the_same_end(tmp_path, sig, cod
     assert read_run(run_dir).state == "finished"
 
     # ASHA's rungs hold the trials ranked before the interruption too
-    state = json.loads((run_dir / SCHEDULER_STATE).read_text())
+    state = scheduler_state(run_dir)
     assert [len(r["scores"]) for r in state["rungs"]] == [6, 4]
     assert {t for t, d in state["decided"].items() if d["outcome"] == "pruned_asha"} == \
         {t for t, e in outcomes.items() if e["outcome"] == "pruned_asha"}

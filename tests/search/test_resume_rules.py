@@ -16,7 +16,7 @@ import pytest
 
 from hpsearch.core.config import build_config, dump_config
 from hpsearch.core.rundir import SCHEDULER_STATE, OutcomeLog, read_trial_results
-from hpsearch.driver.resume import ORPHAN_REASON, check_resumable, reconcile, retire_finished
+from hpsearch.driver.resume import ORPHAN_REASON, check_resumable, reconcile, retire_finished, scheduler_state
 from hpsearch.tune.scheduler import HealthASHA
 from hpsearch.tune.snapshot import RayTrial, keep_snapshot, placed_name
 from tests.fixtures.resume_runs import SESSION, TOY, ray_files
@@ -92,14 +92,14 @@ def test_every_decision_is_on_disk_before_it_takes_effect_and_a_restored_stop_st
     for trial_id, value in (("a", 0.9), ("b", 0.8), ("c", 0.1)):
         assert report(first, trial_id, 1, value) == "CONTINUE"          # no rung at epoch 1
         decision = report(first, trial_id, 2, value)                    # rung 2: a decision
-        assert json.loads((tmp_path / SCHEDULER_STATE).read_text()) == json.loads(json.dumps(first.state()))
+        assert scheduler_state(tmp_path) == json.loads(json.dumps(first.state()))
         assert trial_id in first.bracket.rungs[0].scores
     assert decision == "STOP" and first.bracket.decided["c"].outcome == "pruned_asha"
     lines = (tmp_path / "outcomes.jsonl").read_text().count("\n")
 
     # after an interruption: a fresh scheduler with the state from disk
     second = asha(tmp_path, OutcomeLog(tmp_path))
-    second.restore_state(json.loads((tmp_path / SCHEDULER_STATE).read_text()))
+    second.restore_state(scheduler_state(tmp_path))
     assert report(second, "c", 1, 0.1) == "CONTINUE"       # re-running an epoch before its stop
     assert report(second, "c", 2, 0.99) == "STOP"          # the decision stands, whatever it reports now
     assert (tmp_path / "outcomes.jsonl").read_text().count("\n") == lines   # and is not recorded twice

@@ -132,11 +132,13 @@ def test_toy_search_prunes_each_failure_for_its_reason_and_records_everything(ru
     last = found[by_point[("nan", 0.8)]]["rows"][-1]
     assert last["health"] == "nonfinite" and "epoch 3" in last["health_reason"]
 
-    # the completed trial's checkpoint holds the weights and the whole history
+    # the completed trial's checkpoint holds the weights and the whole history; of the three it
+    # saved (epochs 2, 4, 6), its best two by the objective stay, the latest among them
     best = found[by_point[("healthy", 0.9)]]["dir"]
-    newest = sorted(best.glob("checkpoint_*"))[-1]
-    state = torch.load(newest / CHECKPOINT_FILE, weights_only=True)
+    kept = sorted(best.glob("checkpoint_*"))
+    state = torch.load(kept[-1] / CHECKPOINT_FILE, weights_only=True)
     assert [r["epoch"] for r in state["history"]] == [1, 2, 3, 4, 5, 6]
+    assert [torch.load(k / CHECKPOINT_FILE, weights_only=True)["epoch"] for k in kept] == [4, 6]
 
     # the Optuna study: health-pruned trials PRUNED or FAIL, never a value; none RUNNING
     study = optuna.load_study(study_name="hpsearch", storage=study_storage(run_dir))

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import re
 
 import pytest
 
 from hpsearch.core.objective import sign
-from hpsearch.core.rungs import STATE_VERSION, Bracket, Rung, Stop, cutoff, percentile, rung_milestones
+from hpsearch.core.rungs import STATE_VERSION, Bracket, Rung, Stop, cutoff, fold, percentile, rung_milestones
 
 NAN, INF = math.nan, math.inf
 
@@ -288,3 +290,62 @@ def test_a_state_from_other_settings_is_refused(change, message):
 def test_a_state_that_is_no_mapping_is_refused():
     with pytest.raises(ValueError, match="got version None"):
         Bracket("val_acc", "max", max_t=8).load([1, 2])
+
+
+# ----------------------------------------------------------------------------------------------
+# Changes: what a search appends to disk per decision, replayed on the state written before.
+
+def random_search(bracket: Bracket, trials: int, seed: int) -> None:
+    """Trials through every rung in a shuffled order: NaN and missing values, health stops, exempt trials."""
+    rng = random.Random(seed)
+    for i in range(trials):
+        trial_id = f"t{i}"
+        if rng.random() < 0.1:
+            bracket.make_exempt(trial_id)
+        for epoch in range(1, bracket.max_t):
+            if rng.random() < 0.05:
+                bracket.decide(trial_id, "pruned_exploding", f"spike at epoch {epoch}", epoch)
+                break
+            value = rng.choice([NAN, None, rng.random(), rng.random(), rng.random()])
+            rung = bracket.due(trial_id, epoch)
+            if rung is None:
+                bracket.observe(trial_id, value)
+            elif bracket.rank(rung, trial_id, epoch, value) is not None:
+                break
+
+
+@pytest.mark.parametrize("compare", ["last", "best"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_changes_replayed_on_an_earlier_state_give_the_later_state(compare, seed):
+    def bracket() -> Bracket:
+        return Bracket("val_acc", "min", max_t=10, grace_period=1, reduction_factor=2, min_trials=2, compare=compare)
+
+    live = bracket()
+    random_search(live, 40, seed)
+    middle = json.loads(json.dumps(live.to_json(), allow_nan=False))
+    live.changes = []
+    random_search(live, 60, seed + 100)
+    changes = json.loads(json.dumps(live.changes, allow_nan=False))
+    assert any("stop" in c for c in changes) and any(c.get("exempt") for c in changes)
+    folded, final = fold(middle, changes), json.loads(json.dumps(live.to_json(), allow_nan=False))
+    assert {k: v for k, v in folded.items() if k != "best"} == {k: v for k, v in final.items() if k != "best"}
+    # a best value so far that no rung recorded is not a change: a resumed search reads it from the
+    # trial's rows (HealthASHA.observe_history); every one a rung recorded is there
+    assert set(folded["best"]) <= set(final["best"]) and all(v <= final["best"][t] for t, v in folded["best"].items())
+    recorded = {t for rung in final["rungs"] for t, s in rung["scores"].items() if s is not None}
+    assert recorded <= set(folded["best"]) if compare == "best" else folded["best"] == {}
+    replayed = bracket()
+    replayed.load(middle)
+    for change in changes:
+        replayed.apply(change)
+    assert replayed.rungs == live.rungs and replayed.decided == live.decided and replayed.exempt == live.exempt
+    assert fold(middle, []) == middle
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"trial": "a", "rung": 3.0, "score": 0.5}, "rung 3.0, this search has [2.0, 4.0]"),
+    ({"trial": "a", "promoted": True}, "expected a rung score, a stop or an exempt trial"),
+])
+def test_a_change_the_bracket_cannot_hold_is_refused(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fold(small_bracket().to_json(), [change])
