@@ -114,7 +114,8 @@ class ExplodingRule:
     and a spike is only an explosion when it is both > 30x the best and more than twice where
     training started. Slower divergence (x1.5 a step) is left to the spike limit.
 
-    ``spike`` 30, measured on the same corpus: with 10 (the limit before, then shared with
+    ``spike`` 30, measured on benchmarks/data/real_curves.json.gz (benchmarks/corpus_detection.py):
+    with 10 (the limit before, then shared with
     ``factor``) the rules stopped 65 of its 1,239 healthy curves, with 30 they stop 47; the 18
     spared are spikes of 10x-30x their best that recovered. Every broken curve of the corpus that
     was stopped within its latency goal still is; 28 are stopped later than with 10, within their
@@ -122,8 +123,8 @@ class ExplodingRule:
     is stopped an epoch later still. The cost: a steady climb (x1.5 an epoch) is stopped at 30x its
     best instead of 10x, three epochs later.
 
-    ``scale`` 2 and ``trained`` 40, measured on benchmarks/data/real_curves.json.gz
-    (benchmarks/corpus_detection.py): without them the rule stopped 76 healthy curves whose loss
+    ``scale`` 2 and ``trained`` 40, measured on the same corpus with the spike limit at 10, as it was
+    then: without them the rule stopped 76 healthy curves whose loss
     spiked 10x-1000x and recovered; 14 of those spikes fell 5x-30x, then came back to no more than
     twice the first loss, while every divergence the rule catches in time is more than twice its
     first loss by then, so they are no longer stopped and no broken curve is caught an epoch later.
@@ -335,6 +336,15 @@ class HealthConfig:
             raise ConfigError(f"health.nonfinite: got {self.nonfinite!r}, expected true or false")
 
 
+def exploding_as_run(written: Any, rule: ExplodingRule) -> ExplodingRule:
+    """The exploding rule as a search ran it, from its search.yaml's ``health.exploding`` section as
+    written (``written``) and the parsed rule: a run dir written before ``spike`` existed (its
+    section holds every other setting but not this one) stopped a spike at ``factor`` x the best."""
+    if not isinstance(written, Mapping) or "spike" in written or "factor" not in written:
+        return rule
+    return dataclasses.replace(rule, spike=rule.factor)
+
+
 def assess(history: History, config: HealthConfig | None = None,
            collapse: Mapping[str, float] | None = None, *, objective: str | None = None) -> Verdict:
     """The verdict on a trial's history (``history[i]`` is the result of epoch i+1).
@@ -360,4 +370,4 @@ def assess(history: History, config: HealthConfig | None = None,
 
 
 __all__ = ["CollapsedRule", "ExplodingRule", "FlatlineRule", "HealthConfig", "NonfiniteRule", "OK",
-           "STATUSES", "Verdict", "assess"]
+           "STATUSES", "Verdict", "assess", "exploding_as_run"]

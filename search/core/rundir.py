@@ -120,7 +120,8 @@ class RunJournal(optuna.storages.JournalStorage):
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON so a reader (or a crash) never sees half a file."""
+    """Write JSON so a reader (or a crash, of the process or the machine) never sees half a file:
+    the new file is on disk, under its name, when this returns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -129,6 +130,16 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Put a folder's entries (a file created, renamed into place) on disk, where the OS allows."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class StateLog:
@@ -167,7 +178,8 @@ class StateLog:
         return state, base, changes
 
     def write(self, state: Mapping[str, Any]) -> None:
-        """Replace the whole object (atomically) and empty the log."""
+        """Replace the whole object (atomically, and on disk before the log it replaces is emptied)
+        and empty the log."""
         self._find_seq()
         write_json_atomic(self.path, {**state, "seq": self.seq})
         with self.log_path.open("w", encoding="utf-8") as fh:
@@ -182,25 +194,42 @@ class StateLog:
         for change in changes:
             self.seq += 1
             lines.append(json.dumps({**change, "seq": self.seq}) + "\n")
+        created = not self.log_path.exists()
         with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write("".join(lines))
             fh.flush()
             os.fsync(fh.fileno())
+        if created:
+            fsync_dir(self.log_path.parent)
         self.pending += len(changes)
 
     def _find_seq(self) -> None:
-        """The last change number on disk, once per object; a torn last line of the log cut off."""
+        """The last change number on disk, once per object, after a torn last line of the log is cut."""
         if self.seq is not None:
             return
+        if self.log_path.exists():
+            cut_torn_line(self.log_path)
         _, base, changes = self._read()
         self.seq = max([base, *(c["seq"] for c in changes)])
         self.pending = len(changes)
-        if self.log_path.exists():
-            data = self.log_path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with self.log_path.open("r+b") as fh:
-                    fh.truncate(data.rfind(b"\n") + 1)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def scheduler_log(state_path: str | Path) -> StateLog:
+    """The scheduler's state at ``state_path`` (RUN_DIR/SCHEDULER_STATE) and its log of changes beside it."""
+    state_path = Path(state_path)
+    return StateLog(state_path, state_path.with_name(Path(SCHEDULER_CHANGES).name))
+
+
+def cut_torn_line(path: str | Path) -> None:
+    """Cut a last line without its newline (what a write killed mid-line leaves) off a JSON-lines
+    file, so the next append starts a line of its own."""
+    data = Path(path).read_bytes()
+    if data and not data.endswith(b"\n"):
+        with Path(path).open("r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:

@@ -125,6 +125,7 @@ class Bracket:
         self.best: dict[str, float] = {}        # each trial's best score so far ("best" only)
         self.exempt: set[str] = set()           # trials no rung stops
         self.changes: list[dict[str, Any]] = []  # what record/decide/make_exempt changed, for ``apply``
+        self.legacy = False                     # decided by ASHA's rule (a state from before version 3)
 
     @property
     def milestones(self) -> list[float]:
@@ -237,7 +238,8 @@ class Bracket:
     def to_json(self) -> dict[str, Any]:
         """Settings, counters, stops and rung records as plain JSON data (a -inf score is null)."""
         return {
-            "version": STATE_VERSION, **self.settings(), "stopped": dict(self.stopped),
+            "version": STATE_VERSION, **self.settings(), **({"legacy": True} if self.legacy else {}),
+            "stopped": dict(self.stopped),
             "decided": {trial_id: asdict(stop) for trial_id, stop in self.decided.items()},
             "best": dict(self.best), "exempt": sorted(self.exempt),
             "rungs": [{"milestone": rung.milestone,
@@ -249,12 +251,15 @@ class Bracket:
         """Take over what ``to_json`` wrote (version 1, from before stops were kept, loads with no
         stops; a state from before version 3 was decided by ASHA's rule, which it keeps: min_trials
         1 and compare "last", whatever this search's config says, so a resumed search decides as it
-        began). ValueError for another version or a state from other settings."""
+        began, and written again it says so, ``legacy``, for every resume after). ValueError for
+        another version or a state from other settings."""
         version = state.get("version") if isinstance(state, Mapping) else None
         if version not in (1, 2, STATE_VERSION):
             raise ValueError(f"scheduler state: got version {version!r}, expected {STATE_VERSION}")
+        legacy = version != STATE_VERSION or state.get("legacy") is True
         for key, mine in self.settings().items():
-            if (key in state or version == STATE_VERSION) and state.get(key) != mine:
+            expected = LEGACY[key] if legacy and key in LEGACY else mine
+            if (key in state or version == STATE_VERSION) and state.get(key) != expected:
                 raise ValueError(f"scheduler state: {key} is {state.get(key)!r}, this search has {mine!r}")
         milestones = [rung["milestone"] for rung in state["rungs"]]
         if milestones != self.milestones:
@@ -267,27 +272,32 @@ class Bracket:
                         for t, d in (state.get("decided") or {}).items()}
         self.best = {str(t): float(s) for t, s in (state.get("best") or {}).items()}
         self.exempt = {str(t) for t in state.get("exempt") or ()}
-        if version != STATE_VERSION:
-            self.min_trials, self.compare = LEGACY["min_trials"], LEGACY["compare"]
+        if legacy:       # so it says "legacy" when written again, and loads again as it began
+            self.min_trials, self.compare, self.legacy = LEGACY["min_trials"], LEGACY["compare"], True
 
 
 def fold(state: Mapping[str, Any], changes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """What ``to_json`` says after the bracket ``state`` holds went through ``changes`` (its
     ``changes``, in order): the state a search kept as a whole file plus the changes since.
     ``state`` unchanged when there are none (a state from an older hpsearch never has any).
-    ValueError for a state or a change that does not load."""
+    ChangeError for a change that does not apply; KeyError, TypeError or ValueError for a state
+    that does not load."""
     changes = list(changes)
     if not changes:
         return dict(state)
-    try:
-        bracket = Bracket(*(state[key] for key in SETTINGS))
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"scheduler state: no setting {err}") from None
+    bracket = Bracket(*(state[key] for key in SETTINGS))
     bracket.load(state)
     for change in changes:
-        bracket.apply(change)
+        try:
+            bracket.apply(change)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ChangeError(f"scheduler change {dict(change)!r}: {err}") from None
     return bracket.to_json()
 
 
-__all__ = ["LEGACY", "SETTINGS", "STATE_VERSION", "Bracket", "Rung", "Stop", "cutoff", "fold", "percentile",
+class ChangeError(ValueError):
+    """A logged change that does not apply to the state before it (``fold``)."""
+
+
+__all__ = ["LEGACY", "SETTINGS", "STATE_VERSION", "Bracket", "ChangeError", "Rung", "Stop", "cutoff", "fold", "percentile",
            "rung_milestones"]

@@ -5,8 +5,9 @@ While a search runs, every fact is on disk the moment it is decided, in the run 
 - each trial's ``params.json`` and ``result.json`` lines (hpsearch.tune.progress.ResultLog: written
   straight into the run dir, flushed and fsync'd; Ray's own logger writes to a staging folder under
   /tmp that reaches the run dir only with Ray's next state sync);
-- every stop and rung record of the scheduler (``scheduler/state.json``, atomic, before the stop
-  takes effect) and every outcome (``outcomes.jsonl``);
+- every stop and rung record of the scheduler (``scheduler/changes.jsonl``, one fsynced line per
+  change before the stop takes effect, folded now and then into ``scheduler/state.json``) and every
+  outcome (``outcomes.jsonl``);
 - the Optuna study (``optuna.journal``);
 - Ray's snapshot (``experiment_state-*.json`` and the searcher state), taken every Tune step
   while that is cheap (hpsearch.tune.snapshot.pace_snapshots; Ray's default is every 10 s or more), and a
@@ -30,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,9 +38,19 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.core.config import RunConfig, load_config, read_yaml
+from hpsearch.core.health import exploding_as_run
 from hpsearch.core.outcomes import RUN_STATES, Outcome
-from hpsearch.core.rundir import RUN_JSON, SCHEDULER_CHANGES, SCHEDULER_STATE, SEARCH_YAML, STUDY_FILE, OutcomeLog, StateLog
-from hpsearch.core.rungs import fold
+from hpsearch.core.rundir import (
+    RUN_JSON,
+    SCHEDULER_CHANGES,
+    SCHEDULER_STATE,
+    SEARCH_YAML,
+    STUDY_FILE,
+    OutcomeLog,
+    cut_torn_line,
+    scheduler_log,
+)
+from hpsearch.core.rungs import ChangeError, fold
 from hpsearch.core.warm_start import margin_as_run
 from hpsearch.models.config import ConfigError
 from hpsearch.tune.compat import adopt_trial
@@ -95,10 +105,15 @@ def check_resumable(run_dir: str | Path) -> Snapshot:
 
 def as_it_ran(config: RunConfig, raw: Any) -> RunConfig:
     """The run dir's config with the settings a search from before them ran without as it ran
-    (``objective.warm_start_margin`` 0: hpsearch.core.warm_start.margin_as_run)."""
-    written = raw.get("objective") if isinstance(raw, dict) else None
-    margin = margin_as_run(written, config.objective.warm_start_margin)
-    return dataclasses.replace(config, objective=dataclasses.replace(config.objective, warm_start_margin=margin))
+    (``objective.warm_start_margin`` 0: hpsearch.core.warm_start.margin_as_run; the exploding rule's
+    ``spike`` at its ``factor``: hpsearch.core.health.exploding_as_run)."""
+    raw = raw if isinstance(raw, dict) else {}
+    margin = margin_as_run(raw.get("objective"), config.objective.warm_start_margin)
+    health = raw.get("health") if isinstance(raw.get("health"), dict) else {}
+    exploding = exploding_as_run(health.get("exploding"), config.health.exploding)
+    return dataclasses.replace(
+        config, objective=dataclasses.replace(config.objective, warm_start_margin=margin),
+        health=dataclasses.replace(config.health, exploding=exploding))
 
 
 def check_journal(run_dir: Path) -> None:
@@ -126,13 +141,7 @@ def repair_journal(run_dir: Path) -> None:
     """Cut a torn last line (a write the kill interrupted: Optuna would join the next write to it
     and then fail to read the file) and remove a lock the killed writer left (Optuna would wait
     30 s for it). Only while holding run.lock, so no other hpsearch process writes here."""
-    path = run_dir / STUDY_FILE
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as fh:
-            fh.truncate(data.rfind(b"\n") + 1)
-            fh.flush()
-            os.fsync(fh.fileno())
+    cut_torn_line(run_dir / STUDY_FILE)
     for stale in run_dir.glob(f"{STUDY_FILE}.lock*"):
         stale.unlink(missing_ok=True)
 
@@ -142,7 +151,7 @@ def scheduler_state(run_dir: Path) -> dict[str, Any] | None:
     (hpsearch.core.rungs.fold); None before its first decision."""
     path = Path(run_dir) / SCHEDULER_STATE
     try:
-        state, changes = StateLog(path, Path(run_dir) / SCHEDULER_CHANGES).read()
+        state, changes = scheduler_log(path).read()
     except (OSError, ValueError) as err:
         raise refusal(path, f"the scheduler state is unreadable or truncated ({err})") from None
     if state is None:
@@ -151,9 +160,11 @@ def scheduler_state(run_dir: Path) -> dict[str, Any] | None:
         raise refusal(path, "the scheduler state has no rungs")
     try:
         return fold(state, changes)
-    except ValueError as err:
+    except ChangeError as err:
         raise refusal(Path(run_dir) / SCHEDULER_CHANGES, f"the scheduler's changes do not apply to its state "
                       f"({err})") from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise refusal(path, f"the scheduler state does not load ({type(err).__name__}: {err})") from None
 
 
 # -- reconciling Ray's snapshot with the run dir ------------------------------------------------------

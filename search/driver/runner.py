@@ -4,10 +4,12 @@ start or join Ray, run the Tuner, stop gracefully on a signal, say what happened
     Tuner(with_resources(with_parameters(trainable, run=config), {cpu, gpu}),
           TuneConfig(search_alg=make_searcher(...), scheduler=make_scheduler(...), num_samples),
           RunConfig(name, storage_path, callbacks=[ResultLog, OutcomeRecorder, *trackers, LiveTable,
-                    SnapshotKeeper], FailureConfig, CheckpointConfig))
+                    SnapshotKeeper, LeanDriver], FailureConfig, CheckpointConfig(num_to_keep=None)))
 
 The trackers (TensorBoard, MLflow: the config's ``log`` section, hpsearch.tune.trackers) come after
-the OutcomeRecorder, so a trial's outcome is on record when they close its run.
+the OutcomeRecorder, so a trial's outcome is on record when they close its run. LeanDriver comes
+last: it deletes an ended trial's surplus checkpoints once its outcome is on record, and keeps a
+running trial's that the snapshot SnapshotKeeper has just published resumes it from.
 
 metric/mode live in the searcher and the scheduler only (Ray refuses them in both places). One
 OutcomeLog instance is shared by the scheduler (pruned_*), the searcher (reads it) and the
@@ -272,8 +274,10 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
         if resumption is not None:
             resumption.apply(searcher, scheduler, live)
         trackers = make_trackers(config.log, run_dir, plan.name, outcomes)
-        callbacks = [ResultLog(), OutcomeRecorder(outcomes), *trackers, live, SnapshotKeeper(run_dir),
-                     LeanDriver()]
+        keeper = SnapshotKeeper(run_dir)
+        # In this order: an outcome is on disk before LeanDriver deletes an ended trial's checkpoints,
+        # and a snapshot is published before LeanDriver keeps the checkpoints it names.
+        callbacks = [ResultLog(), OutcomeRecorder(outcomes), *trackers, live, keeper, LeanDriver(keeper)]
         tuner = make_tuner(plan, searcher, scheduler, callbacks, resume=resumption is not None)
         print(header(plan, "run" if resumption is None else "resume"), file=stream, flush=True)
         if resumption is not None:

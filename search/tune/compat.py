@@ -2,8 +2,8 @@
 
 Ray Tune and Ray's OptunaSearch keep some of what hpsearch needs in private attributes: the Optuna
 study and trials of a searcher, the Tuner's resume path for a fresh Tuner, the pacing of the
-experiment snapshot, the running-average windows Tune keeps per trial, and the GCS client that
-answers without starting Ray. Each function below names the private it reads or replaces and the
+experiment snapshot, the running-average windows and the checkpoint records Tune keeps per trial,
+and the GCS client that answers without starting Ray. Each function below names the private it reads or replaces and the
 versions it was checked against; the pins in pyproject.toml (``ray[tune]``, ``optuna``) stop at the
 versions checked here, and tests/search/test_compat.py fails, naming the private, when a release
 moves one of them.
@@ -202,20 +202,21 @@ def latest_checkpoint_path(trial: Any) -> str | None:
 def trim_checkpoints(trial: Any, keep: int, protect: Container[str] = ()) -> int:
     """Ray's rule for which of a trial's checkpoints stay, applied when hpsearch calls it instead of
     at every new checkpoint: the ``keep`` best by the score attribute and the latest stay, and so
-    does any whose path is in ``protect``; every other one is deleted from storage and from the
-    trial's records. With Tune's ``CheckpointConfig(num_to_keep=None)`` Tune itself deletes none,
-    and so never forces an experiment snapshot to keep its view of the latest checkpoint in step
-    with the deletions (one per trial every ``num_to_keep`` checkpoints, each writing every trial of
-    the search). Privates (ray 2.60.0): ``Trial.run_metadata.checkpoint_manager._checkpoint_results``
-    (worst first when the score attribute is reported), ``_TrainingRunMetadata.invalidate_cache``
-    and ``ray.train._internal.storage._delete_fs_path``. Returns how many were deleted (0, changing
-    nothing, where a private is missing)."""
+    does any whose path is in ``protect``; every other one is deleted from storage (through its
+    pyarrow filesystem; one already gone is only forgotten, as after a resume from a snapshot taken
+    before it was deleted) and from the trial's records. With Tune's
+    ``CheckpointConfig(num_to_keep=None)`` Tune itself deletes none, and so never forces an
+    experiment snapshot to keep its view of the latest checkpoint in step with the deletions (one
+    per trial every ``num_to_keep`` checkpoints, each writing every trial of the search). Privates
+    (ray 2.60.0): ``Trial.run_metadata.checkpoint_manager._checkpoint_results`` (worst first when
+    the score attribute is reported) and ``_TrainingRunMetadata.invalidate_cache``. Returns how
+    many were dropped (0, changing nothing, where a private is missing)."""
     metadata = getattr(trial, "run_metadata", None)
     manager = getattr(metadata, "checkpoint_manager", None)
     results = getattr(manager, "_checkpoint_results", None)
     if not isinstance(results, list) or len(results) <= keep or not hasattr(metadata, "invalidate_cache"):
         return 0
-    from ray.train._internal.storage import _delete_fs_path
+    from pyarrow.fs import FileType
 
     latest = getattr(manager, "latest_checkpoint_result", None)
     doomed = [r for r in results[:len(results) - keep] if r is not latest and r.checkpoint.path not in protect]
@@ -225,7 +226,9 @@ def trim_checkpoints(trial: Any, keep: int, protect: Container[str] = ()) -> int
     manager._checkpoint_results = [r for r in results if id(r) not in gone]
     metadata.invalidate_cache()
     for result in doomed:
-        _delete_fs_path(fs=result.checkpoint.filesystem, fs_path=result.checkpoint.path)
+        filesystem, path = result.checkpoint.filesystem, result.checkpoint.path
+        if filesystem.get_file_info(path).type != FileType.NotFound:
+            filesystem.delete_dir(path)
     return len(doomed)
 
 

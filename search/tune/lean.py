@@ -22,8 +22,8 @@ never names a checkpoint already deleted. A snapshot writes every trial of the s
 checkpoint every epoch the driver's time per trial grew with the trial count: 31 -> 271 ms per
 trivial trial of 4 epochs from the first 500 trials to the last of 5,000 (benchmarks/scaling.py).
 hpsearch tells Tune to keep every checkpoint and deletes them itself (``KEEP_CHECKPOINTS`` best and
-the latest, as Tune would), never the latest one the last experiment snapshot names for a trial that
-was running, so snapshots keep their own pace.
+the latest, as Tune would), never the one the last published snapshot resumes a running trial
+from, so snapshots keep their own pace.
 """
 
 from __future__ import annotations
@@ -49,20 +49,25 @@ class LeanDriver(Callback):
     gives any dropped ones back, empty, whenever Tune starts a trial (``on_trial_start``, before its
     first result; hpsearch itself never starts a stopped trial again, see
     ``compat.refill_result_windows``). After each experiment snapshot (Tune asks callbacks for their
-    state right after writing it, and hpsearch.tune.progress.SnapshotKeeper, registered before this
-    one, has published its copy), forgets the texts Tune's encoder kept of the objects it pickled.
+    state right after writing it), forgets the texts Tune's encoder kept of the objects it pickled.
 
     Deletes a trial's surplus checkpoints (``compat.trim_checkpoints``: all but the ``keep`` best
-    and the latest) when it saves a new one and when it ends, except the one a resume would start it
-    from: its latest as of the last snapshot, noted for every running trial at each snapshot (and
-    when Tune starts a trial, for a trial restored from a snapshot). Once a snapshot has recorded a
-    trial as ended, no resume starts it again and that one goes too."""
+    and the latest) each time Tune has registered a new one (``on_trial_save``), except the one a
+    resume would start it from: its latest as of the last snapshot ``keeper``
+    (hpsearch.tune.progress.SnapshotKeeper, which counts the snapshots it publishes) published,
+    noted for every running trial after each one (and when Tune starts a trial, for one restored
+    from a snapshot). When a trial ends they go without that exception: Tune calls
+    ``on_trial_complete`` and ``on_trial_error`` before it records the end in the next snapshot,
+    after hpsearch's OutcomeRecorder has written the outcome, and a resume never starts a trial
+    that has one again. So a running trial keeps at most its best ``keep``, its latest and the one
+    a resume starts from; a finished one, its best ``keep`` and its latest."""
 
-    def __init__(self, keep: int = KEEP_CHECKPOINTS):
+    def __init__(self, keeper: Any = None, keep: int = KEEP_CHECKPOINTS):
+        self.keeper = keeper
         self.keep = keep
         self._running: dict[str, Any] = {}      # trial id -> trial, started and not ended
-        self._ended: dict[str, Any] = {}        # ended since the last snapshot
         self._resumable: dict[str, str] = {}    # trial id -> the checkpoint the last snapshot resumes it from
+        self._published = getattr(keeper, "published", -1)   # keeper.published when those were noted
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         refill_result_windows(trial)
@@ -71,8 +76,9 @@ class LeanDriver(Callback):
         if path is not None:
             self._resumable.setdefault(trial.trial_id, path)
 
-    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        self._trim(trial)           # before Tune adds the new one: the one before it is still the latest
+    def on_trial_save(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        kept = self._resumable.get(trial.trial_id)
+        trim_checkpoints(trial, self.keep, () if kept is None else (kept,))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         drop_result_windows(trial)
@@ -84,21 +90,16 @@ class LeanDriver(Callback):
 
     def get_state(self) -> None:
         forget_encoded_objects()
-        for trial_id, trial in self._running.items():
-            path = latest_checkpoint_path(trial)
-            if path is not None:
-                self._resumable[trial_id] = path
-        for trial_id, trial in self._ended.items():
-            self._resumable.pop(trial_id, None)
-            self._trim(trial)
-        self._ended.clear()
+        published = getattr(self.keeper, "published", self._published + 1)
+        if published != self._published:
+            self._published = published
+            for trial_id, trial in self._running.items():
+                path = latest_checkpoint_path(trial)
+                if path is not None:
+                    self._resumable[trial_id] = path
         return None
 
     def _end(self, trial: Any) -> None:
         self._running.pop(trial.trial_id, None)
-        self._ended[trial.trial_id] = trial
-        self._trim(trial)
-
-    def _trim(self, trial: Any) -> None:
-        kept = self._resumable.get(trial.trial_id)
-        trim_checkpoints(trial, self.keep, () if kept is None else (kept,))
+        self._resumable.pop(trial.trial_id, None)
+        trim_checkpoints(trial, self.keep)

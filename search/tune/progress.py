@@ -309,12 +309,15 @@ class ResultLog(Callback):
 class SnapshotKeeper(Callback):
     """Keeps a whole copy of each snapshot Ray takes in RUN_DIR/snapshot/ (hpsearch.tune.snapshot).
     Tune asks callbacks for their state right after it wrote the snapshot to its staging folder;
-    that is when the copy is taken (the state returned is None: nothing else to save)."""
+    that is when the copy is taken (the state returned is None: nothing else to save). ``published``
+    counts the copies published, the ones a resume reads (hpsearch.tune.lean.LeanDriver keeps the
+    checkpoints they name)."""
 
     def __init__(self, run_dir: Any) -> None:
         self.run_dir = Path(run_dir)
         self._staging: str | None = None
         self._manifest: dict[str, Any] | None = None
+        self.published = 0
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self._staging is None and trials:
@@ -322,7 +325,9 @@ class SnapshotKeeper(Callback):
 
     def get_state(self) -> None:
         if self._staging is not None:
-            self._manifest = keep_snapshot(Path(self._staging), self.run_dir, self._manifest)
+            manifest = keep_snapshot(Path(self._staging), self.run_dir, self._manifest)
+            self.published += manifest is not self._manifest
+            self._manifest = manifest
         return None
 
 

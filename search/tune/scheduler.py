@@ -27,8 +27,8 @@ from hpsearch.core.health import STATUSES
 from hpsearch.core.numbers import as_float, fmt
 from hpsearch.core.objective import sign
 from hpsearch.core.outcomes import VERDICT_OUTCOME
-from hpsearch.core.rundir import SCHEDULER_CHANGES, StateLog, write_json_atomic
-from hpsearch.core.rungs import STATE_VERSION, Bracket, Stop, cutoff
+from hpsearch.core.rundir import scheduler_log, write_json_atomic
+from hpsearch.core.rungs import Bracket, Stop, cutoff
 from hpsearch.core.warm_start import config_points, is_point
 
 if TYPE_CHECKING:
@@ -108,8 +108,7 @@ class HealthASHA(FIFOScheduler):
         self.exempt_points = [dict(point) for point in exempt_points]
         self.outcomes = outcomes
         self.state_path = Path(state_path) if state_path is not None else None
-        self.store = (StateLog(self.state_path, self.state_path.with_name(Path(SCHEDULER_CHANGES).name))
-                      if self.state_path is not None else None)
+        self.store = scheduler_log(self.state_path) if self.state_path is not None else None
         self._whole_size: int | None = None     # entries of the state this scheduler last wrote whole
         self._next_step: list[Callable[[Any], None]] = []
         self._added: dict[str, int] = {}        # trial id -> when Tune last added it (FIFO order)
@@ -217,7 +216,7 @@ class HealthASHA(FIFOScheduler):
         state from before warm-start points could be exempt keeps none exempt (Bracket.load keeps
         its other rules too)."""
         self.bracket.load(state)
-        if state.get("version") != STATE_VERSION:
+        if self.bracket.legacy:
             self.exempt_points = []
 
     def observe_history(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpsearch.core.rundir import SNAPSHOT_DIR
+from hpsearch.core.rundir import SNAPSHOT_DIR, fsync_dir, write_json_atomic
 from hpsearch.models.config import ConfigError
 from hpsearch.tune.compat import pace_experiment_snapshots
 
@@ -106,8 +106,9 @@ def keep_snapshot(staging: Path, run_dir: Path, previous: dict[str, Any] | None 
     of RUN_DIR/snapshot/ not in use, then publish that slot by replacing the manifest. Call right
     after Ray wrote them (Tune asks its callbacks for their state at that moment). Ray's own copies
     in the run dir are rewritten in place, in the background, a file at a time: a killed driver can
-    leave them truncated or from two different steps; the published slot is always one whole step.
-    Returns the new manifest (``previous`` when Ray has written nothing yet)."""
+    leave them truncated or from two different steps; the published slot is always one whole step,
+    on disk (fsynced) when this returns. Returns the new manifest (``previous`` when Ray has written
+    nothing yet)."""
     files = [newest(Path(staging), pattern) for pattern in RAY_FILES]
     if any(path is None for path in files):
         return previous
@@ -125,12 +126,14 @@ def keep_snapshot(staging: Path, run_dir: Path, previous: dict[str, Any] | None 
     sizes = {}
     for source in files:
         data = source.read_bytes()
-        (target / source.name).write_bytes(data)
+        with (target / source.name).open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         sizes[source.name] = len(data)
+    fsync_dir(target)
     manifest = {"slot": slot, "files": sizes, "time": time.time()}
-    tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest), encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    write_json_atomic(folder / MANIFEST, manifest)      # on disk, the copy whole, when this returns
     return manifest
 
 

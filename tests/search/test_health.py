@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from hpsearch.core.health import CollapsedRule, ExplodingRule, FlatlineRule, HealthConfig, Verdict, assess
+from hpsearch.core.health import CollapsedRule, ExplodingRule, FlatlineRule, HealthConfig, Verdict, assess, exploding_as_run
 from hpsearch.models.config import ConfigError, parse
 
 NAN, INF = math.nan, math.inf
@@ -288,3 +288,17 @@ def test_defaults_round_trip_through_yaml_settings():
 
     config = HealthConfig()
     assert parse(HealthConfig, as_dict(config), where="health.") == config
+
+
+@pytest.mark.parametrize("written, spike", [
+    ({"factor": 10, "patience": 2, "rate": 1.0, "scale": 2, "trained": 40}, 10.0),   # before spike existed
+    ({"factor": 5, "patience": 2, "rate": 1.0, "scale": 2, "trained": 40}, 5.0),
+    ({"factor": 10, "spike": 30, "patience": 2}, 30.0),
+    (None, 30.0),                                                                     # no section written
+])
+def test_a_run_dir_from_before_the_spike_limit_resumes_with_the_limit_it_ran_with(written, spike):
+    """A search.yaml written before ``spike`` existed stopped a spike at its ``factor``; a resumed
+    search keeps that (hpsearch.driver.resume.as_it_ran), so one run is judged by one rule."""
+    factor = (written or {}).get("factor", 10)
+    rule = exploding_as_run(written, ExplodingRule(factor=factor))
+    assert rule.spike == spike and rule.factor == factor

@@ -4,6 +4,8 @@ encoder kept of the windows it pickled are gone."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from ray.tune.experiment import Trial
 
@@ -66,42 +68,57 @@ def on_disk(tmp_path) -> list[str]:
 def test_a_running_trial_keeps_its_best_two_its_latest_and_the_one_the_last_snapshot_resumes_from(tmp_path):
     """Tune keeps every checkpoint (num_to_keep None); the driver deletes the rest as Tune would, but
     never the checkpoint a resume from the last published snapshot starts the trial from."""
-    lean, trial = LeanDriver(keep=2), checkpointing_trial()
+    keeper = SimpleNamespace(published=0)
+    lean, trial = LeanDriver(keeper, keep=2), checkpointing_trial()
     lean.on_trial_start(iteration=1, trials=[trial], trial=trial)
 
     def save(index: int, value: float) -> None:
-        lean.on_checkpoint(iteration=index, trials=[trial], trial=trial, checkpoint=None)   # before Tune adds it
         add_checkpoint(trial, tmp_path / f"c{index}", value)
+        lean.on_trial_save(iteration=index, trials=[trial], trial=trial)      # after Tune registered it
 
     for index, value in enumerate([0.5, 0.4, 0.3], start=1):
         save(index, value)
-    assert on_disk(tmp_path) == ["c1", "c2", "c3"]                # nothing beyond the best two and the latest
-    lean.get_state()                                             # a snapshot names c3, the latest
+    assert on_disk(tmp_path) == ["c1", "c2", "c3"]                # the best two and the latest
+    keeper.published += 1
+    lean.get_state()                                             # a published snapshot names c3
     save(4, 0.2)
+    assert on_disk(tmp_path) == ["c1", "c2", "c3", "c4"]         # c3: what a resume would start from
+    lean.get_state()                                             # a snapshot Ray wrote, not published
     save(5, 0.1)
-    assert on_disk(tmp_path) == ["c1", "c2", "c3", "c4", "c5"]   # c3: what a resume would start from
-    save(6, 0.05)
-    assert on_disk(tmp_path) == ["c1", "c2", "c3", "c5", "c6"]   # c4: neither best, latest nor resumable
-    lean.get_state()                                             # the next snapshot names c6
-    save(7, 0.6)
-    assert on_disk(tmp_path) == ["c1", "c2", "c6", "c7"]
+    assert on_disk(tmp_path) == ["c1", "c2", "c3", "c5"]         # still c3; c4 neither best nor latest
+    keeper.published += 1
+    lean.get_state()                                             # published: it names c5
+    save(6, 0.6)
+    assert on_disk(tmp_path) == ["c1", "c5", "c6"]
 
-    lean.on_trial_complete(iteration=8, trials=[trial], trial=trial)
-    assert on_disk(tmp_path) == ["c1", "c6", "c7"]               # c6 until a snapshot records the end
-    lean.get_state()
-    assert on_disk(tmp_path) == ["c1", "c7"]                     # its best two (c7 the latest too)
-    assert trial.checkpoint.path == str(tmp_path / "c7")
+    lean.on_trial_complete(iteration=7, trials=[trial], trial=trial)
+    assert on_disk(tmp_path) == ["c1", "c6"]                     # its best two, c6 the latest too
+    assert trial.checkpoint.path == str(tmp_path / "c6")
 
 
 def test_a_trial_restored_from_a_snapshot_keeps_the_checkpoint_it_resumed_from_until_the_next(tmp_path):
-    lean, trial = LeanDriver(keep=1), checkpointing_trial()
+    lean, trial = LeanDriver(SimpleNamespace(published=0), keep=1), checkpointing_trial()
     for index, value in enumerate([0.9, 0.1], start=1):
         add_checkpoint(trial, tmp_path / f"c{index}", value)   # as the snapshot restored it: latest c2
     lean.on_trial_start(iteration=1, trials=[trial], trial=trial)
     for index in (3, 4):
-        lean.on_checkpoint(iteration=index, trials=[trial], trial=trial, checkpoint=None)
         add_checkpoint(trial, tmp_path / f"c{index}", 0.2)
-    assert on_disk(tmp_path) == ["c1", "c2", "c3", "c4"]        # c2 resumable, c3 the latest when c4 came
-    lean.get_state()
-    lean.on_checkpoint(iteration=5, trials=[trial], trial=trial, checkpoint=None)
+        lean.on_trial_save(iteration=index, trials=[trial], trial=trial)
+    assert on_disk(tmp_path) == ["c1", "c2", "c4"]              # c2 resumable, c4 the latest
+    lean.get_state()                                            # the keeper published nothing new
+    lean.on_trial_save(iteration=5, trials=[trial], trial=trial)
+    assert on_disk(tmp_path) == ["c1", "c2", "c4"]
+
+
+def test_a_checkpoint_a_restored_snapshot_names_but_that_is_gone_is_forgotten(tmp_path):
+    """A snapshot taken before a checkpoint was deleted names it; after a resume from it, trimming
+    forgets it and deletes the rest."""
+    lean, trial = LeanDriver(keep=1), checkpointing_trial()
+    for index, value in enumerate([0.9, 0.1, 0.2, 0.3], start=1):
+        add_checkpoint(trial, tmp_path / f"c{index}", value)
+    (tmp_path / "c2" / "state.pt").unlink()
+    (tmp_path / "c2").rmdir()
+    lean.on_trial_complete(iteration=5, trials=[trial], trial=trial)
     assert on_disk(tmp_path) == ["c1", "c4"]
+    assert [r.checkpoint.path for r in trial.run_metadata.checkpoint_manager._checkpoint_results] == \
+        [str(tmp_path / "c4"), str(tmp_path / "c1")]

@@ -76,6 +76,14 @@ def foreign_scheduler_change(run_dir: Path) -> Path:
     return run_dir / SCHEDULER_CHANGES
 
 
+def unloadable_scheduler_state(run_dir: Path) -> Path:
+    """A whole scheduler state without its settings, then a change after it."""
+    log = StateLog(run_dir / SCHEDULER_STATE, run_dir / SCHEDULER_CHANGES)
+    log.write({"version": 3, "rungs": []})
+    log.append([{"trial": "a", "exempt": True}])
+    return run_dir / SCHEDULER_STATE
+
+
 REFUSED = [
     # name, damage(run_dir) -> the file the message must name, kept copy?
     ("search.yaml missing", lambda d: (d / "search.yaml").unlink() or d / "search.yaml", True),
@@ -96,6 +104,7 @@ REFUSED = [
      lambda d: truncate(d / f"searcher-state-{SESSION}.pkl", 10) or d / f"searcher-state-{SESSION}.pkl", False),
     ("scheduler state truncated", lambda d: torn_scheduler_state(d), True),
     ("scheduler change that does not fit its state", foreign_scheduler_change, True),
+    ("scheduler state that does not load, with changes after it", unloadable_scheduler_state, True),
     ("Optuna study missing", lambda d: (d / "optuna.journal").unlink() or d / "optuna.journal", True),
     ("Optuna study with a line that is no journal entry",
      lambda d: (d / "optuna.journal").open("ab").write(b"[]\n{}\n") and d / "optuna.journal", True),

@@ -252,6 +252,12 @@ def test_a_version_2_state_keeps_the_rule_it_was_decided_by():
     bracket.load({**old, "version": 2})
     assert bracket.decided == small_bracket().decided and bracket.best == {} and bracket.exempt == set()
     assert (bracket.min_trials, bracket.compare) == (1, "last")
+    written = bracket.to_json()                       # as the resumed search writes it again
+    assert (written["version"], written["legacy"], written["min_trials"], written["compare"]) == (3, True, 1, "last")
+    again = Bracket("val_acc", "max", max_t=8, grace_period=2, reduction_factor=2, min_trials=3, compare="best")
+    again.load(written)                               # and every resume after loads it as it began
+    assert (again.min_trials, again.compare, again.legacy) == (1, "last", True)
+    assert "legacy" not in small_bracket().to_json()
 
 
 def test_a_version_1_state_loads_with_no_stops():

@@ -14,10 +14,9 @@ import pytest
 
 from hpsearch.core.config import Budget, Objective, RunConfig, SchedulerConfig
 from hpsearch.core.health import HealthConfig, assess
-from hpsearch.core.rundir import SCHEDULER_CHANGES, SCHEDULER_STATE, OutcomeLog, StateLog, read_outcomes
+from hpsearch.core.rundir import SCHEDULER_STATE, OutcomeLog, read_outcomes
 from hpsearch.core.space import Spec
 from hpsearch.driver.resume import scheduler_state
-from hpsearch.tune import scheduler as scheduler_module
 from hpsearch.tune.scheduler import HealthASHA, make_scheduler
 
 STOP, CONTINUE = "STOP", "CONTINUE"
@@ -276,38 +275,6 @@ def test_every_decision_is_written_to_the_state_path(tmp_path):
     assert scheduler_state(tmp_path)["decided"]["t2"]["outcome"] == "pruned_asha"
 
 
-def test_a_decision_writes_its_change_not_the_whole_state_and_disk_always_holds_the_state(tmp_path, monkeypatch):
-    """3,000 trials through two rungs (a third stopped at each, some by health, one warm start
-    exempt): after every decision the run dir reads back as the scheduler's state, and the whole
-    state is written only when the log of changes would outgrow it, so a decision at trial 3,000
-    writes about what one at trial 10 did."""
-    monkeypatch.setattr(scheduler_module, "COMPACT_AFTER", 50)
-    writes: list[int] = []
-    real_write = StateLog.write
-    monkeypatch.setattr(StateLog, "write", lambda self, state: writes.append(len(json.dumps(state)))
-                        or real_write(self, state))
-    scheduler = HealthASHA("val_acc", "max", max_t=9, grace_period=1, reduction_factor=3, outcomes=OutcomeLog(None),
-                           state_path=tmp_path / SCHEDULER_STATE, exempt_points=[{"x": 0.5}])
-    scheduler.on_trial_add(None, SimpleNamespace(trial_id="warm", config={"x": 0.5}))
-    rng = random.Random(0)
-    ids = ["warm"] + [f"t{i}" for i in range(3000)]
-    for i, trial_id in enumerate(ids):
-        health = "exploding" if i % 97 == 5 else "ok"
-        for epoch in (1, 3):
-            result = {"training_iteration": epoch, "val_acc": rng.random(), "health": health,
-                      "health_reason": "spiked" if health != "ok" else ""}
-            if scheduler.on_trial_result(None, SimpleNamespace(trial_id=trial_id), result) == STOP:
-                break
-        if i % 250 == 0 or i == len(ids) - 1:
-            assert scheduler_state(tmp_path) == json.loads(json.dumps(scheduler.state()))
-    log = (tmp_path / SCHEDULER_CHANGES).read_text().splitlines()
-    assert scheduler.bracket.stopped["health"] == 31 and scheduler.bracket.stopped["asha"] > 1500
-    assert "warm" in scheduler.bracket.exempt and "warm" not in scheduler.bracket.decided
-    assert 3 <= len(writes) <= 12                  # whole writes as rare as the state is large ...
-    assert sum(writes) < 4 * writes[-1]             # ... so all of them cost a few of the last one
-    assert max(len(line) for line in log) < 300    # one change a line, whatever the trial count
-
-
 def test_a_hook_for_the_next_step_runs_once_before_ray_picks_a_trial():
     from ray.tune.experiment import Trial
 
@@ -383,7 +350,6 @@ def test_ray_starts_the_trial_fifo_order_names_without_reading_every_trial(trial
 
 
 def test_the_choice_matches_rays_fifo_order_on_random_searches():
-    import random
 
     from ray.tune.schedulers import FIFOScheduler
 
@@ -423,22 +389,3 @@ def test_the_debug_string_shows_each_rung_in_the_metrics_terms():
     drive(scheduler, {"t1": results([0.2] * 3), "t2": results([0.7] * 3)})
     assert scheduler.debug_string() == ("HealthASHA on val_acc (min): stopped 1 by rank, 0 by health | "
                                         "epoch 1: 2 trials, cutoff 0.3667 | epoch 3: 1 trials, cutoff 0.2")
-
-
-def test_a_search_resumed_from_an_older_state_writes_it_whole_before_logging_changes(tmp_path):
-    """A version-2 state (before min_trials and compare) on disk: the resumed scheduler's first
-    decision writes the whole state in today's form, so its changes extend a state that reads back,
-    still decided by the rule it began with."""
-    first = HealthASHA("val_acc", "max", max_t=9, grace_period=1, reduction_factor=3, outcomes=OutcomeLog(None))
-    drive(first, {"t1": results([0.9] * 2), "t2": results([0.4] * 2)})
-    old = {k: v for k, v in first.state().items() if k not in ("min_trials", "compare", "best", "exempt")}
-    (tmp_path / SCHEDULER_STATE).parent.mkdir()
-    (tmp_path / SCHEDULER_STATE).write_text(json.dumps({**old, "version": 2}))
-    resumed = HealthASHA("val_acc", "max", max_t=9, grace_period=1, reduction_factor=3, outcomes=OutcomeLog(None),
-                         state_path=tmp_path / SCHEDULER_STATE, min_trials=2, compare="best")
-    resumed.restore_state(scheduler_state(tmp_path))
-    drive(resumed, {"t3": results([0.95] * 2), "t4": results([0.1] * 2)})
-    state = scheduler_state(tmp_path)
-    assert state == json.loads(json.dumps(resumed.state()))
-    assert (state["version"], state["min_trials"], state["compare"]) == (3, 1, "last")
-    assert set(state["decided"]) == {"t2", "t4"}

@@ -156,6 +156,14 @@ def test_a_resumed_search_keeps_the_margin_it_ran_with(tmp_path, objective, marg
     assert config.objective.metric == "val_recall_at_1"
 
 
+def test_a_resumed_search_keeps_the_spike_limit_it_ran_with(tmp_path):
+    raw = {"model": "triplet", "health": {"exploding": {"factor": 8, "patience": 2, "rate": 1.0}}}
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(raw))
+    config = as_it_ran(load_config(tmp_path / "search.yaml"), raw)
+    assert (config.health.exploding.spike, config.health.exploding.factor) == (8.0, 8.0)
+    assert config.health.flatline == load_config(tmp_path / "search.yaml").health.flatline
+
+
 def test_warm_start_points_become_one_config_each():
     space = parse_space({"lr": {"loguniform": [1e-5, 1e-1]}, "hidden_dim": {"choice": [32, 64]}})
     points = filled_points([{"lr": 1e-3}, {"hidden_dim": 64}, {"lr": 2e-3, "hidden_dim": 32}], space,
