@@ -148,7 +148,10 @@ class Bracket:
         """Note a healthy result's objective ``value``; return the score a rung records for it: the
         value's own (-inf when it is not a finite number), or with ``compare`` "best" the trial's
         best so far (a non-finite value is -inf all the same: it ranks last)."""
-        mine = score(value, self.mode)
+        return self._best_so_far(trial_id, score(value, self.mode))
+
+    def _best_so_far(self, trial_id: str, mine: float) -> float:
+        """``mine``, or with ``compare`` "best" the trial's best score so far, which it updates."""
         if self.compare == "best" and mine > -math.inf:
             mine = max(mine, self.best.get(trial_id, -math.inf))
             self.best[trial_id] = mine
@@ -217,10 +220,8 @@ class Bracket:
             rung = next((r for r in self.rungs if r.milestone == change["rung"]), None)
             if rung is None:
                 raise ValueError(f"scheduler change: rung {change['rung']!r}, this search has {self.milestones}")
-            mine = -math.inf if change.get("score") is None else float(change["score"])
-            rung.scores[trial_id] = mine
-            if self.compare == "best" and mine > -math.inf:
-                self.best[trial_id] = max(mine, self.best.get(trial_id, -math.inf))
+            rung.scores[trial_id] = -math.inf if change.get("score") is None else float(change["score"])
+            self._best_so_far(trial_id, rung.scores[trial_id])
         elif change.get("exempt") is True:
             self.exempt.add(trial_id)
         else:

@@ -107,8 +107,7 @@ class HealthASHA(FIFOScheduler):
         self.bracket = Bracket(metric, mode, max_t, grace_period, reduction_factor, time_attr, min_trials, compare)
         self.exempt_points = [dict(point) for point in exempt_points]
         self.outcomes = outcomes
-        self.state_path = Path(state_path) if state_path is not None else None
-        self.store = scheduler_log(self.state_path) if self.state_path is not None else None
+        self.store = scheduler_log(state_path) if state_path is not None else None
         self._whole_size: int | None = None     # entries of the state this scheduler last wrote whole
         self._next_step: list[Callable[[Any], None]] = []
         self._added: dict[str, int] = {}        # trial id -> when Tune last added it (FIFO order)
