@@ -45,6 +45,7 @@ bench: install
 	$(PY) -m benchmarks.replay
 	$(PY) -m benchmarks.algorithms
 	$(PY) -m benchmarks.rung_noise
+	$(PY) -m benchmarks.portfolio
 	$(PY) -m benchmarks.ranking
 	$(PY) -m benchmarks.real_data --out BENCHMARKS.md
 	$(PY) -m benchmarks.real_search

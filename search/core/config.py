@@ -51,8 +51,8 @@ from hpsearch.models.config import ConfigError, as_dict, bounds, did_you_mean, f
 
 # What suggests the next config (hpsearch.tune.samplers). ``auto`` is rung-tpe: replayed on the
 # triplet, symmetric and real-data (MLP on digits) grids, 50 seeds, 2 and 8 trials at a time
-# (benchmarks/algorithms.py), it got more seeds within 1% of each grid's best than TPE on every grid
-# (triplet at 2 at a time: level), at up to 2.3x TPE's epochs on the triplet grid.
+# (benchmarks/algorithms.py), it got more seeds within 1% of each grid's best than TPE on every grid,
+# at up to 1.2x TPE's epochs on the triplet grid.
 ALGORITHMS = ("auto", "random", "tpe", "rung-tpe")
 AUTO_ALGORITHM = "rung-tpe"
 Algorithm = Literal["auto", "random", "tpe", "rung-tpe"]

@@ -1,9 +1,24 @@
-"""The Optuna samplers behind ``algorithm:``: random, TPE, and TPE fitted on rung results.
+"""The Optuna samplers behind ``algorithm:``: random, TPE, and a portfolio of TPE fitted on rung results.
 
-``RungTPESampler`` is multi-fidelity in the way BOHB (Falkner et al. 2018) is: it models the
-objective at the largest budget (epoch) that enough trials have reached, not only at the full
-budget, so trials that ASHA stopped early inform the model with what they showed; and a fixed share
-of configs (a third, as in BOHB) is drawn at random, which keeps a search from settling on a plateau.
+``RungTPESampler`` is multi-fidelity: trials that ASHA stopped at a rung teach it what they showed.
+Each config comes from one of three, by a draw seeded with ``(seed, trial number)``:
+
+- half at random, which keeps a search from settling on a plateau;
+- a quarter from TPE fitted on every usable trial's ``reach``: first how far it got (the last epoch it
+  reported), then its value there, so a trial stopped at the first rung ranks below every trial that
+  went on (the order Optuna's TPE gives pruned trials). Its bad examples include every config the
+  rungs stopped, so it homes in quickly where early epochs rank configs as the full budget does;
+- a quarter from TPE fitted on the values at the largest epoch that at least ``min_points`` usable
+  trials reached, as BOHB (Falkner et al. 2018) does. Fitted on survivors only, it proposes more
+  widely around them.
+
+Replayed on the recorded grids (BENCHMARKS.md, "The parts of rung-tpe alone and together", 100
+seeds): against the largest-budget model alone with a third at random (BOHB's share, and this
+sampler before), the three together took 0.57-0.59x the epochs on the triplet grid and reached its
+best in as many seeds or more, and the symmetric grid's lone best in as many (within 3 of 100). The
+reach model alone (half at random) reached the symmetric grid's best in fewer seeds, and the triplet
+grid's at 2 trials at a time; the largest-budget model alone with half at random reached 4-6 more
+of 100 on the symmetric grid but took 1.5x the epochs on the triplet grid.
 
 Each suggestion is computed from the study as it is stored (the intermediate values the searcher
 reports every epoch) and from ``(seed, trial number)`` alone, so a resumed search samples exactly as
@@ -16,6 +31,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,52 +45,68 @@ from hpsearch.core.config import ALGORITHMS as CONFIG_ALGORITHMS
 from hpsearch.core.outcomes import HEALTH_OUTCOMES
 
 ALGORITHMS = tuple(a for a in CONFIG_ALGORITHMS if a != "auto")
-RANDOM_SHARE = 1 / 3        # BOHB's share of configs drawn at random
-Entry = tuple[int, dict[str, Any], float]      # (position of the trial in the study, params, value)
+RANDOM_SHARE = 1 / 2        # the share of configs drawn at random
+REACH_SHARE = 1 / 2         # of the configs the model draws, the share fitted on reach (the rest: largest budget)
+REACH = "reach"             # the view of every usable trial by ``reach``
+BUDGET = "budget"           # the view of the largest epoch enough usable trials reached
+Entry = tuple[int, dict[str, Any], float]      # (position of the trial in the study, params, value: higher is better)
 MAX_POINTS = 500            # observations one suggestion fits on, about (see ``Observed.bounded_points``)
 
 
 class RungTPESampler(optuna.samplers.BaseSampler):
-    """TPE on the values trials showed at the largest epoch that at least ``min_points`` usable
-    trials reached; a ``random_share`` of configs, and every config until then, at random."""
+    """A ``random_share`` of configs at random; of the rest, a ``reach_share`` from TPE on every usable
+    trial's ``reach`` and the others from TPE on the largest epoch at least ``min_points`` usable
+    trials reached. Until ``min_points`` usable trials have reported, every config at random."""
 
     def __init__(self, space: Mapping[str, BaseDistribution], seed: int, min_points: int | None = None,
-                 random_share: float = RANDOM_SHARE):
+                 random_share: float = RANDOM_SHARE, reach_share: float = REACH_SHARE):
         self._space = dict(space)
         self._seed = int(seed)
         self._min_points = min_points if min_points is not None else len(self._space) + 1
         self._random_share = random_share
-        self._random = optuna.samplers.RandomSampler(seed=seed)
-        self._fit_study = FitStudy()
+        self._reach_share = reach_share
+        self._fit_studies = {REACH: FitStudy(), BUDGET: FitStudy()}
         self._observed = Observed()
+
+    def view(self, number: int) -> str | None:
+        """What trial ``number``'s config comes from: REACH, BUDGET, or None (at random)."""
+        u = np.random.default_rng([self._seed, number]).random()
+        if u < self._random_share:
+            return None
+        return REACH if u < self._random_share + (1 - self._random_share) * self._reach_share else BUDGET
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return dict(self._space)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        """The whole config from TPE on the chosen budget, or {} to draw every parameter at random."""
-        rng = np.random.default_rng([self._seed, trial.number])
-        if not search_space or rng.random() < self._random_share:
+        """The whole config from TPE on this trial's view, or {} to draw every parameter at random."""
+        view = self.view(trial.number)
+        if not search_space or view is None:
             return {}
         points = self._observed.bounded_points(study.get_trials(deepcopy=False), self._min_points, MAX_POINTS,
-                                               study.direction == optuna.study.StudyDirection.MAXIMIZE, study.study_name)
+                                               study.direction == optuna.study.StudyDirection.MAXIMIZE, study.study_name,
+                                               view=view)
         if points is None:
             return {}
         points = [({k: p[k] for k in search_space}, value) for p, value in points if all(k in p for k in search_space)]
-        shadow = self._fit_study.holding(points, search_space, study.direction)
-        shadow.sampler = optuna.samplers.TPESampler(seed=int(rng.integers(2**31)), multivariate=True,
-                                                    n_startup_trials=0)
+        shadow = self._fit_studies[view].holding(points, search_space, optuna.study.StudyDirection.MAXIMIZE)
+        tpe_seed = int(np.random.default_rng([self._seed, trial.number, 1]).integers(2**31))
+        shadow.sampler = optuna.samplers.TPESampler(seed=tpe_seed, multivariate=True, n_startup_trials=0)
         asked = shadow.ask(search_space)
         shadow.tell(asked, state=TrialState.FAIL)   # out of the next fit: TPE reads COMPLETE trials only
         return dict(asked.params)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
+        """A random draw seeded by (seed, trial number, parameter), so it does not depend on which
+        trials this sampler was asked for before (an enqueued warm-start point draws nothing)."""
+        seed = np.random.default_rng([self._seed, trial.number, zlib.crc32(param_name.encode())]).integers(2**31)
+        random = optuna.samplers.RandomSampler(seed=int(seed))
+        return random.sample_independent(study, trial, param_name, param_distribution)
 
     def reseed_rng(self) -> None:
-        self._random.reseed_rng()
+        """Nothing to reseed: every draw is seeded by (seed, trial number)."""
 
 
 class FitStudy:
@@ -121,11 +154,32 @@ def usable(trial: FrozenTrial) -> bool:
     return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
+def reach(trial: FrozenTrial, maximize: bool) -> float | None:
+    """How far a trial got, as one number where higher is better: ``2 * epoch + squash(value)`` at the
+    last epoch it reported, ``squash(v) = v / (1 + |v|)`` (of ``-v`` when minimizing) in (-1, 1), so
+    every trial that reached a later epoch ranks above every one that stopped earlier, and trials at
+    the same epoch rank by their value there. TPE reads only this order. Two values at one epoch tie
+    only when they differ by less than about ``2e-16 * (2 * epoch + 1) * (1 + |value|)**2`` (1e-11
+    for values near 10 at epoch 100). None: no finite value reported yet."""
+    if not trial.intermediate_values:
+        return None
+    step = max(trial.intermediate_values)
+    value = float(trial.intermediate_values[step])
+    if not math.isfinite(value):
+        return None
+    value = value if maximize else -value
+    return 2.0 * step + value / (1.0 + abs(value))
+
+
 class Observed:
-    """What the model learns from, kept between suggestions of one study: (params, value at the
-    budget) for every usable trial that reached the budget, the largest epoch at least
-    ``min_points`` usable trials reached, in trial order. A finished trial never changes, so its
-    values are read once and filed by epoch, in trial order and by value; each call reads only the
+    """What the model learns from, kept between suggestions of one study, in two views (``view``):
+
+    - REACH: (params, ``reach``) of every usable trial that reported;
+    - BUDGET: (params, value) of every usable trial at the largest epoch at least ``min_points``
+      usable trials reached (the value negated when minimizing: higher is better in both views).
+
+    Both in trial order. A finished trial never changes, so it is read once and filed under every
+    epoch it reported and under REACH, each in trial order and by value; each call reads only the
     trials from the first one that was still open at the last call. A cache, so not saved with the
     sampler (a restored sampler reads the study again)."""
 
@@ -135,8 +189,8 @@ class Observed:
         self._seen = 0                          # the length of the trials list at the last call
         self._open_from = 0                     # every trial before this index had finished
         self._done: set[int] = set()            # positions of the finished trials read
-        self._by_step: dict[int, list[Entry]] = {}      # by position
-        self._ranked: dict[int, list[tuple[float, int, dict[str, Any], float]]] = {}  # best first
+        self._filed: dict[int | str, list[Entry]] = {}      # by epoch, and REACH; by position
+        self._ranked: dict[int | str, list[tuple[float, int, dict[str, Any], float]]] = {}  # the same, best first
 
     def __getstate__(self) -> dict[str, Any]:
         return {}
@@ -145,67 +199,77 @@ class Observed:
         self.__init__()
 
     def bounded_points(self, trials: list[FrozenTrial], min_points: int, limit: int, maximize: bool,
-                       study: str = "", step: int | None = None) -> list[tuple[dict[str, Any], float]] | None:
-        """About ``limit`` of those observations, oldest first (None when no epoch has
-        ``min_points``): every one while there are at most ``limit``; past that, the best tenth of
-        ``limit`` by value and the recent past, every observation from a start that moves forward in
-        ``step``s (default a fifth of ``limit``), so at most ``limit + step``. TPE's good set is at
-        most the best 25, so it is unchanged; its other set becomes the recent past. One suggestion
-        then fits on as many points at trial 10,000 as at trial 1,000 (fitting on every point: 41 ms
-        at 1,000, 350 ms at 10,000), and this read takes time that grows with ``limit`` and the
-        running trials, not with the study. Between two moves of the start, new observations are
-        appended at the end (unless an old one leaves the best tenth, a trial that reached the budget
-        late lands before a later one, or the budget itself moves up), so ``FitStudy`` mostly extends
-        its study instead of building it again at every suggestion."""
-        read = self._read(trials, min_points, study, maximize)
+                       study: str = "", step: int | None = None, view: str = REACH
+                       ) -> list[tuple[dict[str, Any], float]] | None:
+        """About ``limit`` of the observations of ``view``, oldest first (None while fewer than
+        ``min_points`` usable trials reported, or reached any one epoch): every one while there are
+        at most ``limit``; past that, the best tenth of ``limit`` and the recent past, every
+        observation from a start that moves forward in ``step``s (default a fifth of ``limit``), so
+        at most ``limit + step``. TPE's good set is at most the best 25, so it is unchanged; its
+        other set becomes the recent past. One suggestion then fits on as many points at trial
+        10,000 as at trial 1,000 (fitting on every point: 41 ms at 1,000, 350 ms at 10,000), and
+        this read takes time that grows with ``limit`` and the running trials, not with the study.
+        Between two moves of the start, finished trials' observations are appended at the end
+        (unless an old one leaves the best tenth, a trial that finished late lands before a later
+        one, or the budget itself moves up), so ``FitStudy`` mostly extends its study instead of
+        building it again at every suggestion."""
+        read = self._read(trials, min_points, study, maximize, view)
         if read is None:
             return None
-        budget, done, live = read
+        key, done, live = read
         count = len(done) + len(live)
         if count <= limit:
             return [(params, value) for _, params, value in heapq.merge(done, live, key=lambda e: e[0])]
         best, step = max(1, limit // 10), step or max(1, limit // 5)
         start = (count - (limit - best)) // step * step
-        ranked = self._ranked.get(budget, [])
-        top = heapq.nsmallest(best, [*ranked[:best], *((self._key(v), i, p, v) for i, p, v in live)])
+        ranked = self._ranked.get(key, [])
+        top = heapq.nsmallest(best, [*ranked[:best], *((-v, i, p, v) for i, p, v in live)])
         tail = count - start                    # 0 when limit is 1: the best point alone
         recent = list(heapq.merge(done[-tail:], live, key=lambda e: e[0]))[-tail:] if tail > 0 else []
         chosen = {i: (p, v) for _, i, p, v in top} | {i: (p, v) for i, p, v in recent}
         return [chosen[i] for i in sorted(chosen)]
 
-    def _key(self, value: float) -> float:
-        return -value if self._maximize else value
+    def _file(self, key: int | str, index: int, params: dict[str, Any], value: float) -> None:
+        bisect.insort(self._filed.setdefault(key, []), (index, params, value), key=lambda e: e[0])
+        bisect.insort(self._ranked.setdefault(key, []), (-value, index, params, value), key=lambda e: e[:2])
 
-    def _read(self, trials: list[FrozenTrial], min_points: int, study: str, maximize: bool
-              ) -> tuple[int, list[Entry], list[Entry]] | None:
-        """(epoch, done, live) at the largest epoch that at least ``min_points`` usable trials reached, each
-        as (position, params, value) in trial order; None when no epoch has that many."""
+    def _read(self, trials: list[FrozenTrial], min_points: int, study: str, maximize: bool, view: str
+              ) -> tuple[int | str, list[Entry], list[Entry]] | None:
+        """(key, done, live) of ``view``: the usable finished trials and the running ones, each as
+        (position, params, value) in trial order; None when the view has fewer than ``min_points``."""
         if study != self._study or maximize != self._maximize or len(trials) < self._seen:
             self.__init__()                     # another study: read it from the start
             self._study, self._maximize = study, maximize
         self._seen = len(trials)
-        open_trials: list[tuple[int, FrozenTrial]] = []
+        sign = 1.0 if maximize else -1.0
+        running: list[tuple[int, FrozenTrial]] = []
         for index in range(self._open_from, len(trials)):
             t = trials[index]
             if not t.state.is_finished():
-                open_trials.append((index, t))
+                if usable(t) and t.intermediate_values:
+                    running.append((index, t))
                 continue
-            if not open_trials:
+            if index == self._open_from:
                 self._open_from = index + 1
             if index not in self._done:
                 self._done.add(index)
                 if usable(t):
-                    for step, value in t.intermediate_values.items():
-                        bisect.insort(self._by_step.setdefault(step, []), (index, t.params, value), key=lambda e: e[0])
-                        bisect.insort(self._ranked.setdefault(step, []), (self._key(value), index, t.params, value),
-                                      key=lambda e: e[:2])
-        running = [(i, t) for i, t in open_trials if usable(t) and t.intermediate_values]
-        for budget in sorted({*self._by_step, *(s for _, t in running for s in t.intermediate_values)}, reverse=True):
-            done = self._by_step.get(budget, [])
-            if len(done) + sum(budget in t.intermediate_values for _, t in running) < min_points:
-                continue
-            live = [(i, t.params, t.intermediate_values[budget]) for i, t in running if budget in t.intermediate_values]
-            return budget, done, live
+                    value = reach(t, maximize)
+                    if value is not None:
+                        self._file(REACH, index, t.params, value)
+                    for epoch, v in t.intermediate_values.items():
+                        self._file(epoch, index, t.params, sign * v)
+        if view == REACH:
+            live = [(i, t.params, v) for i, t in running if (v := reach(t, maximize)) is not None]
+            done = self._filed.get(REACH, [])
+            return (REACH, done, live) if len(done) + len(live) >= min_points else None
+        epochs = {*(k for k in self._filed if k != REACH), *(s for _, t in running for s in t.intermediate_values)}
+        for budget in sorted(epochs, reverse=True):
+            done = self._filed.get(budget, [])
+            live = [(i, t.params, sign * t.intermediate_values[budget]) for i, t in running
+                    if budget in t.intermediate_values]
+            if len(done) + len(live) >= min_points:
+                return budget, done, live
         return None
 
 
@@ -220,5 +284,5 @@ def make_sampler(algorithm: str, space: Mapping[str, BaseDistribution], seed: in
     raise ValueError(f"algorithm: got {algorithm!r}, expected one of {', '.join(ALGORITHMS)}")
 
 
-__all__ = ["ALGORITHMS", "MAX_POINTS", "RANDOM_SHARE", "FitStudy", "Observed", "RungTPESampler", "make_sampler",
-           "usable"]
+__all__ = ["ALGORITHMS", "BUDGET", "MAX_POINTS", "RANDOM_SHARE", "REACH", "REACH_SHARE", "FitStudy", "Observed",
+           "RungTPESampler", "make_sampler", "reach", "usable"]

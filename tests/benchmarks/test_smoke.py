@@ -14,12 +14,14 @@ import math
 import re
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
-from benchmarks import algorithms, detection, record_curves, replay, simulate, throughput
+from benchmarks import algorithms, detection, portfolio, record_curves, replay, simulate, throughput
 from benchmarks.curves import CurveSet, default_paths
 from benchmarks.figures import random_expectation
+from hpsearch.tune import samplers
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +212,16 @@ def test_optuna_alone_with_one_worker_is_study_optimize(tiny_curves: str) -> Non
                                      simulate.optuna_workers(curves, seed, 24, 1))
     eight = simulate.optuna_alone(curves, 0, 24, concurrency=8)
     assert eight.spent == 24 and len(eight.trials) >= 8
+
+
+def test_portfolio_replays_each_part_of_rung_tpe_with_its_own_shares(tmp_path: Path) -> None:
+    out = tmp_path / "B.md"
+    assert portfolio.main(["--smoke", "--out", str(out)]) == 0
+    body = section(out, "portfolio")
+    for setting in portfolio.SETTINGS:
+        assert f"| {setting} |" in body, setting
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    for random_share, reach_share in portfolio.SETTINGS.values():
+        sampler = portfolio._sampler_with((random_share, reach_share))("rung-tpe", space, 0)
+        views = {sampler.view(n) for n in range(300)}
+        assert (samplers.REACH in views) == (reach_share > 0) and (samplers.BUDGET in views) == (reach_share < 1)

@@ -71,17 +71,21 @@ def replayed_ranking(curves: CurveSet, seed: int = 0) -> list[dict]:
 
 
 @pytest.mark.parametrize("path, edges, inside", [
-    ("curves_triplet.json.gz", set(), {"lr", "hidden_dim"}),                 # its best lies inside
-    # the grid's best (0.853): hidden_dim 128 and w_parse 2 at the top of their ranges, w_generate 0
-    # at the bottom, lr 0.001 inside
-    ("curves_symmetric.json.gz", {("w_parse", "upper"), ("w_generate", "lower"), ("hidden_dim", "upper")}, {"lr"}),
+    # the triplet searches' best trials: lr 0.3-0.96, inside its log range
+    ("curves_triplet.json.gz", set(), {"lr"}),
+    # the symmetric searches' best trials: w_parse 2, the top of its range (the parse term carries
+    # the objective), lr 0.001-0.01 inside its log range
+    ("curves_symmetric.json.gz", {("w_parse", "upper")}, {"lr"}),
 ])
 def test_replayed_searches_name_the_edges_their_best_trials_sit_at(path, edges, inside):
+    """Four seeded 24-run searches per grid: where their best trials land depends on the sampler,
+    but on these grids every one lands with the same parameters at an edge and inside."""
     (found,) = [p for p in default_paths() if p.name == path]
     curves = CurveSet.load(found)
-    lines = edge_of_range(curves.run.space, replayed_ranking(curves))
-    named = {(line.split(":")[0], line.split(" edge")[0].rsplit(" ", 1)[1]) for line in lines}
-    assert edges <= named and not {n for n, _ in named} & inside, lines
+    for seed in range(4):
+        lines = edge_of_range(curves.run.space, replayed_ranking(curves, seed))
+        named = {(line.split(":")[0], line.split(" edge")[0].rsplit(" ", 1)[1]) for line in lines}
+        assert edges <= named and not {n for n, _ in named} & inside, (seed, lines)
 
 
 @pytest.mark.parametrize("lrs, widen", [
