@@ -60,6 +60,12 @@ GOAL_NEVER_WORSE = 0.95
 CACHED = 0                      # searches the last run_jobs took from its cache
 
 
+def runs_for(share: float) -> int:
+    """The budget of a grid in full runs: what random search needs at ``share`` (the chance a draw
+    lands within 1%), at least MIN_RUNS."""
+    return max(MIN_RUNS, math.ceil(1 / share)) if share > 0 else MIN_RUNS
+
+
 # -- one search ----------------------------------------------------------------------------------
 
 Job = tuple[str, str, int, int, int, int, bool]   # grid, strategy, seed, budget, concurrency, converge_after, warm
@@ -287,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         curves = grid(name)
         shares[name] = hit_share(curves, draws=2000 if args.smoke else 20_000)
-        runs = args.runs if args.runs is not None else max(MIN_RUNS, math.ceil(1 / shares[name][0])
-                                                           if shares[name][0] > 0 else MIN_RUNS)
+        runs = args.runs if args.runs is not None else runs_for(shares[name][0])
         budgets[name] = int(round(runs * curves.epochs))
         defaults[name], modes[name] = warm_value(curves), curves.mode
     # seed by seed: a run stopped part way (``--cache``) holds whole seeds, every strategy alike

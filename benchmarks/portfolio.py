@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 from unittest import mock
 
-from benchmarks.algorithms import MIN_RUNS, replay
+from benchmarks.algorithms import replay, runs_for
 from benchmarks.common import Stamp, command_line, log, out_path, quiet_worker, table, write_section
 from benchmarks.curves import default_paths
 from benchmarks.figures import iqr_text, target_value
@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [str(p) for p in default_paths()][:1 if args.smoke else None]
     budgets = {}
     for name in names:
-        share = hit_share(grid(name), draws=2000 if args.smoke else 20_000)[0]
-        runs = 2 if args.smoke else max(MIN_RUNS, math.ceil(1 / share) if share > 0 else MIN_RUNS)
-        budgets[name] = int(round(runs * grid(name).epochs))
+        curves = grid(name)
+        runs = 2 if args.smoke else runs_for(hit_share(curves)[0])
+        budgets[name] = int(round(runs * curves.epochs))
     jobs = [(name, setting, seed, budgets[name], k) for name in names for k in args.concurrency
             for setting in SETTINGS for seed in range(args.seeds)]
     found = run(jobs, args.workers, _job)
