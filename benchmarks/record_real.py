@@ -5,6 +5,8 @@ configs sampled across wide ranges, each curve labelled by what happened at the 
     .venv/bin/python -m benchmarks.record_real            # -> benchmarks/data/real_curves.json.gz
                                                           #    (1850 curves, ~14 min CPU, 1 process)
     .venv/bin/python -m benchmarks.record_real --per 3 --out /tmp/c.json.gz   # a tiny corpus
+    .venv/bin/python -m benchmarks.record_real --per 40 --first 100000 --out /tmp/held_out.json.gz
+                                                          # configs the shipped corpus does not hold
 
 Every config is drawn from its own seeded generator (the curve's index), trained the way a trial is
 (``models.build`` + ``hpsearch.models.fit.fit``), one torch thread, one process. Per curve the file
@@ -236,11 +238,12 @@ def load(path: str | Path = CORPUS) -> dict[str, Any]:
 # --- recording ----------------------------------------------------------------------------------
 
 
-def plan(per: Mapping[tuple[str, str], int], folder: Path) -> list[tuple[str, str, dict[str, Any], int]]:
-    """Every (model, data set, params, seed) to record, each config from its own seeded generator."""
+def plan(per: Mapping[tuple[str, str], int], folder: Path, first: int = 0) -> list[tuple[str, str, dict[str, Any], int]]:
+    """Every (model, data set, params, seed) to record, each config from its own seeded generator
+    (indices from ``first`` on: another ``first`` draws configs the shipped corpus does not hold)."""
     jobs = []
     paths = {name: write_npz(name, folder) for name in DATASETS}
-    index = 0
+    index = first
     for (model, dataset), count in per.items():
         for _ in range(count):
             seed = grid_seed(index)
@@ -251,7 +254,7 @@ def plan(per: Mapping[tuple[str, str], int], folder: Path) -> list[tuple[str, st
     return jobs
 
 
-def record(per: Mapping[tuple[str, str], int], out: Path, argv: list[str]) -> Path:
+def record(per: Mapping[tuple[str, str], int], out: Path, argv: list[str], first: int = 0) -> Path:
     import torch
 
     torch.set_num_threads(1)
@@ -260,7 +263,7 @@ def record(per: Mapping[tuple[str, str], int], out: Path, argv: list[str]) -> Pa
     groups: dict[str, dict[str, Any]] = {}
     curves, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = plan(per, Path(tmp))
+        jobs = plan(per, Path(tmp), first)
         for i, (model, dataset, params, seed) in enumerate(jobs):
             group = groups.setdefault(model, {**declarations(model), "keys": []})
             try:
@@ -300,9 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(CORPUS), help="the corpus file (default: %(default)s)")
     parser.add_argument("--per", type=int, help="curves per model and data set (default: the shipped counts)")
+    parser.add_argument("--first", type=int, default=0,
+                        help="index of the first config drawn (default 0, the shipped corpus; another value "
+                             "records held-out curves)")
     args = parser.parse_args(argv)
     per = {key: args.per for key in PER} if args.per is not None else PER
-    record(per, Path(args.out), argv)
+    record(per, Path(args.out), argv, args.first)
     return 0
 
 

@@ -69,6 +69,13 @@ WARMUP_BUMP = [1.35, 0.172, 0.0666, 0.047, 0.176, 0.402, 0.829, 0.87, 0.486, 0.1
 BACK_TO_START = [0.505, 0.0493, 0.154, 0.533, 0.159, 0.0173, 0.0096]
 # Breast cancer, Adam lr 0.011: x3 then x2.7 from its best, at half its first value.
 HALF_THE_START = [0.199, 0.0563, 0.124, 0.0663, 0.0235, 0.0111, 0.0333, 0.0912, 0.0448, 0.00528, 0.000371]
+# Two high-lr MLPs on wine whose loss fell 1500x and 60x, bounced back for two epochs (to 0.56x and
+# 1.95x its first value), then fell again (val accuracy 0.93-1.0 throughout, 0.93 and 0.91 at the
+# budget); the rule before stopped both (growth after a 40x fall, and a spike above the first value).
+WINE_BOUNCE = [0.6374, 0.09097, 0.03945, 0.03177, 0.00836, 0.005584, 0.0004261, 0.01168, 0.3568, 0.03428,
+               0.6279, 0.7886, 0.4651, 0.628, 0.266, 0.07296, 0.0]
+WINE_BELOW_TWICE = [0.6666, 0.1601, 0.01055, 0.1032, 0.1989, 0.01373, 0.3475, 1.297, 0.382, 0.3745, 0.1004,
+                    0.08087, 0.0547, 0.04032]
 # A divergence of that corpus (wine, SGD lr 1.5 after 4 warm-up epochs): the rise starts at epoch 4,
 # below its first value; at epoch 5 the loss is 17x its best and 2.6x its first.
 WINE_DIVERGED = [0.678, 0.106, 0.171, 0.527, 1.76, 4.46, 10.9, 235.0]
@@ -104,8 +111,12 @@ CASES = [
     ("NaN val_loss", curve([1.0, 0.9, 0.8], val_loss=[1.1, 1.0, NAN]), None, None, "nonfinite", 3, "val_loss"),
     ("x3 growth from epoch 4", curve([1.0, 0.8, 0.6, 1.8, 5.4, 16.2]), None, None, "exploding", 5, "train_loss"),
     ("x3 growth from the start", curve([1.0, 3.0, 9.0, 27.0]), None, None, "exploding", 3, "train_loss"),
-    ("x3 growth after a 40x fall", curve([2.3, 0.1, 0.05, 0.15, 0.45, 1.35]), None, None,
-     "exploding", 5, "train_loss"),
+    ("x3 growth after a 40x fall: a trained loss's third epoch of growth",
+     curve([2.3, 0.1, 0.05, 0.15, 0.45, 1.35]), None, None, "exploding", 6, "train_loss"),
+    ("a trained loss bouncing back to half its start for two epochs (wine, Adam lr 0.096)",
+     curve(WINE_BOUNCE), None, None, "ok", None, None),
+    ("a trained loss back just below twice its start, 120x its best (wine, Adam lr 0.055)",
+     curve(WINE_BELOW_TWICE), None, None, "ok", None, None),
     ("x1.5 growth: caught by the spike limit, 30x its best",
      curve([1.0, 0.5, 0.75, 1.125, 1.69, 2.53, 3.8, 5.7, 8.5, 12.8, 19.2]), None, None, "exploding", 11, "train_loss"),
     ("a 21x spike that recovers (iris, SGD lr 0.51): ok", curve(IRIS_SGD_SPIKE), None, None, "ok", None, None),
@@ -118,9 +129,9 @@ CASES = [
     ("near-zero spike to 1/16 of the start that recovers",
      curve(CONVERGED[:12] + [4e-4, 5e-3, 2e-5, 1e-5, 8e-6]), None, None, "ok", None, None),
     ("divergence from a converged point, back to the start's scale", curve(DIVERGED), None, None,
-     "exploding", 14, "train_loss"),
-    ("jump from a converged point above the start", curve(CONVERGED[:12] + [0.09, 0.5, 2.0]), None, None,
-     "exploding", 13, "train_loss"),
+     "exploding", 15, "train_loss"),
+    ("jump from a converged point: caught above twice the start",
+     curve(CONVERGED[:12] + [0.09, 0.5, 2.0]), None, None, "exploding", 14, "train_loss"),
     ("x3 climb from a converged point: caught back within 10x of its start",
      curve(CONVERGED[:12] + [1e-5 * 3 ** k for k in range(1, 9)]), None, None, "exploding", 19, "train_loss"),
     ("first loss negative: growth alone decides", curve([-0.2, 0.1, 0.3, 0.9]), None, None,
@@ -211,6 +222,13 @@ def test_reason_names_the_values():
     verdict = assess(curve([1.0, 0.8, 0.6, 1.8, 5.4]), HealthConfig())
     assert verdict == Verdict("exploding", "train_loss grew by more than 100% per epoch for 2 epochs in a row "
                                            "(0.6 -> 1.8 -> 5.4) at epoch 5", 5)
+    verdict = assess(curve([2.3, 0.1, 0.05, 0.15, 0.45, 1.35]), HealthConfig())
+    assert verdict.reason == ("train_loss grew by more than 100% per epoch for 3 epochs in a row (0.05 -> 0.15 -> "
+                              "0.45 -> 1.35) at epoch 6, climbing back from its best 0.05, 1/46 of its first value")
+    verdict = assess(curve([0.29, 0.1, 0.0, 0.01, 0.03, 0.09, 0.2]), HealthConfig())   # a triplet loss at 0
+    assert verdict.epoch == 7 and verdict.reason.endswith("climbing back from its best 0")
+    verdict = assess(curve([0.29, 0.1, -0.01, 0.01, 0.03, 0.09, 0.2]), HealthConfig())
+    assert verdict.epoch == 6 and verdict.reason.endswith("climbing back from its best -0.01")
     verdict = assess(curve([0.1] * 3), HealthConfig())
     assert "0.1, 0.1, 0.1" in verdict.reason and "epochs 1-3" in verdict.reason
 
@@ -225,7 +243,8 @@ def test_settings_change_the_verdict():
     bump = curve(WARMUP_BUMP)
     assert assess(bump, HealthConfig()).ok
     assert assess(bump, HealthConfig(exploding=ExplodingRule(scale=0))).epoch == 6  # the rule before
-    assert assess(bump, HealthConfig(exploding=ExplodingRule(trained=20))).epoch == 6  # 29x fall: trained
+    assert assess(bump, HealthConfig(exploding=ExplodingRule(trained=20))).epoch == 7  # 29x fall: trained
+    assert assess(bump, HealthConfig(exploding=ExplodingRule(trained=20, trained_patience=2))).epoch == 6
     nan = curve([1.0, NAN])
     assert assess(nan, HealthConfig(nonfinite=False)).ok
     collapse = curve(IMPROVING[:5], train_emb_std=[1e-4] * 5)
@@ -252,6 +271,7 @@ BAD_SETTINGS = [
     ({"exploding": {"rate": -0.5}}, "health.exploding.rate", "-0.5"),
     ({"exploding": {"scale": -1}}, "health.exploding.scale", "-1"),
     ({"exploding": {"trained": 1}}, "health.exploding.trained", "1"),
+    ({"exploding": {"trained_patience": 0}}, "health.exploding.trained_patience", "0"),
     ({"flatline": {"patience": 1}}, "health.flatline.patience", "1"),
     ({"flatline": {"rel_tol": 2}}, "health.flatline.rel_tol", "2.0"),
     ({"flatline": {"rel_tol": "tiny"}}, "health.flatline.rel_tol", "'tiny'"),
@@ -290,15 +310,21 @@ def test_defaults_round_trip_through_yaml_settings():
     assert parse(HealthConfig, as_dict(config), where="health.") == config
 
 
-@pytest.mark.parametrize("written, spike", [
-    ({"factor": 10, "patience": 2, "rate": 1.0, "scale": 2, "trained": 40}, 10.0),   # before spike existed
-    ({"factor": 5, "patience": 2, "rate": 1.0, "scale": 2, "trained": 40}, 5.0),
-    ({"factor": 10, "spike": 30, "patience": 2}, 30.0),
-    (None, 30.0),                                                                     # no section written
+@pytest.mark.parametrize("written, spike, trained_patience", [
+    ({"factor": 10, "patience": 2, "rate": 1.0, "scale": 2, "trained": 40}, 10.0, 2),   # before spike existed
+    ({"factor": 5, "patience": 4, "rate": 1.0, "scale": 2, "trained": 40}, 5.0, 4),
+    ({"factor": 10, "spike": 30, "patience": 2, "scale": 2, "trained": 40}, 30.0, 2),   # before trained_patience
+    ({"factor": 10, "spike": 30, "patience": 2, "trained_patience": 4}, 30.0, 4),
+    (None, 30.0, 3),                                                                     # no section written
 ])
-def test_a_run_dir_from_before_the_spike_limit_resumes_with_the_limit_it_ran_with(written, spike):
-    """A search.yaml written before ``spike`` existed stopped a spike at its ``factor``; a resumed
-    search keeps that (hpsearch.driver.resume.as_it_ran), so one run is judged by one rule."""
+def test_a_run_dir_from_before_a_setting_resumes_with_the_rule_it_ran_with(written, spike, trained_patience):
+    """A search.yaml written before ``spike`` existed stopped a spike at its ``factor``, one written
+    before ``trained_patience`` existed stopped a trained loss's climb after ``patience`` epochs; a
+    resumed search keeps both (hpsearch.driver.resume.as_it_ran). (Such a run's spike test also
+    fired on a trained loss back between its first value and twice it; after resume it does not.)"""
+    written_patience = (written or {}).get("patience", 2)
     factor = (written or {}).get("factor", 10)
-    rule = exploding_as_run(written, ExplodingRule(factor=factor))
-    assert rule.spike == spike and rule.factor == factor
+    parsed = ExplodingRule(factor=factor, patience=written_patience,
+                           trained_patience=(written or {}).get("trained_patience", 3))
+    rule = exploding_as_run(written, parsed)
+    assert rule.spike == spike and rule.factor == factor and rule.trained_patience == trained_patience
