@@ -17,7 +17,7 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# The quickstart search (a few minutes on 2 cores), its report and the best config exported.
+# The quickstart search (under a minute on 2 cores), its report and the best config exported.
 # Each run gets its own timestamped name under runs/, so a re-run never collides with the last.
 demo: install
 	@name=quickstart-$$(date +%Y%m%d-%H%M%S); \

@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:         # `hpsearch report RUN | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 141                  # 128 + SIGPIPE, as a shell reports a writer the pipe closed on
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 
 from hpsearch import models
 from hpsearch.core.config import RunConfig, dump_config, load_config
-from hpsearch.core.numbers import one_line
+from hpsearch.core.numbers import fmt, one_line
 from hpsearch.core.objective import is_better
 from hpsearch.models.config import ConfigError
 from hpsearch.models.fit import epoch_line, fit, format_metrics
@@ -136,7 +136,7 @@ def train(config: RunConfig, out: Path | None, device: str, log=print) -> dict[s
         (out / METRICS).write_text(json.dumps(_json_safe(result), indent=2), encoding="utf-8")
         log(f"wrote {out / WEIGHTS}, {out / CONFIG}, {out / METRICS}")
     log(f"final {format_metrics(result['final'])}")
-    log(f"best {metric} {best.get(metric)} at epoch {best.get('epoch')}; {result['time_s']:.1f}s")
+    log(f"best {metric} {fmt(best.get(metric))} at epoch {best.get('epoch')}; {result['time_s']:.1f}s")
     return result
 
 

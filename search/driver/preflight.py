@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from hpsearch.core.config import LogConfig, RunConfig, build_config, check_sections, read_config
+from hpsearch.core.rundir import read_run_info
 from hpsearch.driver.cluster import check_address, check_cluster_storage, client_storage, is_client, runtime_env
 from hpsearch.models.config import ConfigError
 
@@ -114,9 +115,18 @@ def storage_dir(storage: str | None) -> Path:
 
 
 def check_new_run(run_dir: Path) -> None:
-    if run_dir.exists():
-        raise ConfigError(f"--name: a run named {run_dir.name!r} already exists at {str(run_dir)!r}; "
-                          f"choose another --name, or continue it with `hpsearch resume {run_dir}`")
+    """Refuse a run dir that exists; the hint says what can be done with it (a finished run cannot
+    be resumed, only read)."""
+    if not run_dir.exists():
+        return
+    try:
+        finished = read_run_info(run_dir).get("state") == "finished"
+    except (OSError, ValueError, AttributeError):       # no run.json, not JSON, not a mapping
+        finished = False
+    then = (f"read it with `hpsearch report {run_dir}`" if finished
+            else f"continue it with `hpsearch resume {run_dir}`")
+    raise ConfigError(f"--name: a run named {run_dir.name!r} already exists at {str(run_dir)!r}"
+                      f"{' and finished' if finished else ''}; choose another --name, or {then}")
 
 
 def check_cpu(config: RunConfig | Any, address: str | None) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from hpsearch.core.numbers import finite
 from hpsearch.core.outcomes import DIVERGED, FINISHED
+from hpsearch.results.records import trial_label
 
 DOMINANT_SHARE = 0.9          # a component above this share of the summed components dominates
 
@@ -91,7 +92,8 @@ def dominant_component(table, params: Mapping[str, Any]) -> str | None:
 def no_active_triplets(table, params: Mapping[str, Any]) -> str | None:
     if "train_active_triplets" not in table.columns:
         return None
-    dead = [tid for tid, v in zip(table["trial_id"], table["train_active_triplets"]) if finite(v) and float(v) == 0]
+    dead = [trial_label(row) for _, row in table.iterrows()
+            if finite(row["train_active_triplets"]) and float(row["train_active_triplets"]) == 0]
     if not dead:
         return None
     known = sum(1 for v in table["train_active_triplets"] if finite(v))
@@ -117,7 +119,8 @@ def divergence(table, params: Mapping[str, Any]) -> str | None:
     if diverged.empty:
         return None
     counts = ", ".join(f"{o} {n}" for o, n in diverged["outcome"].value_counts().sort_index().items())
-    head = f"{len(diverged)}/{len(table)} trials diverged ({counts}: {_ids(list(diverged['trial_id']))})"
+    named = _ids([trial_label(row) for _, row in diverged.iterrows()])
+    head = f"{len(diverged)}/{len(table)} trials diverged ({counts}: {named})"
     column = _lr_column(table)
     if column is None:
         fixed = params.get("lr")

@@ -52,4 +52,11 @@ def report_json(table, summary: dict[str, Any]) -> str:
             f'"summary": {json.dumps(summary, indent=2, default=str)}}}\n')
 
 
-__all__ = ["READ_CALL", "cell", "report_json"]
+def trial_label(row) -> str:
+    """How the printed report names a trial: ``#N`` as the live table does, or its Ray id when it
+    has no number (decided before Ray made its folder)."""
+    number = cell(row["trial"])
+    return row["trial_id"] if number is None else f"#{number}"
+
+
+__all__ = ["READ_CALL", "cell", "report_json", "trial_label"]

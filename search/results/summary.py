@@ -17,7 +17,7 @@ from hpsearch.core.space import parse_space, parse_spec
 from hpsearch.models.config import ConfigError
 from hpsearch.results import text
 from hpsearch.results.diagnose import diagnose
-from hpsearch.results.records import READ_CALL, cell, report_json
+from hpsearch.results.records import READ_CALL, cell, report_json, trial_label
 from hpsearch.results.report import Run, build_table, read_run
 
 # The printed table's columns, most useful first; the searched parameters come after HEAD_FIRST and
@@ -163,13 +163,6 @@ def render(summary: dict[str, Any], width: int | None = None) -> str:
     return text.wrap_all(lines, width)
 
 
-def trial_label(row) -> str:
-    """How the printed report names a trial: ``#N`` as the live table does, or its Ray id when it
-    has no number (decided before Ray made its folder)."""
-    number = cell(row["trial"])
-    return row["trial_id"] if number is None else f"#{number}"
-
-
 def _column(table, name: str, header: str) -> text.Column:
     """One column of the printed table: trials as ``trial_label``, timestamps as ISO-8601 UTC to
     the second, other cells through ``fmt``, a missing value as ``-``; numbers aligned right."""
@@ -231,7 +224,9 @@ def format_table(table, all_columns: bool = False, width: int | None = None) -> 
     kept = text.fit([_column(table, name, header) for name, header in candidates], width)
     headers = {column.header for column in kept}
     shown = {name for name, header in candidates if header in headers}
-    left_out = [name for name in table.columns if name not in shown and name != "reason"]
+    missing = [(name, header) for name, header in candidates if name not in shown]   # searched params first
+    left_out = [header for _, header in missing] + [name for name in table.columns if name not in shown
+                                                    and name != "reason" and name not in dict(missing)]
     lines = [*text.wrap(title, width), *text.grid(kept)]
     if left_out:
         lines.append(text.listing("not shown: ", left_out, LEFT_OUT_SUFFIX, width))

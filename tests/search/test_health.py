@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from hpsearch.core.health import CollapsedRule, ExplodingRule, FlatlineRule, HealthConfig, Verdict, assess, exploding_as_run
 from hpsearch.models.config import ConfigError, parse
@@ -328,3 +332,15 @@ def test_a_run_dir_from_before_a_setting_resumes_with_the_rule_it_ran_with(writt
                            trained_patience=(written or {}).get("trained_patience", 3))
     rule = exploding_as_run(written, parsed)
     assert rule.spike == spike and rule.factor == factor and rule.trained_patience == trained_patience
+
+
+def test_the_readme_shows_the_defaults():
+    """README.md's ``health:`` block is the defaults, every setting of every rule named."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(health:\n.*?)```", text, re.DOTALL)
+    assert block is not None
+    shown = yaml.safe_load(block.group(1))["health"]
+    assert parse(HealthConfig, shown, where="health.") == HealthConfig()
+    for name in ("exploding", "flatline", "collapsed"):
+        rule = getattr(HealthConfig(), name)
+        assert set(shown[name]) == {f.name for f in dataclasses.fields(rule)} - {"enabled"}, name

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -195,6 +197,17 @@ def test_report_command_csv_is_exactly_load_report_and_json_holds_summary(tmp_pa
     assert "train_batch_loss_std" in capsys.readouterr().out
 
 
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """`hpsearch report RUN | head -1`: the pipe closes before the report is written; the command
+    ends quietly with 141 (128 + SIGPIPE), as a shell reports such a writer."""
+    run = known_run(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "report", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == "", err
+
+
 def test_a_run_with_no_finished_trial_still_reports(tmp_path, capsys):
     trials = [FakeTrial("f0000001_00000", {"lr": 1e-3}, history(1, obj=(math.nan, math.nan)), "pruned_nonfinite",
                         "train_loss is nan"), FakeTrial("f0000001_00001", {"lr": 1e-2}, [], None)]
@@ -250,8 +263,8 @@ def _diagnosed_run(tmp_path, kind):
     ("dominant", ["train_loss_parse is 99% of the summed loss components in 4/4 trials",
                   "consider w_parse ≈ 0.00"]),
     ("no_triplets", ["2/4 trials had no active triplets in their last epoch (train_active_triplets = 0): "
-                     "a0000001_00001, a0000000_00000"]),
-    ("divergence", ["2/4 trials diverged (pruned_exploding 1, pruned_nonfinite 1: a0000003_00003, a0000002_00002) "
+                     "#2, #1 — "]),
+    ("divergence", ["2/4 trials diverged (pruned_exploding 1, pruned_nonfinite 1: #4, #3) "
                     "at lr 0.03–0.09; "
                     "finished trials used 0.0001–0.0003 — keep it below 0.03"]),
 ])

@@ -43,6 +43,15 @@ def test_the_printed_report_fits_the_terminal_and_keeps_the_first_columns(tmp_pa
     assert "seed" not in header and ("seed" in left_out or "more" in left_out)
 
 
+def test_a_searched_parameter_left_out_is_named_first(tmp_path, capsys, monkeypatch):
+    """At 80 columns num_rules and w_parse do not fit: the "not shown" line names them before any
+    other column, under the names the table would have used."""
+    out = report(capsys, monkeypatch, 80, str(wide_run(tmp_path)))
+    header = out.splitlines()[1].split()
+    (left_out,) = [line for line in out.splitlines() if line.startswith("not shown: ")]
+    assert "num_rules" not in header and left_out.startswith("not shown: num_rules, ")
+
+
 def test_a_wider_terminal_shows_more_columns(tmp_path, capsys, monkeypatch):
     path = str(wide_run(tmp_path))
     narrow = report(capsys, monkeypatch, 80, path).splitlines()[1].split()

@@ -86,15 +86,21 @@ def test_a_good_config_gets_as_far_as_starting_ray(tmp_path, config_file, monkey
         main(["run", str(config_file(TRIPLET_OK)), "--storage", str(tmp_path / "runs")])
 
 
-def test_an_existing_run_is_refused_never_overwritten(tmp_path, capsys, config_file):
+@pytest.mark.parametrize("state, hint", [("finished", "hpsearch report"), ("interrupted", "hpsearch resume"),
+                                         (None, "hpsearch resume")])
+def test_an_existing_run_is_refused_never_overwritten(tmp_path, capsys, config_file, state, hint):
+    """The refusal says what the run can still be used for: a finished one can be read, not resumed
+    (resume refuses it); an interrupted one, or one without a readable run.json, resumed."""
     config = config_file(TRIPLET_OK)
     run_dir = tmp_path / "runs" / "mine"
     run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text('{"state": "finished"}', encoding="utf-8")
+    written = '{"state": "%s"}' % state if state else "not json"
+    (run_dir / "run.json").write_text(written, encoding="utf-8")
     assert main(["run", str(config), "--storage", str(tmp_path / "runs"), "--name", "mine"]) == 2
     err = capsys.readouterr().err
-    assert "a run named 'mine' already exists" in err and f"hpsearch resume {run_dir}" in err
-    assert (run_dir / "run.json").read_text(encoding="utf-8") == '{"state": "finished"}'
+    assert "a run named 'mine' already exists" in err and f"{hint} {run_dir}" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (run_dir / "run.json").read_text(encoding="utf-8") == written
 
 
 def test_storage_that_is_a_file_or_a_remote_uri_is_refused(tmp_path):
