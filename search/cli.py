@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     module_name, _, func = HANDLERS[args.command].partition(":")
     try:
         handler = getattr(importlib.import_module(module_name), func)
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        sys.stdout.flush()              # a reader that left shows here, not at exit
+        return code
     except ConfigError as err:
         print(f"hpsearch {args.command}: error: {err}", file=sys.stderr)
         if argv is None and "ray" not in sys.modules:   # the command line itself, and no Ray to stop
@@ -118,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hpsearch {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:         # `hpsearch report RUN | head`: the reader has what it wanted
+    except BrokenPipeError:         # stdout's reader left: `hpsearch report RUN | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        if args.command != "report":                # a listing ends quietly; anything else says so
+            print(f"hpsearch {args.command}: stopped: its output was closed (broken pipe)"
+                  + ("; `hpsearch resume RUN_DIR` continues the search" if args.command in ("run", "resume") else ""),
+                  file=sys.stderr)
         return 141                  # 128 + SIGPIPE, as a shell reports a writer the pipe closed on
 
 

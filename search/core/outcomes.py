@@ -7,7 +7,9 @@ with a trial's objective.
 
 from __future__ import annotations
 
+import json
 from enum import Enum
+from pathlib import Path
 
 
 class Outcome(str, Enum):
@@ -39,7 +41,20 @@ VERDICT_OUTCOME = {"flatline": "pruned_flatline", "exploding": "pruned_exploding
                    "collapsed": "pruned_collapsed", "nonfinite": "pruned_nonfinite"}
 
 # a whole search, in run.json
+RUN_JSON = "run.json"
 RUN_STATES = ("running", "finished", "interrupted")
 
-__all__ = ["DIVERGED", "FINISHED", "HEALTH_OUTCOMES", "OUTCOMES_ALL", "RANKED", "RUN_STATES", "VERDICT_OUTCOME",
-           "Outcome"]
+
+def recorded_state(run_dir: str | Path) -> str | None:
+    """The state run.json records for the search in ``run_dir`` (one of RUN_STATES), or None when
+    the file is missing or unreadable, is not a JSON object, or holds no such state."""
+    try:
+        info = json.loads((Path(run_dir) / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):                   # missing, unreadable, not UTF-8, not JSON
+        return None
+    state = info.get("state") if isinstance(info, dict) else None
+    return state if state in RUN_STATES else None
+
+
+__all__ = ["DIVERGED", "FINISHED", "HEALTH_OUTCOMES", "OUTCOMES_ALL", "RANKED", "RUN_JSON", "RUN_STATES",
+           "VERDICT_OUTCOME", "Outcome", "recorded_state"]

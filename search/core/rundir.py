@@ -38,11 +38,10 @@ import optuna
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.core.outcomes import OUTCOMES_ALL
+from hpsearch.core.outcomes import OUTCOMES_ALL, RUN_JSON
 from hpsearch.models.config import ConfigError
 
 SEARCH_YAML = "search.yaml"
-RUN_JSON = "run.json"
 OUTCOMES = "outcomes.jsonl"
 STUDY_FILE = "optuna.journal"
 STUDY_NAME = "hpsearch"

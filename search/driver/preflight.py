@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from hpsearch.core.config import LogConfig, RunConfig, build_config, check_sections, read_config
-from hpsearch.core.rundir import read_run_info
+from hpsearch.core.outcomes import recorded_state
 from hpsearch.driver.cluster import check_address, check_cluster_storage, client_storage, is_client, runtime_env
 from hpsearch.models.config import ConfigError
 
@@ -115,18 +115,16 @@ def storage_dir(storage: str | None) -> Path:
 
 
 def check_new_run(run_dir: Path) -> None:
-    """Refuse a run dir that exists; the hint says what can be done with it (a finished run cannot
-    be resumed, only read)."""
+    """Refuse a run dir that exists; the hint says what can be done with it: a finished run can be
+    read, an interrupted or killed one resumed; anything else (no readable run.json) neither."""
     if not run_dir.exists():
         return
-    try:
-        finished = read_run_info(run_dir).get("state") == "finished"
-    except (OSError, ValueError, AttributeError):       # no run.json, not JSON, not a mapping
-        finished = False
-    then = (f"read it with `hpsearch report {run_dir}`" if finished
-            else f"continue it with `hpsearch resume {run_dir}`")
+    state = recorded_state(run_dir)
+    then = {"finished": f", or read it with `hpsearch report {run_dir}`",
+            "interrupted": f", or continue it with `hpsearch resume {run_dir}`",
+            "running": f", or, when it is no longer running, continue it with `hpsearch resume {run_dir}`"}
     raise ConfigError(f"--name: a run named {run_dir.name!r} already exists at {str(run_dir)!r}"
-                      f"{' and finished' if finished else ''}; choose another --name, or {then}")
+                      f"{f' ({state})' if state else ''}; choose another --name{then.get(state, '')}")
 
 
 def check_cpu(config: RunConfig | Any, address: str | None) -> None:

@@ -13,6 +13,9 @@ shortest text that reads back as the same float; pandas' own ``to_json`` stops a
 digits), NaN and missing cells as ``null``, ±inf as ``Infinity`` / ``-Infinity`` (as Python's
 json module writes and reads them: strict JSON has no infinity), timestamps as ISO-8601 with their
 UTC offset. ``precise_float=True`` matters: without it pandas may read the last digit differently.
+
+Also the cell-level helpers every reader of a report row shares: ``cell`` (a cell as plain data)
+and ``trial_label`` (how printed text names a trial).
 """
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def format_table(table, all_columns: bool = False, width: int | None = None) -> 
     kept = text.fit([_column(table, name, header) for name, header in candidates], width)
     headers = {column.header for column in kept}
     shown = {name for name, header in candidates if header in headers}
-    missing = [(name, header) for name, header in candidates if name not in shown]   # searched params first
+    missing = [(name, header) for name, header in candidates if name not in shown]   # columns the table would show, first
     left_out = [header for _, header in missing] + [name for name in table.columns if name not in shown
                                                     and name != "reason" and name not in dict(missing)]
     lines = [*text.wrap(title, width), *text.grid(kept)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -201,8 +202,9 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
     """`hpsearch report RUN | head -1`: the pipe closes before the report is written; the command
     ends quietly with 141 (128 + SIGPIPE), as a shell reports such a writer."""
     run = known_run(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # stdout buffered, as usual
     proc = subprocess.Popen([sys.executable, "-m", "hpsearch.cli", "report", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and err == "", err

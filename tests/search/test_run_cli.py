@@ -86,20 +86,27 @@ def test_a_good_config_gets_as_far_as_starting_ray(tmp_path, config_file, monkey
         main(["run", str(config_file(TRIPLET_OK)), "--storage", str(tmp_path / "runs")])
 
 
-@pytest.mark.parametrize("state, hint", [("finished", "hpsearch report"), ("interrupted", "hpsearch resume"),
-                                         (None, "hpsearch resume")])
-def test_an_existing_run_is_refused_never_overwritten(tmp_path, capsys, config_file, state, hint):
-    """The refusal says what the run can still be used for: a finished one can be read, not resumed
-    (resume refuses it); an interrupted one, or one without a readable run.json, resumed."""
+@pytest.mark.parametrize("written, hint", [
+    ('{"state": "finished"}', "read it with `hpsearch report"),
+    ('{"state": "interrupted"}', "continue it with `hpsearch resume"),
+    ('{"state": "running"}', "when it is no longer running, continue it with `hpsearch resume"),
+    ("not json", None), ("[1, 2]", None), ("null", None),
+])
+def test_an_existing_run_is_refused_never_overwritten(tmp_path, capsys, config_file, written, hint):
+    """The refusal says what the run can still be used for: a finished one read (resume refuses
+    it), an interrupted or killed one resumed; without a readable run.json, neither (resume refuses
+    that too)."""
     config = config_file(TRIPLET_OK)
     run_dir = tmp_path / "runs" / "mine"
     run_dir.mkdir(parents=True)
-    written = '{"state": "%s"}' % state if state else "not json"
     (run_dir / "run.json").write_text(written, encoding="utf-8")
     assert main(["run", str(config), "--storage", str(tmp_path / "runs"), "--name", "mine"]) == 2
     err = capsys.readouterr().err
-    assert "a run named 'mine' already exists" in err and f"{hint} {run_dir}" in err
-    assert len(err.strip().splitlines()) == 1
+    assert "a run named 'mine' already exists" in err and len(err.strip().splitlines()) == 1
+    if hint is None:
+        assert "hpsearch resume" not in err and "hpsearch report" not in err
+    else:
+        assert f"{hint} {run_dir}`" in err
     assert (run_dir / "run.json").read_text(encoding="utf-8") == written
 
 
