@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     before = results["hpsearch health, exploding spike 10, scale 0 (the exploding rule before this corpus)"]
     patience2 = stops(items, HealthConfig(exploding=ExplodingRule(trained_patience=2)))
     about = (f"Corpus: `{shown(args.corpus)}`, {len(items)} curves "
-             f"({', '.join(f'{k} {v}' for k, v in groups.items())}), recorded {data['recorded']['date']} with "
-             f"`{data['recorded']['command']}` ({data['recorded']['cpu_s']:.0f} s CPU). Labels (record_real.label, "
+             f"({', '.join(f'{k} {v}' for k, v in groups.items())}), {record_real.recorded_text(data)}. "
+             f"Labels (record_real.label, "
              f"which reads the curve alone): " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items()))
              + "; ambiguous curves count in neither column.")
     if Path(args.corpus).resolve() != Path(record_real.CORPUS).resolve():

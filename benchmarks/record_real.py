@@ -1,19 +1,21 @@
 """Record a corpus of real learning curves: full-budget per-epoch results of the built-in triplet
-model and two user-style models (benchmarks/byo.py) on the four scikit-learn data sets, over
+model and two user-style models (benchmarks/byo.py) on the four scikit-learn data sets, and of the
+built-in symmetric model on stories written apart from its own generator, over
 configs sampled across wide ranges, each curve labelled by what happened at the full budget.
 
     .venv/bin/python -m benchmarks.record_real            # -> benchmarks/data/real_curves.json.gz
-                                                          #    (1850 curves, ~14 min CPU, 1 process)
+                                                          #    (1937 curves, ~23 min CPU, 1 process)
     .venv/bin/python -m benchmarks.record_real --per 3 --out /tmp/c.json.gz   # a tiny corpus
     .venv/bin/python -m benchmarks.record_real --per 40 --first 100000 --out /tmp/held_out.json.gz
                                                           # configs the shipped corpus does not hold
+    .venv/bin/python -m benchmarks.record_real --only symmetric   # re-record one model's curves in place
 
 Every config is drawn from its own seeded generator (the curve's index), trained the way a trial is
 (``models.build`` + ``hpsearch.models.fit.fit``), one torch thread, one process. Per curve the file
 keeps every key the model reports each epoch and the untrained model's objective (``evaluate()``
-before the first epoch). The built-in symmetric model is not recorded: its stories come from fixed
-templates (models/symmetric/stories.py) or a data_dir of .jsonl stories written to its own format,
-and one config costs ~10 s at a tenth of its data, too slow for this corpus's budget.
+before the first epoch). The symmetric model reads STORY_COUNT stories of benchmarks/stories_apart.py
+(another domain, other relations, vocabularies and sentence shapes than models/symmetric/stories.py)
+as a user's ``data_dir``, 12 epochs a curve.
 
 Labels (``label``) read the curve only, never hpsearch.core.health:
 
@@ -29,7 +31,7 @@ Labels (``label``) read the curve only, never hpsearch.core.health:
                the first epoch after
                the lowest loss at which the loss is more than twice that lowest (the final rise)
     healthy    every loss finite, the final objective better than the untrained model's by MARGIN
-               or more (both objectives here are fractions: accuracy, recall@1) and the final
+               or more (every objective here is a fraction: accuracy, recall@1, fact accuracy) and the final
                train_loss below the first epoch's (a loss constant at the end counts only when it is
                converged: below CONVERGED x its first value, e.g. at float32 resolution)
     ambiguous  anything else: finite, yet the objective or the loss not better, neither constant nor
@@ -58,24 +60,28 @@ from benchmarks.common import DATA, Stamp, command_line, log, machine, versions
 from benchmarks.curves import _round
 from benchmarks.real_data import DATASETS, write_npz
 from benchmarks.record_curves import grid_seed
+from benchmarks.stories_apart import write as write_stories
 from hpsearch.core.numbers import as_float
 from hpsearch.core.objective import score
 from hpsearch.models.config import ConfigError
 
 FORMAT = "real-1"
 CORPUS = DATA / "real_curves.json.gz"
-FACTORIES = {"triplet": "triplet", "mlp": "benchmarks.byo:MLPClassifier", "cnn": "benchmarks.byo:CNNClassifier"}
+FACTORIES = {"triplet": "triplet", "mlp": "benchmarks.byo:MLPClassifier", "cnn": "benchmarks.byo:CNNClassifier",
+             "symmetric": "symmetric"}
+STORIES = "stories_apart"       # the symmetric model's data set: benchmarks/stories_apart.py
+STORY_COUNT = 100               # stories in that data set (about 350 sentences)
 # curves per data set and model in the shipped corpus (the CNN reads the digits only)
 PER = {("mlp", "digits"): 220, ("mlp", "iris"): 450, ("mlp", "wine"): 450, ("mlp", "breast_cancer"): 450,
        ("cnn", "digits"): 90, ("triplet", "digits"): 40, ("triplet", "iris"): 50, ("triplet", "wine"): 50,
-       ("triplet", "breast_cancer"): 50}
+       ("triplet", "breast_cancer"): 50, ("symmetric", STORIES): 90}
 
 FLAT_REL = 1e-5        # "constant": relative spread of train_loss (6 significant digits stored)
 FLAT_RUN = 3           # epochs
 COLLAPSE_RUN = 3       # epochs
 DIVERGE_FACTOR = 10.0  # "a large factor"
 CONVERGED = 1e-3       # a final loss this far below its first is converged: constant there is done
-MARGIN = 0.02          # "clearly better" than untrained: objectives here are fractions (accuracy, recall@1)
+MARGIN = 0.02          # "clearly better" than untrained: objectives here are fractions (accuracy, recall@1, ...)
 KINDS = ("nonfinite", "diverged", "flatline", "collapsed")
 
 
@@ -123,6 +129,25 @@ def sample_triplet(rng: random.Random, path: Path) -> dict[str, Any]:
     }
 
 
+def sample_symmetric(rng: random.Random, path: Path) -> dict[str, Any]:
+    """A config of the built-in symmetric model on the held-apart stories, over wider ranges than its
+    search space: lr over 5 decades; no gradient clipping, the model's default of 1, or a loose 10;
+    batches of 8 to 128; parse and generate weights from 0 (the term switched off) to 3, the cycle
+    weight 0 to 1; 12 epochs (a curve costs about 6 s)."""
+    return {
+        "data_dir": str(path),
+        "lr": _log_uniform(rng, 1e-5, 1.0),
+        "batch_size": rng.choice([8, 32, 128]),
+        "hidden_dim": rng.choice([8, 32, 128]),
+        "num_rules": rng.choice([1, 4, 16, 32]),
+        "w_parse": rng.choice([0.0, 0.5, 1.0, 3.0]),
+        "w_generate": rng.choice([0.0, 0.5, 1.0, 3.0]),
+        "w_cycle": rng.choice([0.0, 0.5, 1.0]),
+        "grad_clip": rng.choice([0.0, 0.0, 1.0, 10.0]),
+        "epochs": 12,
+    }
+
+
 def record_one(model: str, params: dict[str, Any], seed: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """The untrained model's evaluation and the per-epoch rows of one full-budget run."""
     import torch
@@ -132,7 +157,7 @@ def record_one(model: str, params: dict[str, Any], seed: int) -> tuple[dict[str,
 
     torch.manual_seed(seed)
     epochs = int(params["epochs"])
-    build = {k: v for k, v in params.items() if k != "epochs" or model != "triplet"}
+    build = {k: v for k, v in params.items() if k != "epochs" or model not in ("triplet", "symmetric")}
     with contextlib.redirect_stderr(io.StringIO()):              # the triplet note on the batch composition
         net = models.build(FACTORIES[model], build, device="cpu", seed=seed)
     untrained = net.evaluate("val")
@@ -227,6 +252,15 @@ def rows(curve: Mapping[str, Any], model: Mapping[str, Any]) -> list[dict[str, A
     return [{k: v for k, v in zip(model["keys"], values) if v is not None} for values in curve["rows"]]
 
 
+def recorded_text(data: Mapping[str, Any]) -> str:
+    """How a corpus file was recorded: the command, and that of each model's curves added since."""
+    done = data["recorded"]
+    parts = [f"recorded {done['date']} with `{done['command']}` ({done['cpu_s']:.0f} s CPU)"]
+    parts += [f"its {a['model']} curves recorded {a['date']} with `{a['command']}` ({a['cpu_s']:.0f} s CPU)"
+              for a in done.get("added", [])]
+    return "; ".join(parts)
+
+
 def load(path: str | Path = CORPUS) -> dict[str, Any]:
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         data = json.load(fh)
@@ -243,27 +277,39 @@ def plan(per: Mapping[tuple[str, str], int], folder: Path, first: int = 0) -> li
     (indices from ``first`` on: another ``first`` draws configs the shipped corpus does not hold)."""
     jobs = []
     paths = {name: write_npz(name, folder) for name in DATASETS}
+    paths[STORIES] = write_stories(folder / f"{STORIES}.jsonl", STORY_COUNT)
     index = first
     for (model, dataset), count in per.items():
         for _ in range(count):
             seed = grid_seed(index)
             rng = random.Random(seed)
-            params = sample_triplet(rng, paths[dataset]) if model == "triplet" else sample_byo(rng, model, dataset)
+            if model == "symmetric":
+                params = sample_symmetric(rng, paths[dataset])
+            elif model == "triplet":
+                params = sample_triplet(rng, paths[dataset])
+            else:
+                params = sample_byo(rng, model, dataset)
             jobs.append((model, dataset, params, seed))
             index += 1
     return jobs
 
 
-def record(per: Mapping[tuple[str, str], int], out: Path, argv: list[str], first: int = 0) -> Path:
+def record(per: Mapping[tuple[str, str], int], out: Path, argv: list[str], first: int = 0,
+           only: str | None = None, per_arg: int | None = None) -> Path:
     import torch
 
+    layout = {"first": first, "per": per_arg}       # what decides the configs drawn (``plan``)
+    base = load(out) if only is not None and out.exists() else None     # a bad file refused before training
+    if base is not None and base["recorded"].get("plan", {"first": 0, "per": None}) != layout:
+        raise SystemExit(f"--only {only}: {out} was recorded with {base['recorded'].get('plan')}, not --first "
+                         f"{first} --per {per_arg}; its other curves would not match these configs")
     torch.set_num_threads(1)
     stamp = Stamp(command_line("benchmarks.record_real", argv))
     started = time.process_time()
     groups: dict[str, dict[str, Any]] = {}
     curves, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = plan(per, Path(tmp), first)
+        jobs = [job for job in plan(per, Path(tmp), first) if only is None or job[0] == only]
         for i, (model, dataset, params, seed) in enumerate(jobs):
             group = groups.setdefault(model, {**declarations(model), "keys": []})
             try:
@@ -287,10 +333,17 @@ def record(per: Mapping[tuple[str, str], int], out: Path, argv: list[str], first
     for curve in curves:
         lab = label_curve(curve, groups[curve["model"]])
         counts[lab.kind or lab.status] += 1
-    data = {"format": FORMAT, "models": groups, "curves": curves,
-            "recorded": {"date": stamp.started.isoformat(timespec="minutes"), "machine": machine(),
-                         "versions": versions(), "command": stamp.command,
-                         "cpu_s": round(time.process_time() - started, 1), "refused": skipped}}
+    recorded = {"date": stamp.started.isoformat(timespec="minutes"), "machine": machine(), "versions": versions(),
+                "command": stamp.command, "cpu_s": round(time.process_time() - started, 1), "refused": skipped,
+                "plan": layout}
+    if base is not None:                          # one model's curves, in place of that model's in the file
+        data = base
+        data["models"][only] = groups[only]
+        data["curves"] = [c for c in data["curves"] if c["model"] != only] + curves
+        data["recorded"]["added"] = [a for a in data["recorded"].get("added", []) if a["model"] != only] \
+            + [{"model": only, **recorded}]
+    else:
+        data = {"format": FORMAT, "models": groups, "curves": curves, "recorded": recorded}
     out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(out, "wt", encoding="utf-8", compresslevel=9) as fh:
         json.dump(data, fh, separators=(",", ":"))
@@ -303,12 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(CORPUS), help="the corpus file (default: %(default)s)")
     parser.add_argument("--per", type=int, help="curves per model and data set (default: the shipped counts)")
+    parser.add_argument("--only", choices=sorted(FACTORIES),
+                        help="record this model's curves only (the same configs as in a whole recording); into an "
+                             "existing --out they replace that model's curves, the others are kept")
     parser.add_argument("--first", type=int, default=0,
                         help="index of the first config drawn (default 0, the shipped corpus; another value "
                              "records held-out curves)")
     args = parser.parse_args(argv)
     per = {key: args.per for key in PER} if args.per is not None else PER
-    record(per, Path(args.out), argv, args.first)
+    record(per, Path(args.out), argv, args.first, args.only, args.per)
     return 0
 
 
