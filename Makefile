@@ -35,13 +35,18 @@ test-fast: install
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not slow"
 
-# The benchmarks behind BENCHMARKS.md (each rewrites its own section; about 3 h on 2 cores,
+# The benchmarks behind BENCHMARKS.md (each rewrites its own section; about 3.5 h on 2 cores,
 # best on an otherwise idle machine). They replay the curves shipped in benchmarks/data;
-# `make bench-curves` records those again (about 25 minutes, and the real-data corpus about 20 more).
+# `make bench-curves` records those again (about 25 minutes, and the real-data corpus about 25 more).
+# a recording of the real-curve corpus's models from configs it does not hold (record_real --first)
+HELD_OUT ?= /tmp/hpsearch_held_out.json.gz
+
 bench: install
 	$(PIP) -e ".[test,bench]"
 	$(PY) -m benchmarks.detection
 	$(PY) -m benchmarks.corpus_detection
+	$(PY) -m benchmarks.record_real --per 100 --first 200000 --out $(HELD_OUT)
+	$(PY) -m benchmarks.corpus_detection --corpus $(HELD_OUT)
 	$(PY) -m benchmarks.replay
 	$(PY) -m benchmarks.algorithms
 	$(PY) -m benchmarks.rung_noise
