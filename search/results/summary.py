@@ -224,9 +224,9 @@ def format_table(table, all_columns: bool = False, width: int | None = None) -> 
     kept = text.fit([_column(table, name, header) for name, header in candidates], width)
     headers = {column.header for column in kept}
     shown = {name for name, header in candidates if header in headers}
-    missing = [(name, header) for name, header in candidates if name not in shown]   # columns the table would show, first
-    left_out = [header for _, header in missing] + [name for name in table.columns if name not in shown
-                                                    and name != "reason" and name not in dict(missing)]
+    offered = {name for name, _ in candidates}
+    left_out = ([header for name, header in candidates if name not in shown]      # what the table would show first
+                + [name for name in table.columns if name not in offered and name != "reason"])
     lines = [*text.wrap(title, width), *text.grid(kept)]
     if left_out:
         lines.append(text.listing("not shown: ", left_out, LEFT_OUT_SUFFIX, width))
