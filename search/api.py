@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hpsearch.core import training
-from hpsearch.core.config import RunConfig, build_config, read_config
+from hpsearch.core.config import RunConfig, build_config, read_config, trial_config
 from hpsearch.core.numbers import as_float, finite, fmt
 from hpsearch.core.outcomes import RANKED
 from hpsearch.driver import preflight
@@ -76,19 +76,6 @@ def call_text(function: str, config: Any, **arguments: Any) -> str:
     shown = DICT_SOURCE if isinstance(config, Mapping) else repr(str(config))
     given = [f"{key}={value!r}" for key, value in arguments.items() if value is not None]
     return f"hpsearch.{function}({', '.join([shown, *given])})"
-
-
-def trial_config(raw: Mapping[str, Any], searched: Mapping[str, Any], seed: int | None, epochs: int) -> dict[str, Any]:
-    """A search's config (search.yaml as written) as one trial's own: the trial's searched values in
-    ``params``, its seed, ``epochs`` up to the epoch that ranks it (``Run.rank_epoch``), and no space
-    to search."""
-    space = raw.get("space") or {}
-    config = {key: value for key, value in raw.items() if key not in ("space", "warm_start")}
-    config["params"] = {**(raw.get("params") or {}), **{n: searched[n] for n in space if n in searched}}
-    config["epochs"] = epochs
-    if seed is not None:
-        config["seed"] = seed
-    return config
 
 
 @dataclass(frozen=True, eq=False)    # a pandas Series has no single truth value to compare by

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from importlib.metadata import version
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from hpsearch.models.config import ConfigError
+from hpsearch.models.config import ConfigError, did_you_mean
 
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
@@ -28,9 +29,43 @@ DEVICE_HELP = "auto (CUDA when visible), cpu or cuda (default: the config's devi
 SET_HELP = "override a setting; a bare key means params.KEY (repeatable)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's errors: one line on stderr naming the argument, the value and what
+    is allowed, exit status 2; no abbreviated options (``--epoch`` is not taken for ``--epochs``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {_plain(message)}; `{self.prog} --help` lists what is allowed", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+        """Unknown arguments are named by the command they were given to, with a close option."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(parsed, "command", None)
+            parser = self._commands.get(command, self) if hasattr(self, "_commands") else self
+            options = [o for action in parser._actions for o in action.option_strings]
+            hint = did_you_mean(extra[0].split("=", 1)[0], options) if extra[0].startswith("-") else ""
+            parser.error(f"unrecognized argument{'s' if len(extra) > 1 else ''}: {' '.join(extra)}{hint}")
+        return parsed
+
+
+def _plain(message: str) -> str:
+    """argparse's message in the project's words where they differ."""
+    match = re.fullmatch(r"argument (\S+): invalid int value: (.*)", message)
+    if match:
+        return f"{match[1]}: got {match[2]}, expected an integer"
+    match = re.fullmatch(r"argument COMMAND: invalid choice: '(.*)' \(choose from (.*)\)", message)
+    if match:
+        return f"got command {match[1]!r}, expected one of {match[2]}{did_you_mean(match[1], HANDLERS)}"
+    return message
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command line; every argument of every command has help text (tests/search/test_api.py)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hpsearch", description="Hyperparameter search that prunes flatlined, exploding and NaN trials.")
     # read as hpsearch.__version__ reads it: importing that would import hpsearch.api, which the
     # layers keep apart from this module (pyproject.toml)
@@ -90,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=1, help="how many of the best finished trials (default: 1)")
     p.add_argument("--out", help="directory (default: RUN_DIR/best)")
     p.add_argument("--force", action="store_true", help="write into an --out that holds files")
+    parser._commands = sub.choices          # command -> its parser, for errors named by the command
     return parser
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpsearch.models.config import ConfigError, bounds
+from hpsearch.models.symmetric.stories import split_sizes
 
 COMPONENTS = ("parse", "generate", "cycle_forward", "cycle_backward")   # the loss's named parts
 
@@ -36,8 +37,14 @@ class SymmetricConfig:
         if self.w_parse == 0 and self.w_generate == 0 and self.w_cycle == 0:
             raise ConfigError(f"{where}w_parse, {where}w_generate, {where}w_cycle: got 0.0, 0.0, 0.0; "
                               "expected at least one weight > 0 (otherwise nothing is trained)")
-        if self.data_dir is not None:
-            _check_data_dir(self.data_dir, *_stamp(self.data_dir), where=f"{where}data_dir")
+        name = "data_dir" if self.data_dir is not None else "num_stories"
+        count = (_check_data_dir(self.data_dir, *_stamp(self.data_dir), where=f"{where}data_dir")
+                 if self.data_dir is not None else self.num_stories)
+        train, val, test = split_sizes(count, self.val_fraction, self.test_fraction)
+        if train < 1:
+            raise ConfigError(f"{where}{name}: {count} stories leave none for training after the split "
+                              f"({val} for validation at val_fraction {self.val_fraction}, {test} for test at "
+                              f"test_fraction {self.test_fraction}); expected more stories or smaller fractions")
 
 
 def _stamp(path: str) -> tuple[int, int]:

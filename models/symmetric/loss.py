@@ -30,8 +30,12 @@ def pointer_ce(pointer_logits: torch.Tensor, spans: torch.Tensor) -> tuple[torch
 
 
 def word_ce(words: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of distributions (..., V) (probabilities, not logits) against ids (...)."""
-    return -words.gather(-1, target.unsqueeze(-1)).log().mean()
+    """Cross-entropy of distributions (..., V) (probabilities, not logits) against ids (...). A
+    probability that underflowed to 0 (a mixture of softmaxes in float32) counts as the smallest
+    positive float, so a confident wrong word costs about 87 nats, not an infinite loss that the
+    health rules would stop as non-finite."""
+    picked = words.gather(-1, target.unsqueeze(-1))
+    return -picked.clamp_min(torch.finfo(picked.dtype).tiny).log().mean()
 
 
 def slot_ce(slots: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -194,13 +194,19 @@ def generate_stories(num_stories: int, seed: int) -> list[Story]:
     return stories
 
 
+def split_sizes(count: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """(train, val, test) story counts of ``split_stories``; train may be 0 or less (refused)."""
+    n_val = max(1, round(count * val_fraction))
+    n_test = max(1, round(count * test_fraction))
+    return count - n_val - n_test, n_val, n_test
+
+
 def split_stories(stories: list[Story], val_fraction: float, test_fraction: float,
                   seed: int) -> tuple[list[Story], list[Story], list[Story]]:
     """Shuffle (seeded) and split by story, so no story has sentences in two splits."""
     order = list(range(len(stories)))
     random.Random(seed + 1).shuffle(order)
-    n_val = max(1, round(len(stories) * val_fraction))
-    n_test = max(1, round(len(stories) * test_fraction))
+    _, n_val, n_test = split_sizes(len(stories), val_fraction, test_fraction)
     val = [stories[i] for i in order[:n_val]]
     test = [stories[i] for i in order[n_val:n_val + n_test]]
     train = [stories[i] for i in order[n_val + n_test:]]

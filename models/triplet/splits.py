@@ -57,7 +57,8 @@ def check_class_counts(names: tuple[str, ...], counts: tuple[int, ...], cfg, whe
             raise ConfigError(f"{where}: class {name!r} has {c} samples, fewer than {need}"
                               + (f" (sampler 'pk' draws k={cfg.k} per class)" if pk else "")
                               + f"; {_lower_k(cfg, c) if pk else ''}add samples or drop the class")
-        n_rows = sum(counts) * n_train // len(counts)
+        # the fewest rows the split can leave: the seed draws which classes it holds out
+        n_rows, fewest = sum(sorted(counts)[:n_train]), "as few as "
     else:
         sizes = [split_counts(c, cfg.val_fraction, cfg.test_fraction) for c in counts]
         if pk:
@@ -73,11 +74,12 @@ def check_class_counts(names: tuple[str, ...], counts: tuple[int, ...], cfg, whe
         if cfg.test_fraction > 0 and not any(te >= 2 for _, _, te in sizes):
             raise ConfigError(f"{where}: test_fraction {cfg.test_fraction} leaves no class with 2 test "
                               "samples, so retrieval cannot be measured; raise test_fraction or set it to 0")
-        n_rows = sum(tr for tr, _, _ in sizes)
+        n_rows, fewest = sum(tr for tr, _, _ in sizes), ""
     # pk always fills one batch: P <= the training classes, each with at least k samples
     if not pk and n_rows < cfg.batch_size:
         fix = f"batch_size {n_rows} works" if n_rows >= 2 else "add samples"
-        raise ConfigError(f"{where}: about {n_rows} training samples, fewer than batch_size "
+        held = " (split 'classes' holds out whole classes, drawn by the seed)" if fewest else ""
+        raise ConfigError(f"{where}: {fewest}{n_rows} training samples{held}, fewer than batch_size "
                           f"{cfg.batch_size}; {fix}")
 
 

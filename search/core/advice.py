@@ -5,9 +5,10 @@ Pure: searched specs (hpsearch.core.space) and the ranked trials' values in, one
 parameter out. A parameter is at an edge when the best trial and at least half of the top trials lie
 in the outer ``EDGE_SHARE`` of its range, at the same end, measured on the spec's own scale (log for
 ``loguniform`` and ``int`` with ``log: true``). Choices have no edge. A range is widened by
-``WIDEN`` of its width on that side (on a log scale: by that share of its decades); an integer
-range keeps integers and never crosses 1 on a log scale, and a range of non-negative values is not
-widened below 0.
+``WIDEN`` of its width on that side; on a log scale by as many decades as it spans, at most
+``MAX_DECADES`` (lr in [0.01, 3] at its top: [0.01, 30], not 300 times its bound, where trials of
+most models diverge); an integer range keeps integers and never crosses 1 on a log scale, and a
+range of non-negative values is not widened below 0.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ EDGE_SHARE = 0.1        # the outer tenth of a range, at either end
 TOP_SHARE = 0.2         # the top fifth of the ranked trials (at least MIN_TOP) are "the best trials"
 MIN_TOP = 3
 MIN_TRIALS = 4          # fewer ranked trials than this say nothing about a range
-WIDEN = 1.0             # widen by the range's own width (or decades) on the side it hit
+WIDEN = 1.0             # widen by the range's own width (or decades) on the side it hit ...
+MAX_DECADES = 1.0       # ... on a log scale, by at most a factor of 10
 
 
 def _position(spec: Spec, value: float) -> float:
@@ -38,7 +40,7 @@ def _widened(spec: Spec, side: str) -> tuple[float, float]:
     low, high = float(spec.low), float(spec.high)
     logscale = spec.log or spec.kind == "loguniform"
     if logscale:
-        span = math.log(high) - math.log(low)
+        span = min(math.log(high) - math.log(low), MAX_DECADES * math.log(10))
         low, high = ((low / math.exp(WIDEN * span), high) if side == "lower"
                      else (low, high * math.exp(WIDEN * span)))
     else:
@@ -79,4 +81,4 @@ def edge_of_range(space: Mapping[str, Spec], best_first: Sequence[Mapping[str, A
     return lines
 
 
-__all__ = ["EDGE_SHARE", "MIN_TRIALS", "TOP_SHARE", "edge_of_range"]
+__all__ = ["EDGE_SHARE", "MAX_DECADES", "MIN_TRIALS", "TOP_SHARE", "edge_of_range"]

@@ -34,7 +34,7 @@ import yaml
 
 from hpsearch import models
 from hpsearch.core.convergence import Convergence
-from hpsearch.core.health import HealthConfig
+from hpsearch.core.health import HealthConfig, collapse_floors
 from hpsearch.core.objective import MODES
 from hpsearch.core.sections import (
     Budget,
@@ -186,6 +186,11 @@ def build_config(raw: Any, source: str = "config", *, search: bool = True) -> Ru
         raise ConfigError(f"objective.metric: {objective.metric!r} is not reported by model {model!r}"
                           f"{did_you_mean(objective.metric, reported)}; it reports: "
                           f"{', '.join(sorted(reported))}")
+    floors = collapse_floors(models.declared(model, "collapse"), f"model {model!r}")
+    unreported = sorted(set(floors) - set(reported or floors))
+    if unreported:
+        raise ConfigError(f"model {model!r}: collapse: {unreported[0]!r} is not a metric it reports"
+                          f"{did_you_mean(unreported[0], reported)}; it reports: {', '.join(sorted(reported))}")
 
     check, allowed = _param_checker(model, params)
     space = parse_space(raw.get("space"), check_param=check if search else None, allowed=allowed)
@@ -300,6 +305,19 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
+def trial_config(raw: Mapping[str, Any], searched: Mapping[str, Any], seed: int | None, epochs: int) -> dict[str, Any]:
+    """A search's raw config (search.yaml as written) as one trial's own, which trains that trial
+    alone: the trial's ``searched`` values in ``params``, its ``seed``, ``epochs``, and no space,
+    warm-start points or ``exported`` provenance of a config the search started from."""
+    space = raw.get("space") or {}
+    config = {key: value for key, value in raw.items() if key not in ("space", "warm_start", "exported")}
+    config["params"] = {**(raw.get("params") or {}), **{n: searched[n] for n in space if n in searched}}
+    config["epochs"] = epochs
+    if seed is not None:
+        config["seed"] = seed
+    return config
+
+
 def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
@@ -337,4 +355,5 @@ def dump_config(config: RunConfig, path: str | Path) -> None:
 
 
 __all__ = ["Budget", "CheckpointConfig", "ConfigError", "LogConfig", "MODES", "MlflowConfig", "Objective", "Resources",
-           "RunConfig", "SchedulerConfig", "build_config", "check_sections", "dump_config", "load_config", "read_config"]
+           "RunConfig", "SchedulerConfig", "build_config", "check_sections", "dump_config", "load_config", "read_config",
+           "trial_config"]

@@ -56,13 +56,14 @@ OK = Verdict("ok")
 
 
 def _validate(obj: Any, where: str) -> None:
-    """Check every field of a settings dataclass against its type and bounds (direct construction
-    gets the same one-line errors as YAML parsing)."""
+    """Check every field of a settings dataclass against its type and bounds, and keep the value as
+    its type (direct construction gets the same one-line errors and values as YAML parsing: "20"
+    for a float field is 20.0, "0.5" where more than 1 is allowed is refused)."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        coerce(value, hints[f.name], f"{where}{f.name}")
+        value = coerce(getattr(obj, f.name), hints[f.name], f"{where}{f.name}")
         check_bounds(value, f.metadata, f"{where}{f.name}")
+        object.__setattr__(obj, f.name, value)      # a frozen dataclass: its own value, converted
 
 
 def _span(first: int, last: int) -> str:
@@ -314,7 +315,7 @@ class CollapsedRule:
         _validate(self, "health.collapsed.")
 
     def check(self, history: History, floors: Mapping[str, float]) -> Verdict | None:
-        floors = _floors(floors)
+        floors = collapse_floors(floors)
         runs = {metric: 0 for metric in floors}
         for epoch, row in enumerate(history, 1):
             for metric in sorted(floors):
@@ -329,13 +330,15 @@ class CollapsedRule:
         return None
 
 
-def _floors(collapse: Mapping[str, Any] | None) -> dict[str, float]:
-    """A model's ``collapse`` declaration, checked: metric name -> finite floor."""
-    floors = {}
+def collapse_floors(collapse: Mapping[str, Any] | None, model: str = "") -> dict[str, float]:
+    """A model's ``collapse``, checked (the config does, before any trial): metric -> finite floor."""
+    where, floors = f"{model + ': ' if model else ''}collapse", {}
+    if collapse is not None and not isinstance(collapse, Mapping):
+        raise ConfigError(f"{where}: got {collapse!r}, expected a mapping of metric name -> finite floor")
     for metric, floor in (collapse or {}).items():
         value = as_float(floor)
         if not isinstance(metric, str) or value is None or not math.isfinite(value):
-            raise ValueError(f"collapse: got {metric!r}: {floor!r}, expected metric name -> finite floor")
+            raise ConfigError(f"{where}: got {metric!r}: {floor!r}, expected metric name -> finite floor")
         floors[metric] = value
     return floors
 
@@ -393,4 +396,4 @@ def assess(history: History, config: HealthConfig | None = None,
 
 
 __all__ = ["CollapsedRule", "ExplodingRule", "FlatlineRule", "HealthConfig", "NonfiniteRule", "OK",
-           "STATUSES", "Verdict", "assess", "exploding_as_run"]
+           "STATUSES", "Verdict", "assess", "collapse_floors", "exploding_as_run"]

@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, get_args
 
+from hpsearch.core.numbers import as_float
+
 MODES = ("min", "max")
 Rank = Literal["best", "last", "mean"]     # objective.rank (hpsearch.core.sections.Objective)
 RANKS: tuple[str, ...] = get_args(Rank)
@@ -31,12 +33,10 @@ def direction(mode: str) -> str:
 
 
 def score(value: Any, mode: str) -> float:
-    """Larger-is-better score of a metric value; NaN, inf, None and non-numbers score -inf."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return -math.inf
-    if not math.isfinite(number):
+    """Larger-is-better score of a metric value; NaN, inf, None and non-numbers (a bool or a string
+    among them, as ``as_float`` reads them) score -inf."""
+    number = as_float(value)
+    if number is None or not math.isfinite(number):
         return -math.inf
     return sign(mode) * number
 

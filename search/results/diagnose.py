@@ -133,7 +133,7 @@ def divergence(table, params: Mapping[str, Any]) -> str | None:
     line = head + f" at {column[len('config/'):]} {_span(lrs)}"
     if good:
         line += f"; finished trials used {_span(good)}"
-        if max(good) < min(lrs):
+        if max(good) < min(lrs) and len(lrs) >= 2:      # one diverged trial is too little to bound lr
             line += f" — keep it below {min(lrs):.3g}"
     return line
 

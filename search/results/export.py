@@ -23,16 +23,20 @@ Checkpoints are read with ``torch.load(weights_only=True)``; nothing is unpickle
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpsearch.core.config import Resources, build_config, dump_config
+import yaml
+
+from hpsearch.core.config import Resources, build_config, dump_config, trial_config
 from hpsearch.core.objective import is_better, rank_phrase, score, trial_value
 from hpsearch.core.outcomes import FINISHED
 from hpsearch.core.rundir import CHECKPOINT_FILE
 from hpsearch.core.training import CONFIG, WEIGHTS, cpu_threads, load_trusted_tensors, prepare_out_dir, versions
 from hpsearch.models.config import ConfigError, parse
+from hpsearch.results.records import cell
 from hpsearch.results.report import Run, Trial, build_table, read_run
 
 
@@ -114,10 +118,7 @@ def exported_config(run: Run, choice: Choice, rank: int, versions: dict[str, str
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"trial {trial.trial_id}: no seed in its results; cannot export a config that "
                           "reproduces it")
-    params = dict(run.raw.get("params") or {})
-    params.update({name: trial.config[name] for name in run.space if name in trial.config})
-    raw = {k: v for k, v in run.raw.items() if k not in ("space", "warm_start", "exported")}
-    raw.update(params=params, seed=seed, epochs=choice.epoch)
+    raw = trial_config(run.raw, trial.config, seed, choice.epoch)
     raw["exported"] = {
         "run_dir": str(run.path.resolve()), "trial_id": trial.trial_id, "rank": rank, "outcome": trial.outcome,
         "epoch": choice.epoch, "checkpoint": str(choice.path.relative_to(run.path)),
@@ -132,16 +133,32 @@ def exported_config(run: Run, choice: Choice, rank: int, versions: dict[str, str
     return raw
 
 
+def earlier_exports(folder: Path) -> list[Path]:
+    """The ``<rank>_<trial_id>`` folders an export wrote in ``folder`` (a config.yaml with an
+    ``exported:`` section); nothing else there is touched."""
+    found = []
+    for child in sorted(folder.iterdir()):
+        rank = child.name.split("_", 1)[0]
+        if child.is_dir() and rank.isdigit() and "_" in child.name and (child / CONFIG).is_file():
+            try:
+                written = yaml.safe_load((child / CONFIG).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                continue
+            if isinstance(written, dict) and isinstance(written.get("exported"), dict):
+                found.append(child)
+    return found
+
+
 def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, log=print) -> list[Path]:
     """Write the ``top`` best finished trials; return their directories."""
     import torch
-
 
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ConfigError(f"--top: got {top!r}, expected an integer >= 1")
     run = read_run(run_dir)
     table = build_table(run)
     by_id = {t.trial_id: t for t in run.trials}
+    rows = {row["trial_id"]: row for _, row in table.iterrows()}
     choices = []
     for trial_id, outcome in zip(table["trial_id"], table["outcome"]):
         choice = choose_checkpoint(run, by_id[trial_id]) if outcome in FINISHED else None
@@ -163,6 +180,11 @@ def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, l
             log(returned)
     choices = choices[:top]
     target = prepare_out_dir(out if out is not None else run.path / "best", force)
+    names = {f"{rank}_{choice.trial.trial_id}" for rank, choice in enumerate(choices, start=1)}
+    for folder in earlier_exports(target):
+        if folder.name not in names:    # --force: an earlier export's ranks would stand beside these
+            shutil.rmtree(folder)
+            log(f"{folder}: removed, written by an earlier export")
     stamp = versions()
     written = []
     for rank, choice in enumerate(choices, start=1):
@@ -176,6 +198,12 @@ def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, l
         ranked = "" if run.rank == "best" else f"; ranked by {rank_phrase(run.rank, run.window)}: {choice.value:.6g}"
         log(f"{folder}: {choice.trial.trial_id} ({choice.trial.outcome}) {run.metric} "
             f"{choice.row[run.metric]:.6g} at epoch {choice.epoch}{ranked}")
+        reported = rows[choice.trial.trial_id]
+        epoch = cell(run.rank_epoch(reported))
+        if epoch is not None and int(epoch) != choice.epoch:
+            log(f"  the report ranks it at epoch {int(epoch)} ({run.rank_column} {run.rank_value(reported):.6g}), "
+                f"which has no checkpoint on disk; epoch {choice.epoch} is the best kept, and this config "
+                "retrains to it")
     if found < top:
         log(f"only {found} finished trial(s) have a checkpoint; exported {found} of the {top} asked")
     log(f"retrain: hpsearch train {written[0] / CONFIG} · evaluate: hpsearch evaluate {written[0]}")

@@ -18,6 +18,7 @@ from typing import Any
 
 from hpsearch.core.training import prepare_out_dir
 from hpsearch.models.config import ConfigError
+from hpsearch.results.records import trial_label
 from hpsearch.results.report import Run, Trial, build_table, read_run
 
 COLORS = {
@@ -89,19 +90,20 @@ def components_figure(run: Run, table):
 
     components = [c for c in table.columns if c.startswith("train_loss_")]
     by_id = {t.trial_id: t for t in run.trials}
-    chosen = [by_id[tid] for tid in table["trial_id"] if by_id[tid].rows][:BEST_TRIALS]
+    chosen = [(by_id[row["trial_id"]], trial_label(row)) for _, row in table.iterrows()
+              if by_id[row["trial_id"]].rows][:BEST_TRIALS]
     if not components or not chosen:
         return None
     fig = Figure(figsize=(5 * len(chosen), 4), layout="constrained")
     axes = fig.subplots(1, len(chosen), squeeze=False)[0]
-    for ax, trial in zip(axes, chosen):
+    for ax, (trial, label) in zip(axes, chosen):
         everything = []
         for name in components:
             xs, ys = trial.series(name)
             ax.plot(xs, ys, label=name[len("train_loss_"):], marker=".", markersize=4)
             everything += ys
         _log_if_wide(ax, everything)
-        ax.set(xlabel="epoch", ylabel="loss component", title=f"{trial.trial_id} ({trial.outcome})")
+        ax.set(xlabel="epoch", ylabel="loss component", title=f"{label} ({trial.outcome})")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="small")
     return fig
@@ -168,7 +170,14 @@ def plot(run_dir: str | Path, out: str | Path | None = None, force: bool = False
     return save_figures(build_figures(run), prepare_out_dir(out or run.path / "plots", force))
 
 
+WHY_NOT = {"components": "the model reports no loss components (train_loss_*)",
+           "params": "no parameter was searched"}
+
+
 def plot_command(args) -> int:
-    for path in plot(args.run_dir, args.out, args.force):
+    paths = plot(args.run_dir, args.out, args.force)
+    for path in paths:
         print(f"wrote {path}")
+    for name in sorted(set(WHY_NOT) - {p.stem for p in paths}):
+        print(f"{name}.png: not written: {WHY_NOT[name]}")
     return 0

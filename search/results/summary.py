@@ -11,7 +11,7 @@ from typing import Any
 from hpsearch.core.advice import edge_of_range
 from hpsearch.core.numbers import finite, fmt, one_line
 from hpsearch.core.objective import direction, rank_phrase
-from hpsearch.core.outcomes import FINISHED, OUTCOMES_ALL, RANKED
+from hpsearch.core.outcomes import OUTCOMES_ALL, RANKED
 from hpsearch.core.rundir import STUDY_FILE, STUDY_NAME, study_storage
 from hpsearch.core.space import parse_space, parse_spec
 from hpsearch.models.config import ConfigError
@@ -30,8 +30,10 @@ LEFT_OUT_SUFFIX = " (--all-columns, --csv, --json have them)"
 
 def importance(run: Run, table) -> tuple[dict[str, float], str]:
     """(parameter -> importance, where it came from). Optuna's default evaluator over the complete
-    trials of the stored study; over the report's finished trials (their ranking column) when the study is
-    missing, unreadable or holds fewer than two complete trials."""
+    trials of the stored study; over the report's completed trials (their ranking column) when the
+    study is missing or unreadable. None below ``importance_minimum`` trials: a forest fitted on a
+    handful of trials ranks parameters by chance. Only trials that ran the whole budget: a best
+    value at a rung is not comparable with one at the last epoch."""
     import optuna
 
     if not run.space:
@@ -44,11 +46,13 @@ def importance(run: Run, table) -> tuple[dict[str, float], str]:
             complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                         if t.value is not None and finite(t.value)]
             params = [p for p in run.space if all(p in t.params for t in complete)]
-            if len(complete) >= 2 and params:
+            if len(complete) >= importance_minimum(run.space) and params:
                 values = optuna.importance.get_param_importances(study, params=params)
                 return dict(values), f"{len(complete)} complete trials of the study in {STUDY_FILE}"
-            note = f"{STUDY_FILE} holds {len(complete)} complete trials"
-        except Exception as err:   # a damaged or foreign journal: the report's rows still serve
+            return {}, (f"{len(complete)} complete trials in {STUDY_FILE}; it needs at least "
+                        f"{importance_minimum(run.space)} ({len(run.space)} searched parameters)")
+        except (OSError, ValueError, KeyError, RuntimeError, optuna.exceptions.OptunaError) as err:
+            # a damaged or foreign journal, or a study importance cannot be read from: the report's rows still serve
             note = f"{STUDY_FILE} could not be read ({type(err).__name__}: {one_line(err, 80)})"
     return _importance_from_table(run, table, note)
 
@@ -56,11 +60,10 @@ def importance(run: Run, table) -> tuple[dict[str, float], str]:
 def _importance_from_table(run: Run, table, note: str) -> tuple[dict[str, float], str]:
     import optuna
 
-
     specs = {name: parse_spec(name, run.raw["space"][name]) for name in run.space}
     distributions = {name: spec.to_optuna() for name, spec in specs.items()}
     study = optuna.create_study(direction=direction(run.mode))
-    for _, row in table[table["outcome"].isin(FINISHED)].iterrows():
+    for _, row in table[table["outcome"] == "completed"].iterrows():
         value = run.rank_value(row)
         params = {name: cell(row.get(f"config/{name}")) for name in run.space}
         if not finite(value) or any(v is None for v in params.values()):
@@ -70,10 +73,16 @@ def _importance_from_table(run: Run, table, note: str) -> tuple[dict[str, float]
             continue
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(value)))
     used = len(study.trials)
-    source = f"the report's {used} finished trials ({run.rank_column}); {note}"
-    if used < 2:
-        return {}, f"needs at least 2 finished trials; {source}"
+    source = f"the report's {used} completed trials ({run.rank_column}); {note}"
+    if used < importance_minimum(run.space):
+        return {}, f"needs at least {importance_minimum(run.space)} completed trials; {source}"
     return dict(optuna.importance.get_param_importances(study)), source
+
+
+def importance_minimum(space) -> int:
+    """Trials that ran the whole budget needed before importance is shown: 8, or 2 per searched
+    parameter when there are more than 4."""
+    return max(8, 2 * len(space))
 
 
 def summarize(run: Run, table) -> dict[str, Any]:
@@ -100,7 +109,8 @@ def summarize(run: Run, table) -> dict[str, Any]:
         "state": run.state, "stopped_early": run.stopped_early, "trials": len(table), "outcomes": ordered,
         "running": int(counts["running"]), "epochs_spent": spent, "epoch_budget": budget,
         "budget_trials": trials, "max_epochs": run.max_epochs,
-        "compute_saved": (1 - spent / budget) if budget else 0.0,
+        # only for a search that ended: an interrupted one has epochs still to run
+        "compute_saved": ((1 - spent / budget) if budget else 0.0) if run.state == "finished" else None,
         "best": best, "importance": values, "importance_source": source,
         "diagnoses": diagnose(table, params if isinstance(params, dict) else {}),
         "advice": range_advice(run, ranked),
@@ -133,9 +143,11 @@ def render(summary: dict[str, Any], width: int | None = None) -> str:
     if summary["state"] == "interrupted":
         lines.append(f"the run was interrupted: {summary['running']} trial(s) without an outcome are shown as "
                      f"running; `hpsearch resume {summary['run_dir']}` continues it")
-    lines.append(f"epochs: {summary['epochs_spent']} of {summary['epoch_budget']} without pruning "
-                 f"({summary['budget_trials']} trials × {summary['max_epochs']} epochs): "
-                 f"{summary['compute_saved']:.0%} of the compute saved")
+    without = f"{summary['epoch_budget']} without pruning ({summary['budget_trials']} trials × {summary['max_epochs']} epochs)"
+    if summary["compute_saved"] is None:
+        lines.append(f"epochs: {summary['epochs_spent']} so far, of up to {without}; the search has not ended")
+    else:
+        lines.append(f"epochs: {summary['epochs_spent']} of {without}: {summary['compute_saved']:.0%} of the compute saved")
     best = summary["best"]
     if best is None:
         lines.append("best: no trial has a finite objective yet")

@@ -148,7 +148,7 @@ class LiveTable(Callback):
         if self._tty:
             if now - self._printed >= REFRESH_S:
                 self._refresh_view()
-        elif self._changed and now - self._printed >= self.interval_s:
+        elif self._changed and self.rows and now - self._printed >= self.interval_s:   # no empty table
             self.print_table()
 
     def _terminal(self) -> Any:

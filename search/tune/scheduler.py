@@ -137,7 +137,13 @@ class HealthASHA(FIFOScheduler):
         trial_id, epoch = trial.trial_id, epoch_of(result, self.bracket.time_attr)
         restored = self.bracket.decided.get(trial_id)
         if restored is not None:
-            return STOP if restored.reached(epoch) else CONTINUE
+            if not restored.reached(epoch):
+                return CONTINUE
+            if self.outcomes is not None and self.outcomes.get(trial_id) is None:
+                # persisted before a crash that lost its outcome (``_take``): recorded now, or the
+                # trial would end as "completed"
+                self.outcomes.record(trial_id, restored.outcome, restored.reason, restored.epoch)
+            return STOP
         verdict = result.get("health")
         if verdict not in (None, "ok"):
             outcome = health_outcome(verdict)

@@ -14,8 +14,12 @@ happened instead, from the run's OutcomeLog and the trial's last result:
     no objective ever reported                   FAIL
     otherwise                                    COMPLETE with the LAST objective value
 
-The last value, not the best: it is the value the trial's parameters give after the full budget,
-the one ASHA compared at each rung and the one a retrain of the exported config reproduces.
+The last value, not the best: it is what the trial's parameters give after the full budget (the
+config trained for max_epochs ends there). Ranking is another matter: the report and the export rank
+by ``objective.rank`` (default: the best epoch), ASHA's rungs compare by ``scheduler.compare``, and
+``ranked_values`` reads the study's intermediate values the report's way. So Optuna's own
+``best_trial`` (and optuna-dashboard's) can differ from the report's first row; `rung-tpe` is
+fitted on the intermediate values, not on this one.
 
 Every epoch's finite objective is an intermediate value (step = ``training_iteration``), so
 optuna-dashboard shows the curves while the search runs. Each Optuna trial carries user attributes

@@ -94,7 +94,7 @@ def check_objective(row: Mapping[str, Any], metric: str, model: str) -> None:
     trial at once, naming the metric and what was reported (the scheduler and the searcher could
     not rank the trial otherwise)."""
     if metric not in row:
-        reported = ", ".join(sorted(k for k in row if k != "epoch")) or "nothing"
+        reported = ", ".join(sorted(k for k in row if k not in ("epoch", "epoch_s"))) or "nothing"   # not the timing
         epoch = f" at epoch {row['epoch']}" if "epoch" in row else ""
         raise ValueError(f"objective.metric {metric!r} was not reported by model {model!r}{epoch}; "
                          f"it reported: {reported}")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from hpsearch import models
-from hpsearch.core.config import load_config
+from hpsearch.core.config import build_config, load_config
 from hpsearch.models.config import ConfigError, parse
+from hpsearch.models.symmetric.data import write_jsonl
 from hpsearch.models.symmetric.model import SymmetricConfig, SymmetricModel
+from hpsearch.models.symmetric.stories import generate_stories
 from tests.fixtures.cli import REPO
 
 
@@ -74,3 +76,19 @@ def test_the_shipped_config_loads_with_its_search_part():
 def test_a_bad_override_fails_before_anything_runs():
     with pytest.raises(ConfigError, match=r"^params\.num_rules: got 0"):
         load_config(REPO / "configs" / "symmetric.yaml", ["num_rules=0"])
+
+
+def test_too_few_stories_for_the_split_are_refused_with_the_config(tmp_path):
+    """Two stories in a file, or 10 generated with fractions near a half, leave none for training:
+    refused when the config is parsed (before a search starts), naming the field and the split."""
+    write_jsonl(generate_stories(2, 0), tmp_path / "two.jsonl")
+    raw = {"model": "symmetric", "params": {"data_dir": str(tmp_path / "two.jsonl")},
+           "space": {"lr": {"loguniform": [1e-4, 1e-2]}}}
+    with pytest.raises(ConfigError) as err:
+        build_config(raw)
+    assert str(err.value).startswith("params.data_dir: 2 stories leave none for training after the split "
+                                     "(1 for validation at val_fraction 0.15, 1 for test at test_fraction 0.15)")
+    message = _error({"num_stories": 10, "val_fraction": 0.49, "test_fraction": 0.49})
+    assert message.startswith("params.num_stories: 10 stories leave none for training")
+    write_jsonl(generate_stories(3, 0), tmp_path / "three.jsonl")
+    assert parse(SymmetricConfig, {"data_dir": str(tmp_path / "three.jsonl")}).data_dir.endswith("three.jsonl")

@@ -95,3 +95,16 @@ def test_total_is_the_weighted_sum_and_a_zero_weight_drops_the_component(small):
     assert torch.allclose(total, expected)
     grads = _grads(model, losses.total(parts, 1.0, 0.0, 0.0))     # parse only
     assert not _reaches(grads, "generator.")
+
+
+def test_a_word_probability_that_underflowed_gives_a_finite_loss_and_gradient():
+    """A target word at probability 0 (float32 underflow): a large finite loss, not inf; other
+    words' losses are the plain -log p."""
+    words = torch.tensor([[0.0, 1.0, 0.0], [0.25, 0.5, 0.25]], requires_grad=True)
+    loss = losses.word_ce(words, torch.tensor([0, 1]))
+    tiny = torch.finfo(torch.float32).tiny
+    assert math.isfinite(loss.item())
+    assert loss.item() == pytest.approx((-math.log(tiny) - math.log(0.5)) / 2, rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(words.grad).all()
+    assert losses.word_ce(torch.tensor([[0.2, 0.8]]), torch.tensor([1])).item() == pytest.approx(-math.log(0.8))

@@ -31,7 +31,7 @@ def trials(**columns):
 CASES = [
     # (what, space, best-first searched values, expected lines as (parameter, side, suggested range))
     ("lr at its upper bound", {"lr": LR}, trials(lr=[0.09, 0.1, 0.08, 0.001, 0.0003]),
-     [("lr", "upper", "[1.000e-04, 100]")]),
+     [("lr", "upper", "[1.000e-04, 1]")]),
     ("width at its lower bound", {"hidden_dim": WIDTH}, trials(hidden_dim=[16, 17, 18, 200, 100]),
      [("hidden_dim", "lower", "[1, 256]")]),
     ("the best inside the range", {"lr": LR}, trials(lr=[0.003, 0.002, 0.09, 0.0001, 0.05]), []),
@@ -41,11 +41,15 @@ CASES = [
      [("w", "lower", None)]),
     ("a weight best at 1 widens above", {"w": WEIGHT}, trials(w=[1.0, 0.95, 0.93, 0.5, 0.1]),
      [("w", "upper", "[0, 2]")]),
+    ("a log range of less than a decade widens by its own width", {"lr": Spec("loguniform", 0.5, 2.0)},
+     trials(lr=[1.95, 1.9, 2.0, 0.7, 0.6]), [("lr", "upper", "[0.5, 8]")]),
+    ("a log range of decades widens by one", {"lr": Spec("loguniform", 0.01, 3.0)},
+     trials(lr=[2.9, 2.5, 2.8, 0.1, 0.05]), [("lr", "upper", "[0.01, 30]")]),
     ("choices have no edge", {"mining": MINING}, trials(mining=["hard"] * 5), []),
     ("too few trials say nothing", {"lr": LR}, trials(lr=[0.1, 0.1, 0.1]), []),
     ("two parameters, one at an edge", {"lr": LR, "hidden_dim": WIDTH},
      trials(lr=[0.1, 0.09, 0.1, 0.001, 0.001], hidden_dim=[64, 32, 128, 16, 256]),
-     [("lr", "upper", "[1.000e-04, 100]")]),
+     [("lr", "upper", "[1.000e-04, 1]")]),
 ]
 
 

@@ -206,3 +206,24 @@ def test_an_interrupted_search_returns_its_run_and_resumes_to_the_end(tmp_path):
     assert run.state == "finished" and shown.getvalue().startswith("hpsearch resume stopped: ")
     table = run.report()
     assert len(table) == 2 and set(table["outcome"]) == {"completed"} and set(table["epochs"]) == {4}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "x.yaml", "--max-epochs", "abc"], "hpsearch run: error: --max-epochs: got 'abc', expected an integer"),
+    (["run", "x.yaml", "--num-sample", "4"],
+     "hpsearch run: error: unrecognized arguments: --num-sample 4 (did you mean '--num-samples'?)"),
+    (["train", "x.yaml", "--epoch", "3"],          # no abbreviation is taken for the option it starts
+     "hpsearch train: error: unrecognized arguments: --epoch 3 (did you mean '--epochs'?)"),
+    (["runn", "x.yaml"], "hpsearch: error: got command 'runn', expected one of 'train', "),
+    (["evaluate", "w", "--split", "tset"], "hpsearch evaluate: error: argument --split: invalid choice: 'tset'"),
+    (["report"], "hpsearch report: error: the following arguments are required: run_dir"),
+])
+def test_a_bad_command_line_is_one_line_naming_the_command_and_what_is_allowed(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith(expected) and err.count("\n") == 1, err
+    assert err.rstrip().endswith("--help` lists what is allowed")
+    if argv[0] == "runn":
+        assert "(did you mean 'run'?)" in err

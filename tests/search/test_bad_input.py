@@ -99,7 +99,7 @@ CASES = [
          "model"),
     Case("batch larger than the training set",
          triplet(params={"num_classes": 4, "samples_per_class": 10, "sampler": "random", "batch_size": 64}), (),
-         "params.samples_per_class: about 24 training samples, fewer than batch_size 64", "model"),
+         "params.samples_per_class: 24 training samples, fewer than batch_size 64", "model"),
     Case("grace_period > max_epochs", triplet(scheduler={"grace_period": 5}), (),
          "scheduler.grace_period: got 5, expected a value <= max_epochs (4)"),
     Case("reduction_factor <= 1", triplet(scheduler={"reduction_factor": 1}), (),

@@ -6,7 +6,7 @@ import pytest
 
 from hpsearch.core.config import build_config, dump_config, load_config
 from hpsearch.models.config import ConfigError
-from tests.fixtures.toy_models import MINIMAL, SCRIPTED
+from tests.fixtures.toy_models import MINIMAL, SCRIPTED, Scripted
 
 TOY = f"""
 model: {SCRIPTED}
@@ -132,3 +132,21 @@ def test_an_unknown_algorithm_is_one_line_naming_the_choices():
     with pytest.raises(ConfigError, match=r"^algorithm: .*'bohb'.*'rung-tpe'"):
         build_config({"model": "hpsearch.models.config:parse", "objective": {"metric": "val_acc", "mode": "max"},
                       "algorithm": "bohb"})
+
+
+@pytest.mark.parametrize("collapse, expected", [
+    ({"val_score": "low"}, "collapse: got 'val_score': 'low', expected metric name -> finite floor"),
+    ({"val_scor": 0.01}, "collapse: 'val_scor' is not a metric it reports (did you mean 'val_score'?)"),
+    ([("val_score", 0.01)], "collapse: got [('val_score', 0.01)], expected a mapping"),
+])
+def test_a_bad_collapse_declaration_is_refused_before_any_trial(monkeypatch, collapse, expected):
+    """A user model's ``collapse`` is checked with the config, naming the model, not in every trial."""
+    monkeypatch.setattr(Scripted, "collapse", collapse, raising=False)
+    with pytest.raises(ConfigError) as err:
+        build_config(base())
+    assert str(err.value).startswith(f"model {SCRIPTED!r}: {expected}"), str(err.value)
+
+
+def test_a_good_collapse_declaration_passes(monkeypatch):
+    monkeypatch.setattr(Scripted, "collapse", {"val_score": 1e-3}, raising=False)
+    assert build_config(base()).model == SCRIPTED

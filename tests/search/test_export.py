@@ -161,6 +161,10 @@ def test_top_k_picks_finished_trials_and_their_best_checkpoint_on_disk(tmp_path,
             (seed, epoch, value, outcome)
         assert torch.load(folder / "model.pt", weights_only=True)["w"].tolist() == [float(epoch)] * 2
     assert "only 3 finished trial(s) have a checkpoint; exported 3 of the 5 asked" in out
+    # aaaaa_00003's best epoch 1 (0.85) was not kept: the log says what was exported instead
+    assert ("the report ranks it at epoch 1 (objective_best 0.85), which has no checkpoint on disk; epoch 3 is "
+            "the best kept, and this config retrains to it") in out
+    assert out.count("which has no checkpoint on disk") == 1
 
 
 def test_rank_mean_exports_each_trials_last_checkpoint_best_mean_first(tmp_path, capsys):
@@ -233,6 +237,24 @@ def test_an_out_dir_holding_files_is_refused_without_force(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "already holds files" in err
     assert main(["export", str(run), "--out", str(out), "--force"]) == 0
     assert (out / "keep.txt").read_text() == "mine" and (out / "1_aaaaa_00000" / "model.pt").is_file()
+
+
+def test_export_with_force_replaces_an_earlier_export_and_leaves_the_rest(tmp_path, capsys):
+    """A second export with --force leaves one folder per rank: the first export's folders of other
+    trials are removed (two rank-1 configs would match best/1_*), anything else in the folder stays."""
+    run = _run_with_checkpoints(tmp_path)
+    assert main(["export", str(run), "--top", "3"]) == 0
+    best = run / "best"
+    (best / "notes.txt").write_text("mine")
+    (best / "1_mine").mkdir()                                   # not an export's folder: no config.yaml
+    (best / "9_other").mkdir()
+    (best / "9_other" / "config.yaml").write_text("model: triplet\n")   # a config, but not exported
+    capsys.readouterr()
+    assert main(["export", str(run), "--top", "1", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(f.name for f in best.iterdir()) == ["1_aaaaa_00000", "1_mine", "9_other", "notes.txt"]
+    assert "2_aaaaa_00003: removed, written by an earlier export" in out
+    assert (best / "notes.txt").read_text() == "mine"
 
 
 def test_nothing_to_export_is_one_line(tmp_path, capsys):

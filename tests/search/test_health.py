@@ -300,6 +300,11 @@ def test_constructors_validate_too():
         ExplodingRule(factor=0.5)
     with pytest.raises(ConfigError, match=r"health\.flatline\.patience: got 1,"):
         FlatlineRule(patience=1)
+    with pytest.raises(ConfigError, match=r"health\.exploding\.factor: got 0\.5"):
+        ExplodingRule(factor="0.5")             # a number as text: converted first, then bounded
+    as_text = ExplodingRule(factor="20", spike="30")
+    assert as_text == ExplodingRule(factor=20.0, spike=30.0) and isinstance(as_text.factor, float)
+    assert assess(curve([1.0, 0.5, 5e3]), HealthConfig(exploding=as_text)).status == "exploding"
 
 
 def test_bad_collapse_declaration_names_it():

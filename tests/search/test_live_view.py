@@ -107,3 +107,17 @@ def test_an_epoch_reported_again_after_a_restore_replaces_what_it_said_before():
     for epoch, value in [(1, 0.1), (2, 0.2), (3, 0.9), (4, 0.8), (3, 0.3), (4, 0.4), (5, 0.5)]:
         live.on_trial_result(0, [trial], trial, {"epoch": epoch, "val_score": value, "health": "ok"})
     assert live.rows[trial.trial_id].values == [0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+def test_a_table_restored_with_no_rows_prints_nothing_until_a_trial_reports():
+    """A table marked changed before any trial has a row (a resumed search printed a header alone):
+    a step of Tune prints nothing until a trial starts."""
+    stream = io.StringIO()
+    live = LiveTable("val_score", NoOutcomes(), interval_s=0.0, stream=stream)
+    live._changed = True
+    live.on_step_end(0, [])
+    assert stream.getvalue() == ""
+    trial = FakeTrial(1)
+    live.on_trial_start(0, [trial], trial)
+    live.on_step_end(0, [trial])
+    assert "1 trials: 1 running, 0 ended" in stream.getvalue() and "#1" in stream.getvalue()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hpsearch.core.objective import RANKS, trial_value
+from hpsearch.core.objective import RANKS, is_better, score, trial_value
 from hpsearch.results.report import RANK_COLUMNS
 
 NAN, INF = math.nan, math.inf
@@ -45,3 +45,11 @@ def test_an_unknown_rank_or_an_empty_window_is_refused():
 
 def test_the_report_has_a_column_for_every_rank():
     assert set(RANK_COLUMNS) == set(RANKS)
+
+
+@pytest.mark.parametrize("value", [None, math.nan, math.inf, -math.inf, True, "0.5", "x", [0.5]])
+def test_what_is_not_a_finite_number_ranks_last_either_way(value):
+    """As the health rules read numbers (hpsearch.core.numbers.as_float): a bool or a string is not one."""
+    for mode in ("min", "max"):
+        assert score(value, mode) == -math.inf
+        assert is_better(0.0, value, mode) and not is_better(value, 0.0, mode)

@@ -50,7 +50,7 @@ def test_figures_hold_one_curve_per_trial_component_and_parameter(tmp_path):
     panels = figures["components"].axes
     assert len(panels) == 3                                   # the three best trials
     assert [len(ax.get_lines()) for ax in panels] == [3, 3, 3]
-    assert panels[0].get_title() == "ab000000_00000 (completed)"
+    assert panels[0].get_title() == "#1 (completed)"                # named as the report names it
 
     params = figures["params"].axes
     assert [ax.get_xlabel() for ax in params if ax.get_visible()] == ["lr", "w_parse", "hidden_dim"]
@@ -85,3 +85,15 @@ def test_nothing_to_plot_is_one_line(tmp_path, capsys):
     assert main(["plot", str(run), "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing to plot" in err
+
+
+def test_a_plot_left_out_is_named_with_the_reason(tmp_path, capsys):
+    """A model with no loss components and a run with nothing searched: curves.png only, and the
+    command says which plots it did not write and why."""
+    trials = [FakeTrial("ab000000_00000", {}, [{"train_loss": 1.0, "val_recall_at_1": 0.5}], "completed")]
+    run = make_run(tmp_path, trials, space={})
+    assert main(["plot", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["curves.png"]
+    assert "components.png: not written: the model reports no loss components (train_loss_*)" in out
+    assert "params.png: not written: no parameter was searched" in out

@@ -134,11 +134,26 @@ def test_summary_counts_budget_best_and_importance(tmp_path):
     assert summary["compute_saved"] == pytest.approx(1 - 11 / 24)
     assert summary["best"] == {"trial": 1, "trial_id": "b0000001_00000", "outcome": "completed", "value": 0.9, "epoch": 3,
                                "rank": "best", "window": 5, "why": "", "config": {"lr": 1e-3, "margin": 0.2}}
-    assert set(summary["importance"]) == {"lr", "margin"}
-    assert summary["importance_source"] == "the report's 2 finished trials (objective_best); optuna.journal is missing"
+    assert summary["importance"] == {}         # 1 completed trial: too few to rank parameters
+    assert summary["importance_source"] == ("needs at least 8 completed trials; the report's 1 completed trials "
+                                            "(objective_best); optuna.journal is missing")
+    assert "importance: not computed (needs at least 8 completed trials" in render(summary, width=500)
 
 
-def _finished_trials(n=6):
+@pytest.mark.parametrize("state", ["interrupted", "running"])
+def test_a_search_that_has_not_ended_claims_no_compute_saved(tmp_path, state):
+    """Its trials still have epochs to run: the epochs so far, not a share saved by pruning."""
+    run = read_run(known_run(tmp_path, state=state))
+    from hpsearch.results.report import build_table
+
+    summary = summarize(run, build_table(run))
+    assert summary["compute_saved"] is None and summary["epochs_spent"] == 11
+    text = render(summary, width=500)
+    assert "epochs: 11 so far, of up to 24 without pruning (6 trials × 4 epochs); the search has not ended" in text
+    assert "saved" not in text
+
+
+def _finished_trials(n=8):
     trials = []
     for i in range(n):
         lr = 10.0 ** (-4 + 3 * i / (n - 1))
@@ -154,7 +169,11 @@ def test_importance_from_the_report_rows_when_there_is_no_study(tmp_path):
 
     values, source = importance(run, build_table(run))
     assert set(values) == {"lr", "margin"} and values["lr"] > values["margin"]
-    assert source.startswith("the report's 6 finished trials") and "optuna.journal is missing" in source
+    assert source.startswith("the report's 8 completed trials") and "optuna.journal is missing" in source
+    fewer = read_run(make_run(tmp_path / "fewer", _finished_trials(7), space=TRIPLET_SPACE))
+    assert importance(fewer, build_table(fewer)) == (
+        {}, "needs at least 8 completed trials; the report's 7 completed trials (objective_best); "
+            "optuna.journal is missing")
 
 
 def test_importance_from_the_stored_study_when_it_has_complete_trials(tmp_path):
@@ -175,6 +194,17 @@ def test_importance_from_the_stored_study_when_it_has_complete_trials(tmp_path):
     values, source = importance(run, build_table(run))
     assert source == "8 complete trials of the study in optuna.journal"
     assert values["margin"] > values["lr"]
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params={"lr": 1e-3, "margin": 0.5},
+                                              distributions=dists, intermediate_values={1: 0.1}))
+    assert len(study.trials) == 9
+    path2 = make_run(tmp_path / "seven", _finished_trials(), space=TRIPLET_SPACE)
+    seven = optuna.create_study(study_name=STUDY_NAME, storage=study_storage(path2), direction="maximize")
+    for i in range(7):
+        seven.add_trial(optuna.trial.create_trial(params={"lr": 1e-3, "margin": 0.1 + 0.1 * i},
+                                                  distributions=dists, value=float(i)))
+    run = read_run(path2)
+    assert importance(run, build_table(run)) == (
+        {}, "7 complete trials in optuna.journal; it needs at least 8 (2 searched parameters)")
 
 
 def test_report_command_csv_is_exactly_load_report_and_json_holds_summary(tmp_path, capsys):
@@ -277,6 +307,15 @@ def test_diagnoses_fire_on_runs_built_to_show_them_and_stay_silent_otherwise(tmp
         assert text in lines[0]
 
 
+def test_one_diverged_trial_names_its_lr_but_sets_no_bound(tmp_path):
+    """A single divergence may come from another parameter (lr x weight_decay): no "keep it below"."""
+    trials = [FakeTrial(f"a000000{i}_0000{i}", {"lr": lr}, history(3, obj=(0.1, 0.5 + 0.1 * i)), outcome, seed=i)
+              for i, (lr, outcome) in enumerate([(1e-4, "completed"), (3e-4, "completed"), (1.0, "pruned_nonfinite")])]
+    space = {"lr": {"loguniform": [1e-5, 3.0]}}
+    (line,) = diagnose(load_report(make_run(tmp_path, trials, space=space)), {})
+    assert line.endswith("1/3 trials diverged (pruned_nonfinite 1: #3) at lr 1; finished trials used 0.0001–0.0003")
+
+
 def test_dominant_component_suggests_the_weight_that_levels_it(tmp_path):
     (line,) = diagnose(_diagnosed_run(tmp_path, "dominant"), {"w_cycle": 0.5})
     # last epoch: parse 2000, others (1.5 + 0.8) / 2 = 1.15 -> w_parse 1.0 * 1.15 / 2000
@@ -299,7 +338,7 @@ def test_an_unreadable_study_falls_back_to_the_report_rows_and_says_so(tmp_path)
     run = read_run(path)
     values, source = importance(run, build_table(run))
     assert set(values) == {"lr", "margin"}
-    assert source.startswith("the report's 6 finished trials (objective_best); optuna.journal could not be read (")
+    assert source.startswith("the report's 8 completed trials (objective_best); optuna.journal could not be read (")
 
 
 # Four finished trials whose order differs by each objective.rank: a lucky epoch (peak), a noisy

@@ -9,7 +9,7 @@ import random
 from types import SimpleNamespace
 
 from hpsearch.core.health import HealthConfig, assess
-from hpsearch.core.rundir import SCHEDULER_CHANGES, SCHEDULER_STATE, OutcomeLog, StateLog
+from hpsearch.core.rundir import OUTCOMES, SCHEDULER_CHANGES, SCHEDULER_STATE, OutcomeLog, StateLog, json_lines
 from hpsearch.driver.resume import scheduler_state
 from hpsearch.tune import scheduler as scheduler_module
 from hpsearch.tune.scheduler import HealthASHA
@@ -90,3 +90,26 @@ def test_a_search_resumed_from_an_older_state_writes_it_whole_before_logging_cha
                        state_path=tmp_path / SCHEDULER_STATE, min_trials=2, compare="best")
     again.restore_state(scheduler_state(tmp_path))                  # a second resume loads it too
     assert (again.bracket.min_trials, again.bracket.compare, again.exempt_points) == (1, "last", [])
+
+
+def test_a_stop_persisted_before_a_crash_that_lost_its_outcome_is_recorded_when_the_trial_reaches_it(tmp_path):
+    """The state on disk holds t2's stop at epoch 2 but outcomes.jsonl does not (the driver died
+    between the two writes): resumed, t2 re-runs from an older checkpoint, goes on before epoch 2, and
+    at epoch 2 stops with the outcome and reason it was given, not as a completed trial."""
+    first = HealthASHA("val_acc", "max", max_t=9, grace_period=2, reduction_factor=3, outcomes=OutcomeLog(None),
+                       state_path=tmp_path / SCHEDULER_STATE)
+    drive(first, {"t1": results([0.9] * 2), "t2": results([0.4] * 2)})
+    stop = first.bracket.decided["t2"]
+    assert stop.outcome == "pruned_asha" and stop.epoch == 2
+    outcomes = OutcomeLog(tmp_path)                 # the new log: nothing recorded for t2
+    resumed = HealthASHA("val_acc", "max", max_t=9, grace_period=2, reduction_factor=3, outcomes=outcomes,
+                         state_path=tmp_path / SCHEDULER_STATE)
+    resumed.restore_state(scheduler_state(tmp_path))
+    rows = results([0.4] * 2)
+    assert resumed.on_trial_result(None, SimpleNamespace(trial_id="t2"), rows[0]) == CONTINUE
+    assert outcomes.get("t2") is None
+    assert resumed.on_trial_result(None, SimpleNamespace(trial_id="t2"), rows[1]) == STOP
+    recorded = OutcomeLog(tmp_path).get("t2")       # read back from the run dir
+    assert (recorded["outcome"], recorded["reason"], recorded["epoch"]) == (stop.outcome, stop.reason, 2)
+    assert resumed.on_trial_result(None, SimpleNamespace(trial_id="t2"), rows[1]) == STOP
+    assert len(json_lines(tmp_path / OUTCOMES)) == 1    # recorded once
