@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 from unittest import mock
 
+import numpy as np
+
 from benchmarks.algorithms import replay, runs_for
 from benchmarks.common import Stamp, command_line, log, out_path, quiet_worker, table, write_section
 from benchmarks.curves import default_paths
@@ -29,23 +31,42 @@ from benchmarks.grids import grid, hit_share, title
 from benchmarks.rung_noise import run
 from hpsearch.tune import samplers
 from hpsearch.tune import searcher as searcher_module
+from hpsearch.tune.draws import value_at
 
-# name -> (random_share, reach_share); the first is what ``rung-tpe`` ships
-SETTINGS: dict[str, tuple[float, float]] = {
-    f"shipped: random {samplers.RANDOM_SHARE:g}, reach {samplers.REACH_SHARE:g} of the rest":
-        (samplers.RANDOM_SHARE, samplers.REACH_SHARE),
-    "random 1/2, reach fit only": (0.5, 1.0),
-    "random 1/2, largest-budget fit only": (0.5, 0.0),
-    "random 1/3, largest-budget fit only (BOHB's share; rung-tpe before 2026-12-07)": (1 / 3, 0.0),
-    "random 1/3, reach fit only": (1 / 3, 1.0),
+SOBOL, INDEPENDENT = "sobol", "independent"
+
+# name -> (random_share, reach_share, draws); the first is what ``rung-tpe`` ships
+SETTINGS: dict[str, tuple[float, float, str]] = {
+    f"shipped: random {samplers.RANDOM_SHARE:g} (Sobol), reach {samplers.REACH_SHARE:g} of the rest":
+        (samplers.RANDOM_SHARE, samplers.REACH_SHARE, SOBOL),
+    "the same, independent random draws (rung-tpe until 2026-12-07 19:47 UTC)":
+        (samplers.RANDOM_SHARE, samplers.REACH_SHARE, INDEPENDENT),
+    "random 1/2, reach fit only": (0.5, 1.0, SOBOL),
+    "random 1/2, largest-budget fit only": (0.5, 0.0, SOBOL),
+    "random 1/3, largest-budget fit only (BOHB's share; rung-tpe before 2026-12-07)": (1 / 3, 0.0, SOBOL),
+    "random 1/3, reach fit only": (1 / 3, 1.0, SOBOL),
 }
 
 
-def _sampler_with(shares: tuple[float, float]):
+class IndependentDraws:
+    """``SobolDraws``' interface with independent uniform draws, seeded by (seed, index)."""
+
+    def __init__(self, space: Mapping[str, Any], seed: Any):
+        self._space, self._seed = dict(space), list(seed) if not isinstance(seed, int) else [seed]
+
+    def config(self, index: int) -> dict[str, Any]:
+        row = np.random.default_rng([*self._seed, index]).random(len(self._space))
+        return {name: value_at(d, float(u)) for (name, d), u in zip(self._space.items(), row)}
+
+
+def _sampler_with(setting: tuple[float, float, str]):
+    random_share, reach_share, draws = setting
+
     def make(algorithm: str, space: Mapping[str, Any], seed: int):
         if algorithm != "rung-tpe":
             return samplers.make_sampler(algorithm, space, seed)
-        return samplers.RungTPESampler(space, seed, random_share=shares[0], reach_share=shares[1])
+        with mock.patch.object(samplers, "SobolDraws", IndependentDraws if draws == INDEPENDENT else samplers.SobolDraws):
+            return samplers.RungTPESampler(space, seed, random_share=random_share, reach_share=reach_share)
     return make
 
 
@@ -64,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--settings", nargs="+", type=int, help="only these settings (indices into SETTINGS)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (the smoke test)")
     parser.add_argument("--out", help="markdown file for the section (default BENCHMARKS.md)")
     args = parser.parse_args(argv)
@@ -71,23 +93,24 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.concurrency, args.workers = 2, [2], 1
     stamp = Stamp(command_line("benchmarks.portfolio", argv))
     names = [str(p) for p in default_paths()][:1 if args.smoke else None]
+    settings = [s for i, s in enumerate(SETTINGS) if args.settings is None or i in args.settings]
     budgets = {}
     for name in names:
         curves = grid(name)
         runs = 2 if args.smoke else runs_for(hit_share(curves)[0])
         budgets[name] = int(round(runs * curves.epochs))
     jobs = [(name, setting, seed, budgets[name], k) for name in names for k in args.concurrency
-            for setting in SETTINGS for seed in range(args.seeds)]
+            for setting in settings for seed in range(args.seeds)]
     found = run(jobs, args.workers, _job)
     log("done")
     parts = [f"Seeds 0-{args.seeds - 1} per setting (benchmarks.algorithms replays seeds 0-49), the same budget "
-             "per grid as there; `rung-tpe` through the product's "
-             "searcher and scheduler with only its two shares changed. Epochs to within 1%: median [IQR] over "
+             "per grid as there; `rung-tpe` through the product's searcher and scheduler with only its two "
+             "shares, or how it draws its random configs, changed. Epochs to within 1%: median [IQR] over "
              "seeds; never = not inside the budget."]
     for name in names:
         for k in args.concurrency:
             rows = []
-            for setting in SETTINGS:
+            for setting in settings:
                 epochs = [found[(name, setting, seed, budgets[name], k)]["to_target"] for seed in range(args.seeds)]
                 hits = sum(1 for e in epochs if math.isfinite(e))
                 rows.append([setting, f"{hits}/{args.seeds}", iqr_text(epochs)])

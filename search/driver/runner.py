@@ -41,10 +41,12 @@ from typing import Any
 from hpsearch.core.config import dump_config
 from hpsearch.core.numbers import one_line
 from hpsearch.core.rundir import SCHEDULER_STATE, SEARCH_YAML, OutcomeLog, hold_lock, update_run_info
+from hpsearch.core.training import versions
 from hpsearch.driver import preflight
 from hpsearch.driver.cluster import check_cluster_storage, runtime_env, worker_modules
 from hpsearch.driver.signals import GracefulStop
 from hpsearch.models.config import ConfigError
+from hpsearch.tune import draws
 from hpsearch.tune.compat import callback_usage_tag_skipped, preload_option, trainable_actors_inherit_environment
 
 # Set before Ray is imported (run_command imports it only after the checks): no usage-stats
@@ -89,6 +91,13 @@ def start_ray(plan: preflight.Plan) -> bool:
         raise ConfigError(f"--address: could not join the Ray cluster at {plan.address}: "
                           f"{one_line(err, last=True)}{hint}") from None
     return True
+
+
+def preload(config: Any) -> None:
+    """What the search will import anyway, started in the background as Ray starts: rung-tpe's
+    quasi-random configs need scipy.stats (hpsearch.tune.draws.preload)."""
+    if config.sampler == "rung-tpe":
+        draws.preload()
 
 
 def start_local_ray(plan: preflight.Plan) -> None:
@@ -206,8 +215,6 @@ def header(plan: preflight.Plan, verb: str = "run") -> str:
 def claim_run_dir(plan: preflight.Plan) -> None:
     """Create the run dir (refusing one that exists: never overwrite a run) and write search.yaml
     and run.json."""
-    from hpsearch.core.training import versions
-
     try:
         plan.run_dir.mkdir(parents=True, exist_ok=False)
     except FileExistsError:
@@ -328,6 +335,7 @@ def run(plan: preflight.Plan, interval_s: float = 5.0, stream: Any = None) -> in
         claim_run_dir(plan)
         lock = hold_lock(plan.run_dir)
         try:
+            preload(plan.config)
             started_here = start_ray(plan)
             stop.arm()
         except BaseException:
@@ -366,6 +374,7 @@ def resume(run_dir: str | Path, address: str | None = None, interval_s: float = 
             resumption = restoring.prepare(snapshot)
             update_run_info(snapshot.run_dir, state="running", address=shown_address or address or "local",
                             resumed=[*snapshot.info.get("resumed", []), time.time()])
+            preload(plan.config)
             started_here = start_ray(plan)
             stop.arm()
             return search(plan, stop, started_here, interval_s=interval_s, stream=stream, resumption=resumption)

@@ -3,7 +3,9 @@
 ``RungTPESampler`` is multi-fidelity: trials that ASHA stopped at a rung teach it what they showed.
 Each config comes from one of three, by a draw seeded with ``(seed, trial number)``:
 
-- half at random, which keeps a search from settling on a plateau;
+- half at random, which keeps a search from settling on a plateau: quasi-random, the next point of a
+  scrambled Sobol sequence (hpsearch.tune.draws), so the random configs cover the space evenly and
+  a good config alone in a small corner is found in fewer draws;
 - a quarter from TPE fitted on every usable trial's ``reach``: first how far it got (the last epoch it
   reported), then its value there, so a trial stopped at the first rung ranks below every trial that
   went on (the order Optuna's TPE gives pruned trials). Its bad examples include every config the
@@ -12,13 +14,15 @@ Each config comes from one of three, by a draw seeded with ``(seed, trial number
   trials reached, as BOHB (Falkner et al. 2018) does. Fitted on survivors only, it proposes more
   widely around them.
 
-Replayed on the recorded grids (BENCHMARKS.md, "The parts of rung-tpe alone and together", 100
-seeds): against the largest-budget model alone with a third at random (BOHB's share, and this
-sampler before), the three together took 0.57-0.59x the epochs on the triplet grid and reached its
-best in as many seeds or more, and the symmetric grid's lone best in as many (within 3 of 100). The
-reach model alone (half at random) reached the symmetric grid's best in fewer seeds, and the triplet
-grid's at 2 trials at a time; the largest-budget model alone with half at random reached 4-6 more
-of 100 on the symmetric grid but took 1.5x the epochs on the triplet grid.
+Replayed on the recorded grids (BENCHMARKS.md, "The parts of rung-tpe alone and together", 200
+seeds, 2 and 8 trials at a time): against the largest-budget model alone with a third at random
+(BOHB's share, and this sampler before the portfolio), the three together took 0.60-0.63x the
+epochs on the triplet grid and reached its best in more seeds (182 / 181 of 200 against 167 / 172),
+and the symmetric grid's lone best in as many or more (153 / 156 against 153 / 137). The largest-
+budget model alone with half at random reached more (168 / 161 and 187 / 183) but took 1.4-1.5x the
+epochs on the triplet grid; the reach model alone reached fewer. Sobol points in place of
+independent random draws (the same shares): 153 / 156 against 142 / 139 on the symmetric grid, 182
+/ 181 against 173 / 170 on the triplet grid, in about as many epochs.
 
 Each suggestion is computed from the study as it is stored (the intermediate values the searcher
 reports every epoch) and from ``(seed, trial number)`` alone, so a resumed search samples exactly as
@@ -43,6 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.core.config import ALGORITHMS as CONFIG_ALGORITHMS
 from hpsearch.core.outcomes import HEALTH_OUTCOMES
+from hpsearch.tune.draws import SobolDraws
 
 ALGORITHMS = tuple(a for a in CONFIG_ALGORITHMS if a != "auto")
 RANDOM_SHARE = 1 / 2        # the share of configs drawn at random
@@ -67,6 +72,13 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         self._reach_share = reach_share
         self._fit_studies = {REACH: FitStudy(), BUDGET: FitStudy()}
         self._observed = Observed()
+        # configs at random: the random share's from one Sobol sequence, those drawn while the model
+        # waits for ``min_points`` from another, each in trial order (``draw_index``)
+        self._draws = (SobolDraws(self._space, [self._seed, 0]), SobolDraws(self._space, [self._seed, 1]))
+        self._random_before = [0]                   # [n]: how many of trials 0..n-1 the random share drew
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_random_before": [0]}     # a cache, counted again on demand
 
     def view(self, number: int) -> str | None:
         """What trial ``number``'s config comes from: REACH, BUDGET, or None (at random)."""
@@ -75,20 +87,33 @@ class RungTPESampler(optuna.samplers.BaseSampler):
             return None
         return REACH if u < self._random_share + (1 - self._random_share) * self._reach_share else BUDGET
 
+    def draw_index(self, number: int) -> tuple[int, int]:
+        """Where trial ``number``'s config comes from when it is drawn at random: (0, i) for the i-th
+        trial of the random share, (1, j) for the j-th of the others. A function of the number
+        alone, like ``view``, so each sequence is read in order, without gaps."""
+        counts = self._random_before
+        while len(counts) <= number:
+            counts.append(counts[-1] + (self.view(len(counts) - 1) is None))
+        drawn = counts[number]
+        return (0, drawn) if self.view(number) is None else (1, number - drawn)
+
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return dict(self._space)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        """The whole config from TPE on this trial's view, or {} to draw every parameter at random."""
+        """The whole config: from TPE on this trial's view, or quasi-random (``draw_index``) for the
+        random share and while the view has fewer than ``min_points`` observations."""
         view = self.view(trial.number)
-        if not search_space or view is None:
+        if not search_space:
             return {}
-        points = self._observed.bounded_points(study.get_trials(deepcopy=False), self._min_points, MAX_POINTS,
-                                               study.direction == optuna.study.StudyDirection.MAXIMIZE, study.study_name,
-                                               view=view)
+        points = None if view is None else self._observed.bounded_points(
+            study.get_trials(deepcopy=False), self._min_points, MAX_POINTS,
+            study.direction == optuna.study.StudyDirection.MAXIMIZE, study.study_name, view=view)
         if points is None:
-            return {}
+            stream, index = self.draw_index(trial.number)
+            drawn = self._draws[stream].config(index)
+            return {name: drawn[name] for name in search_space if name in drawn}
         points = [({k: p[k] for k in search_space}, value) for p, value in points if all(k in p for k in search_space)]
         shadow = self._fit_studies[view].holding(points, search_space, optuna.study.StudyDirection.MAXIMIZE)
         tpe_seed = int(np.random.default_rng([self._seed, trial.number, 1]).integers(2**31))
@@ -99,8 +124,8 @@ class RungTPESampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        """A random draw seeded by (seed, trial number, parameter), so it does not depend on which
-        trials this sampler was asked for before (an enqueued warm-start point draws nothing)."""
+        """A parameter outside the space this sampler was given: a random draw seeded by (seed, trial
+        number, parameter), so it does not depend on which trials this sampler was asked for before."""
         seed = np.random.default_rng([self._seed, trial.number, zlib.crc32(param_name.encode())]).integers(2**31)
         random = optuna.samplers.RandomSampler(seed=int(seed))
         return random.sample_independent(study, trial, param_name, param_distribution)

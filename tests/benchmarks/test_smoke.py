@@ -22,6 +22,7 @@ from benchmarks import algorithms, detection, portfolio, record_curves, replay, 
 from benchmarks.curves import CurveSet, default_paths
 from benchmarks.figures import random_expectation
 from hpsearch.tune import samplers
+from hpsearch.tune.draws import SobolDraws
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +222,9 @@ def test_portfolio_replays_each_part_of_rung_tpe_with_its_own_shares(tmp_path: P
     for setting in portfolio.SETTINGS:
         assert f"| {setting} |" in body, setting
     space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    for random_share, reach_share in portfolio.SETTINGS.values():
-        sampler = portfolio._sampler_with((random_share, reach_share))("rung-tpe", space, 0)
+    for random_share, reach_share, draws in portfolio.SETTINGS.values():
+        sampler = portfolio._sampler_with((random_share, reach_share, draws))("rung-tpe", space, 0)
         views = {sampler.view(n) for n in range(300)}
         assert (samplers.REACH in views) == (reach_share > 0) and (samplers.BUDGET in views) == (reach_share < 1)
+        kind = portfolio.IndependentDraws if draws == portfolio.INDEPENDENT else SobolDraws
+        assert all(isinstance(d, kind) for d in sampler._draws)         # the random configs as the row says
