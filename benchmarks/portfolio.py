@@ -43,7 +43,7 @@ SETTINGS: dict[str, tuple[float, float, str]] = {
         (samplers.RANDOM_SHARE, samplers.REACH_SHARE, INDEPENDENT),
     "random 1/2, reach fit only": (0.5, 1.0, SOBOL),
     "random 1/2, largest-budget fit only": (0.5, 0.0, SOBOL),
-    "random 1/3, largest-budget fit only (BOHB's share; rung-tpe before 2026-12-07)": (1 / 3, 0.0, SOBOL),
+    "random 1/3, largest-budget fit only (BOHB's share; rung-tpe's mix before 2026-12-07)": (1 / 3, 0.0, SOBOL),
     "random 1/3, reach fit only": (1 / 3, 1.0, SOBOL),
 }
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from hpsearch.models.config import ConfigError
-from hpsearch.models.triplet.splits import check_class_counts, split_counts  # noqa: F401 (re-exported)
+from hpsearch.models.triplet.splits import check_class_counts, class_order, split_counts  # noqa: F401 (re-exported)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -191,7 +191,7 @@ def split_indices(y: np.ndarray, split: str, val_fraction: float, test_fraction:
     classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     if split == "classes":
         n_train, n_val, _ = split_counts(len(classes), val_fraction, test_fraction)
-        order = rng.permutation(len(classes))
+        order = class_order(len(classes), rng)
         part = np.empty(len(classes), dtype=np.int64)
         part[order[:n_train]], part[order[n_train:n_train + n_val]], part[order[n_train + n_val:]] = 0, 1, 2
         row_part = part[inverse]

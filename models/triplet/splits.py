@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from hpsearch.models.config import ConfigError
 
 
@@ -14,6 +16,12 @@ def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int
     n_val = int(math.floor(n * val_fraction + 0.5))
     n_test = int(math.floor(n * test_fraction + 0.5))
     return n - n_val - n_test, n_val, n_test
+
+
+def class_order(n_classes: int, seed: int | np.random.Generator) -> list[int]:
+    """The classes in the order ``split: classes`` deals them (train first, then val, then test): a
+    permutation drawn first from ``default_rng(seed)`` (the data seed), or from a generator given."""
+    return [int(i) for i in np.random.default_rng(seed).permutation(n_classes)]
 
 
 def batch_classes(cfg, train_classes: int) -> int:
@@ -57,8 +65,10 @@ def check_class_counts(names: tuple[str, ...], counts: tuple[int, ...], cfg, whe
             raise ConfigError(f"{where}: class {name!r} has {c} samples, fewer than {need}"
                               + (f" (sampler 'pk' draws k={cfg.k} per class)" if pk else "")
                               + f"; {_lower_k(cfg, c) if pk else ''}add samples or drop the class")
-        # the fewest rows the split can leave: the seed draws which classes it holds out
-        n_rows, fewest = sum(sorted(counts)[:n_train]), "as few as "
+        if cfg.data_seed is not None:           # the split is fixed: the rows it leaves for training
+            n_rows, fewest = sum(counts[i] for i in class_order(len(counts), cfg.data_seed)[:n_train]), ""
+        else:                                   # the fewest it can leave: the run's seed draws the classes
+            n_rows, fewest = sum(sorted(counts)[:n_train]), "as few as "
     else:
         sizes = [split_counts(c, cfg.val_fraction, cfg.test_fraction) for c in counts]
         if pk:
@@ -78,7 +88,7 @@ def check_class_counts(names: tuple[str, ...], counts: tuple[int, ...], cfg, whe
     # pk always fills one batch: P <= the training classes, each with at least k samples
     if not pk and n_rows < cfg.batch_size:
         fix = f"batch_size {n_rows} works" if n_rows >= 2 else "add samples"
-        held = " (split 'classes' holds out whole classes, drawn by the seed)" if fewest else ""
+        held = " (split 'classes' holds out whole classes, drawn by the seed; data_seed fixes them)" if fewest else ""
         raise ConfigError(f"{where}: {fewest}{n_rows} training samples{held}, fewer than batch_size "
                           f"{cfg.batch_size}; {fix}")
 

@@ -133,19 +133,24 @@ def exported_config(run: Run, choice: Choice, rank: int, versions: dict[str, str
     return raw
 
 
-def earlier_exports(folder: Path) -> list[Path]:
-    """The ``<rank>_<trial_id>`` folders an export wrote in ``folder`` (a config.yaml with an
-    ``exported:`` section); nothing else there is touched."""
+def earlier_exports(folder: Path, run_dir: Path) -> list[Path]:
+    """The ``<rank>_<trial_id>`` folders an export of ``run_dir`` wrote in ``folder``: a config.yaml
+    whose ``exported:`` section names this run and rank, and weights. Nothing else there (another
+    run's export, a retrain's output, a link) is ever touched."""
     found = []
     for child in sorted(folder.iterdir()):
         rank = child.name.split("_", 1)[0]
-        if child.is_dir() and rank.isdigit() and "_" in child.name and (child / CONFIG).is_file():
-            try:
-                written = yaml.safe_load((child / CONFIG).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, yaml.YAMLError):
-                continue
-            if isinstance(written, dict) and isinstance(written.get("exported"), dict):
-                found.append(child)
+        if child.is_symlink() or not child.is_dir() or not rank.isdigit() or "_" not in child.name \
+                or not (child / CONFIG).is_file() or not (child / WEIGHTS).is_file():
+            continue
+        try:
+            written = yaml.safe_load((child / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        exported = written.get("exported") if isinstance(written, dict) else None
+        if isinstance(exported, dict) and exported.get("run_dir") == str(run_dir.resolve()) \
+                and exported.get("rank") == int(rank) and child.name == f"{rank}_{exported.get('trial_id')}":
+            found.append(child)
     return found
 
 
@@ -180,16 +185,17 @@ def export(run_dir: str | Path, top: int, out: str | Path | None, force: bool, l
             log(returned)
     choices = choices[:top]
     target = prepare_out_dir(out if out is not None else run.path / "best", force)
-    names = {f"{rank}_{choice.trial.trial_id}" for rank, choice in enumerate(choices, start=1)}
-    for folder in earlier_exports(target):
-        if folder.name not in names:    # --force: an earlier export's ranks would stand beside these
-            shutil.rmtree(folder)
-            log(f"{folder}: removed, written by an earlier export")
     stamp = versions()
+    # everything read and checked before anything in ``target`` changes
+    ready = [(rank, choice, build_config(exported_config(run, choice, rank, stamp), source=str(choice.path)),
+              load_checkpoint(choice.path)) for rank, choice in enumerate(choices, start=1)]
+    names = {f"{rank}_{choice.trial.trial_id}" for rank, choice, _, _ in ready}
+    for folder in earlier_exports(target, run.path):
+        if folder.name not in names:    # --force: this run's earlier ranks would stand beside these
+            shutil.rmtree(folder)
+            log(f"{folder}: removed, written by an earlier export of this run")
     written = []
-    for rank, choice in enumerate(choices, start=1):
-        config = build_config(exported_config(run, choice, rank, stamp), source=str(choice.path))
-        payload = load_checkpoint(choice.path)
+    for rank, choice, config, payload in ready:
         folder = target / f"{rank}_{choice.trial.trial_id}"
         folder.mkdir(exist_ok=True)
         dump_config(config, folder / CONFIG)

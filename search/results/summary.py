@@ -31,8 +31,8 @@ LEFT_OUT_SUFFIX = " (--all-columns, --csv, --json have them)"
 def importance(run: Run, table) -> tuple[dict[str, float], str]:
     """(parameter -> importance, where it came from). Optuna's default evaluator over the complete
     trials of the stored study; over the report's completed trials (their ranking column) when the
-    study is missing or unreadable. None below ``importance_minimum`` trials: a forest fitted on a
-    handful of trials ranks parameters by chance. Only trials that ran the whole budget: a best
+    study is missing or unreadable. None below ``importance_minimum`` trials: an importance estimated
+    from a handful of trials ranks parameters by chance. Only trials that ran the whole budget: a best
     value at a rung is not comparable with one at the last epoch."""
     import optuna
 
@@ -51,7 +51,7 @@ def importance(run: Run, table) -> tuple[dict[str, float], str]:
                 return dict(values), f"{len(complete)} complete trials of the study in {STUDY_FILE}"
             return {}, (f"{len(complete)} complete trials in {STUDY_FILE}; it needs at least "
                         f"{importance_minimum(run.space)} ({len(run.space)} searched parameters)")
-        except (OSError, ValueError, KeyError, RuntimeError, optuna.exceptions.OptunaError) as err:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, optuna.exceptions.OptunaError) as err:
             # a damaged or foreign journal, or a study importance cannot be read from: the report's rows still serve
             note = f"{STUDY_FILE} could not be read ({type(err).__name__}: {one_line(err, 80)})"
     return _importance_from_table(run, table, note)

@@ -1,9 +1,10 @@
 """Quasi-random configs: a scrambled Sobol sequence mapped onto a search space.
 
 A random search draws each config independently, so two draws can land close together while a
-corner stays empty. The points of a scrambled Sobol sequence (``scipy.stats.qmc.Sobol``, Owen's
-scrambling) fill the unit cube evenly: every block of 2^m consecutive points covers each of its
-elementary boxes equally, and each point is still uniform on its own. Mapped onto the space, a
+corner stays empty. The points of a scrambled Sobol sequence (``scipy.stats.qmc.Sobol``: linear
+matrix scrambling and a digital shift) fill the unit cube evenly: the first 2^m points split
+evenly over each parameter's 2^m equal intervals, and over each pair of the first two parameters'
+grid cells, and each point is still uniform on its own. Mapped onto the space, a
 config alone in a small corner of it is found in fewer draws: `rung-tpe` with these draws reached
 the recorded grids' best configs in more seeds than with independent ones (BENCHMARKS.md, "The
 parts of rung-tpe alone and together").

@@ -13,6 +13,7 @@ from hpsearch import models
 from hpsearch.cli import main
 from hpsearch.core.config import build_config, load_config
 from hpsearch.models.config import ConfigError
+from hpsearch.models.triplet.splits import class_order
 
 
 def npz(path, **arrays):
@@ -187,3 +188,20 @@ def test_a_class_split_that_can_leave_too_few_rows_for_a_batch_is_refused_whatev
                                        "batch_size 8 works"])
     built = models.build("triplet", {**params, "batch_size": 8}, device="cpu", seed=3)
     assert all(math.isfinite(v) for v in built.train_epoch().values())
+
+
+def test_a_class_split_fixed_by_data_seed_is_checked_as_it_falls(tmp_path):
+    """With data_seed the held-out classes are fixed: a split that keeps the big class for training
+    is not refused for what another seed could have left."""
+    y = np.repeat(np.arange(5), [2, 2, 2, 2, 100])
+    x = np.random.default_rng(0).normal(size=(len(y), 3)).astype(np.float32)
+    np.savez(tmp_path / "skewed.npz", x=x, y=y)
+    params = {"data_dir": str(tmp_path / "skewed.npz"), "split": "classes", "sampler": "random",
+              "batch_size": 64, "val_fraction": 0.2, "test_fraction": 0.0}
+    kept = [s for s in range(20) if 4 not in class_order(5, s)[4:]]        # the big class trains
+    lost = [s for s in range(20) if 4 in class_order(5, s)[4:]]            # the big class is held out
+    assert kept and lost
+    built = models.build("triplet", {**params, "data_seed": kept[0]}, device="cpu", seed=7)
+    assert all(math.isfinite(v) for v in built.train_epoch().values())
+    with pytest.raises(ConfigError, match="params.data_dir: 8 training samples, fewer than batch_size 64"):
+        models.build("triplet", {**params, "data_seed": lost[0]}, device="cpu", seed=7)

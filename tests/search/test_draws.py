@@ -79,9 +79,9 @@ def test_sixteen_draws_over_two_four_way_choices_try_every_pair_once():
         draws = SobolDraws(space, seed=seed)
         pairs = Counter((c["a"], c["b"]) for c in map(draws.config, range(16)))
         assert pairs == {pair: 1 for pair in itertools.product("pqrs", [1, 2, 3, 4])}
-    rng = np.random.default_rng(0)      # independent draws: about 10 of 16 pairs, most of the time
+    rng = np.random.default_rng(0)      # independent draws: about 10 of 16 pairs
     independent = [len({(int(a), int(b)) for a, b in rng.integers(0, 4, (16, 2))}) for _ in range(100)]
-    assert sum(n == 16 for n in independent) <= 1
+    assert np.mean(independent) < 12
 
 
 def test_the_config_at_an_index_does_not_depend_on_what_was_asked_before():
@@ -115,15 +115,27 @@ def test_the_sampler_reads_each_sequence_in_trial_order_without_gaps():
 
 
 def test_a_resumed_sampler_draws_the_same_configs_at_random():
-    """Before the model has points, every config is drawn; a sampler rebuilt for a resumed study
-    draws the configs of the trials it asks for as the first one did."""
+    """Before the model has points, every config is drawn; a sampler that never saw trials 0-5 (they
+    were stored by another sampler, as before a resume) draws trials 6-11 as the first one did."""
     first = optuna.create_study(sampler=RungTPESampler(SPACE, seed=9))
     configs = [first.ask(SPACE).params for _ in range(12)]
     resumed = optuna.create_study(sampler=RungTPESampler(SPACE, seed=9))
-    for _ in range(6):
-        resumed.ask(SPACE)
+    for config in configs[:6]:
+        resumed.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params=config,
+                                                    distributions=SPACE))
     assert [resumed.ask(SPACE).params for _ in range(6)] == configs[6:]
     assert all(math.isfinite(c["lr"]) for c in configs) and len({c["lr"] for c in configs}) == 12
+
+
+def test_a_sampler_saved_before_the_sobol_draws_draws_after_a_restore():
+    """Ray's snapshot of a search started before the quasi-random draws holds a sampler without
+    them: restored, it draws what a new sampler draws."""
+    old = RungTPESampler(SPACE, seed=9)
+    del old.__dict__["_draws"], old.__dict__["_random_before"]
+    restored = pickle.loads(pickle.dumps(old))
+    a = optuna.create_study(sampler=restored)
+    b = optuna.create_study(sampler=RungTPESampler(SPACE, seed=9))
+    assert [a.ask(SPACE).params for _ in range(4)] == [b.ask(SPACE).params for _ in range(4)]
 
 
 def test_scipy_is_imported_only_for_a_draw_or_by_the_preload():

@@ -249,11 +249,16 @@ def test_export_with_force_replaces_an_earlier_export_and_leaves_the_rest(tmp_pa
     (best / "1_mine").mkdir()                                   # not an export's folder: no config.yaml
     (best / "9_other").mkdir()
     (best / "9_other" / "config.yaml").write_text("model: triplet\n")   # a config, but not exported
+    other = best / "3_bbbbb_00000"                                  # another run's export, same folder
+    other.mkdir()
+    (other / "config.yaml").write_text(yaml.safe_dump(
+        {"model": "triplet", "exported": {"run_dir": str(tmp_path / "elsewhere"), "rank": 3, "trial_id": "bbbbb_00000"}}))
+    (other / "model.pt").write_bytes(b"")
     capsys.readouterr()
     assert main(["export", str(run), "--top", "1", "--force"]) == 0
     out = capsys.readouterr().out
-    assert sorted(f.name for f in best.iterdir()) == ["1_aaaaa_00000", "1_mine", "9_other", "notes.txt"]
-    assert "2_aaaaa_00003: removed, written by an earlier export" in out
+    assert sorted(f.name for f in best.iterdir()) == ["1_aaaaa_00000", "1_mine", "3_bbbbb_00000", "9_other", "notes.txt"]
+    assert "2_aaaaa_00003: removed, written by an earlier export of this run" in out
     assert (best / "notes.txt").read_text() == "mine"
 
 
