@@ -44,8 +44,8 @@ class _Parser(argparse.ArgumentParser):
         """Unknown arguments are named by the command they were given to, with a close option."""
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
-            command = getattr(parsed, "command", None)
-            parser = self._commands.get(command, self) if hasattr(self, "_commands") else self
+            commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            parser = commands.get(getattr(parsed, "command", None), self)
             options = [o for action in parser._actions for o in action.option_strings]
             hint = did_you_mean(extra[0].split("=", 1)[0], options) if extra[0].startswith("-") else ""
             parser.error(f"unrecognized argument{'s' if len(extra) > 1 else ''}: {' '.join(extra)}{hint}")
@@ -125,7 +125,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=1, help="how many of the best finished trials (default: 1)")
     p.add_argument("--out", help="directory (default: RUN_DIR/best)")
     p.add_argument("--force", action="store_true", help="write into an --out that holds files")
-    parser._commands = sub.choices          # command -> its parser, for errors named by the command
     return parser
 
 

@@ -18,10 +18,10 @@ Replayed on the recorded grids (BENCHMARKS.md, "The parts of rung-tpe alone and 
 seeds, 2 and 8 trials at a time): against the largest-budget model alone with a third at random
 (BOHB's share, the mix this sampler had before the portfolio; the same Sobol draws), the three
 together took 0.60-0.63x the epochs on the triplet grid and reached its best in more seeds (182 /
-181 of 200 against 167 / 172),
-and the symmetric grid's lone best in as many or more (153 / 156 against 153 / 137). The largest-
-budget model alone with half at random reached more (168 / 161 and 187 / 183) but took 1.4-1.5x the
-epochs on the triplet grid; the reach model alone reached fewer. Sobol points in place of
+181 of 200 against 167 / 172), and the symmetric grid's lone best in as many or more (153 / 156
+against 153 / 137). The largest-budget model alone with half at random reached more (168 / 161
+and 187 / 183) but took 1.4-1.5x the epochs on the triplet grid; the reach model alone reached
+fewer. Sobol points in place of
 independent random draws (the same shares): 153 / 156 against 142 / 139 on the symmetric grid, 182
 / 181 against 173 / 170 on the triplet grid, in about as many epochs.
 
@@ -74,9 +74,9 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         self._fit_studies = {REACH: FitStudy(), BUDGET: FitStudy()}
         self._observed = Observed()
         # configs at random: the random share's from one Sobol sequence, those drawn while the model
-        # waits for ``min_points`` from another, each in trial order (``draw_index``); and
-        # _random_before[n]: how many of trials 0..n-1 the random share drew
-        self._ensure_draws()
+        # waits for ``min_points`` from another, each in trial order (``draw_index``)
+        self._draws = (SobolDraws(self._space, [self._seed, 0]), SobolDraws(self._space, [self._seed, 1]))
+        self._random_before = [0]       # [n]: how many of trials 0..n-1 the random share drew (a cache)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_random_before": [0]}     # a cache, counted again on demand
@@ -85,13 +85,9 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         """A sampler saved before the Sobol draws (a run dir resumed from then) gets them now; Ray's
         OptunaSearch.restore sets the saved attributes on the searcher's sampler the same way."""
         self.__dict__.update(state)
-        self._ensure_draws()
-
-    def _ensure_draws(self) -> None:
-        if "_draws" not in self.__dict__:
+        if "_draws" not in state:
             self._draws = (SobolDraws(self._space, [self._seed, 0]), SobolDraws(self._space, [self._seed, 1]))
-        if "_random_before" not in self.__dict__:
-            self._random_before = [0]
+        self._random_before = [0]
 
     def view(self, number: int) -> str | None:
         """What trial ``number``'s config comes from: REACH, BUDGET, or None (at random)."""
