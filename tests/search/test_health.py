@@ -88,6 +88,10 @@ WINE_DIVERGED = [0.678, 0.106, 0.171, 0.527, 1.76, 4.46, 10.9, 235.0]
 # from 0.33). A divergence looks the same for the 2 epochs the rule has (BENCHMARKS.md, "Health rules
 # on real learning curves").
 IRIS_SPIKE = [1.1, 31.7, 84.3, 56.4, 5.14, 16.6, 1.75, 0.964, 9.56, 0.96, 0.573]
+# One ExplodingRule.hold spares (breast cancer MLP, Adam lr 0.023, full batch): a one-epoch jump to
+# 72x its best, back below twice its first loss the next epoch, then on to val accuracy 1.0 (from
+# 0.37 during the jump); with hold 1 it was stopped at epoch 3.
+BREAST_JUMP = [0.7425, 0.309, 22.25, 1.42, 2.934, 0.8699, 0.6645, 0.5967, 0.49, 0.4557, 0.4472, 0.3828, 0.3218]
 # One the spike limit of 30 spares (iris MLP, SGD lr 0.51, full batch): from its best, 0.176 at epoch
 # 8, to 21x that at epoch 12, then back to 0.108 at the budget with val accuracy 0.89 (from 0.33);
 # with a limit of 10 it was stopped at epoch 12.
@@ -113,7 +117,8 @@ CASES = [
     ("inf gradient norm alone (mixed precision skips such steps)",
      curve([1.0, 0.9, 0.8], train_grad_norm=[1.0, 2.0, INF]), None, None, "ok", None, None),
     ("NaN val_loss", curve([1.0, 0.9, 0.8], val_loss=[1.1, 1.0, NAN]), None, None, "nonfinite", 3, "val_loss"),
-    ("x3 growth from epoch 4", curve([1.0, 0.8, 0.6, 1.8, 5.4, 16.2]), None, None, "exploding", 5, "train_loss"),
+    ("x3 growth from epoch 4: on its second epoch above twice the start",
+     curve([1.0, 0.8, 0.6, 1.8, 5.4, 16.2]), None, None, "exploding", 6, "train_loss"),
     ("x3 growth from the start", curve([1.0, 3.0, 9.0, 27.0]), None, None, "exploding", 3, "train_loss"),
     ("x3 growth after a 40x fall: a trained loss's third epoch of growth",
      curve([2.3, 0.1, 0.05, 0.15, 0.45, 1.35]), None, None, "exploding", 6, "train_loss"),
@@ -134,8 +139,8 @@ CASES = [
      curve(CONVERGED[:12] + [4e-4, 5e-3, 2e-5, 1e-5, 8e-6]), None, None, "ok", None, None),
     ("divergence from a converged point, back to the start's scale", curve(DIVERGED), None, None,
      "exploding", 15, "train_loss"),
-    ("jump from a converged point: caught above twice the start",
-     curve(CONVERGED[:12] + [0.09, 0.5, 2.0]), None, None, "exploding", 14, "train_loss"),
+    ("jump from a converged point: caught on its third epoch of growth",
+     curve(CONVERGED[:12] + [0.09, 0.5, 2.0]), None, None, "exploding", 15, "train_loss"),
     ("x3 climb from a converged point: caught back within 10x of its start",
      curve(CONVERGED[:12] + [1e-5 * 3 ** k for k in range(1, 9)]), None, None, "exploding", 19, "train_loss"),
     ("first loss negative: growth alone decides", curve([-0.2, 0.1, 0.3, 0.9]), None, None,
@@ -145,8 +150,10 @@ CASES = [
     ("11x its best, just above its first value (wine): a bump", curve(BACK_TO_START), None, None, "ok", None, None),
     ("two epochs of growth to half the first value (breast cancer): a bump", curve(HALF_THE_START),
      None, None, "ok", None, None),
-    ("divergence from below the start (wine): caught once above twice the start", curve(WINE_DIVERGED),
-     None, None, "exploding", 5, "train_loss"),
+    ("divergence from below the start (wine): caught on its second epoch above twice the start",
+     curve(WINE_DIVERGED), None, None, "exploding", 6, "train_loss"),
+    ("a one-epoch jump to 72x its best that falls back (breast cancer, Adam lr 0.023): ok",
+     curve(BREAST_JUMP), None, None, "ok", None, None),
     ("80x spike that recovers (iris, Adam lr 0.23): stopped, like a divergence", curve(IRIS_SPIKE),
      None, None, "exploding", 3, "train_loss"),
     ("zero batch-loss spread over 10 batches", curve([0.7, 0.5, 0.45], train_batch_loss_std=[0.1, 0.0, 0.1],
@@ -223,9 +230,9 @@ def test_verdict_is_stable_as_the_history_grows(history, collapse, objective, ex
 
 
 def test_reason_names_the_values():
-    verdict = assess(curve([1.0, 0.8, 0.6, 1.8, 5.4]), HealthConfig())
+    verdict = assess(curve([1.0, 0.8, 0.6, 1.8, 5.4, 16.2]), HealthConfig())
     assert verdict == Verdict("exploding", "train_loss grew by more than 100% per epoch for 2 epochs in a row "
-                                           "(0.6 -> 1.8 -> 5.4) at epoch 5", 5)
+                                           "(1.8 -> 5.4 -> 16.2) at epoch 6", 6)
     verdict = assess(curve([2.3, 0.1, 0.05, 0.15, 0.45, 1.35]), HealthConfig())
     assert verdict.reason == ("train_loss grew by more than 100% per epoch for 3 epochs in a row (0.05 -> 0.15 -> "
                               "0.45 -> 1.35) at epoch 6, climbing back from its best 0.05, 1/46 of its first value")
@@ -249,6 +256,8 @@ def test_settings_change_the_verdict():
     assert assess(bump, HealthConfig(exploding=ExplodingRule(scale=0))).epoch == 6  # the rule before
     assert assess(bump, HealthConfig(exploding=ExplodingRule(trained=20))).epoch == 7  # 29x fall: trained
     assert assess(bump, HealthConfig(exploding=ExplodingRule(trained=20, trained_patience=2))).epoch == 6
+    assert assess(curve(BREAST_JUMP), HealthConfig(exploding=ExplodingRule(hold=1))).epoch == 3  # the rule before
+    assert assess(growth, HealthConfig(exploding=ExplodingRule(hold=1))).epoch == 5
     nan = curve([1.0, NAN])
     assert assess(nan, HealthConfig(nonfinite=False)).ok
     collapse = curve(IMPROVING[:5], train_emb_std=[1e-4] * 5)
@@ -276,6 +285,7 @@ BAD_SETTINGS = [
     ({"exploding": {"scale": -1}}, "health.exploding.scale", "-1"),
     ({"exploding": {"trained": 1}}, "health.exploding.trained", "1"),
     ({"exploding": {"trained_patience": 0}}, "health.exploding.trained_patience", "0"),
+    ({"exploding": {"hold": 0}}, "health.exploding.hold", "0"),
     ({"flatline": {"patience": 1}}, "health.flatline.patience", "1"),
     ({"flatline": {"rel_tol": 2}}, "health.flatline.rel_tol", "2.0"),
     ({"flatline": {"rel_tol": "tiny"}}, "health.flatline.rel_tol", "'tiny'"),
@@ -304,7 +314,7 @@ def test_constructors_validate_too():
         ExplodingRule(factor="0.5")             # a number as text: converted first, then bounded
     as_text = ExplodingRule(factor="20", spike="30")
     assert as_text == ExplodingRule(factor=20.0, spike=30.0) and isinstance(as_text.factor, float)
-    assert assess(curve([1.0, 0.5, 5e3]), HealthConfig(exploding=as_text)).status == "exploding"
+    assert assess(curve([1.0, 0.5, 5e3, 6e3]), HealthConfig(exploding=as_text)).status == "exploding"
 
 
 def test_bad_collapse_declaration_names_it():
@@ -319,24 +329,28 @@ def test_defaults_round_trip_through_yaml_settings():
     assert parse(HealthConfig, as_dict(config), where="health.") == config
 
 
-@pytest.mark.parametrize("written, spike, trained_patience", [
-    ({"factor": 10, "patience": 2, "rate": 1.0, "scale": 2, "trained": 40}, 10.0, 2),   # before spike existed
-    ({"factor": 5, "patience": 4, "rate": 1.0, "scale": 2, "trained": 40}, 5.0, 4),
-    ({"factor": 10, "spike": 30, "patience": 2, "scale": 2, "trained": 40}, 30.0, 2),   # before trained_patience
-    ({"factor": 10, "spike": 30, "patience": 2, "trained_patience": 4}, 30.0, 4),
-    (None, 30.0, 3),                                                                     # no section written
+@pytest.mark.parametrize("written, spike, trained_patience, hold", [
+    ({"factor": 10, "patience": 2, "rate": 1.0, "scale": 2, "trained": 40}, 10.0, 2, 1),   # before spike existed
+    ({"factor": 5, "patience": 4, "rate": 1.0, "scale": 2, "trained": 40}, 5.0, 4, 1),
+    ({"factor": 10, "spike": 30, "patience": 2, "scale": 2, "trained": 40}, 30.0, 2, 1),   # before trained_patience
+    ({"factor": 10, "spike": 30, "patience": 2, "trained_patience": 4}, 30.0, 4, 1),       # before hold
+    ({"factor": 10, "spike": 30, "patience": 2, "trained_patience": 3, "hold": 3}, 30.0, 3, 3),
+    (None, 30.0, 3, 2),                                                                     # no section written
 ])
-def test_a_run_dir_from_before_a_setting_resumes_with_the_rule_it_ran_with(written, spike, trained_patience):
+def test_a_run_dir_from_before_a_setting_resumes_with_the_rule_it_ran_with(written, spike, trained_patience, hold):
     """A search.yaml written before ``spike`` existed stopped a spike at its ``factor``, one written
-    before ``trained_patience`` existed stopped a trained loss's climb after ``patience`` epochs; a
-    resumed search keeps both (hpsearch.driver.resume.as_it_ran). (Such a run's spike test also
-    fired on a trained loss back between its first value and twice it; after resume it does not.)"""
+    before ``trained_patience`` existed stopped a trained loss's climb after ``patience`` epochs, one
+    written before ``hold`` existed fired on the first epoch above twice the start; a resumed search
+    keeps each (hpsearch.driver.resume.as_it_ran). (Such a run's spike test also fired on a trained
+    loss back between its first value and twice it; after resume it does not.)"""
     written_patience = (written or {}).get("patience", 2)
     factor = (written or {}).get("factor", 10)
     parsed = ExplodingRule(factor=factor, patience=written_patience,
-                           trained_patience=(written or {}).get("trained_patience", 3))
+                           trained_patience=(written or {}).get("trained_patience", 3),
+                           hold=(written or {}).get("hold", 2))
     rule = exploding_as_run(written, parsed)
     assert rule.spike == spike and rule.factor == factor and rule.trained_patience == trained_patience
+    assert rule.hold == hold
 
 
 def test_the_readme_shows_the_defaults():
