@@ -33,49 +33,28 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks import record_real
 from benchmarks.common import ROOT, Stamp, command_line, out_path, table, write_section
+from benchmarks.corpus_floor import floor_text
+from benchmarks.corpus_replay import (
+    Replayed,
+    corpus,
+    count_later,
+    count_lost,
+    count_stopped,
+    late_moved_later,
+    later_by_kind,
+    within,
+)
 from benchmarks.detection import first_verdict
 from hpsearch.core.health import ExplodingRule, FlatlineRule, HealthConfig
 from hpsearch.core.numbers import as_float
 from hpsearch.core.objective import direction
-
-FLATLINE_SPREAD_GOAL = 1
-
-
-@dataclass(frozen=True)
-class Replayed:
-    curve: Mapping[str, Any]
-    label: record_real.Label
-    rows: list[dict[str, Any]]
-    objective: str
-    mode: str
-    collapse: Mapping[str, float]
-
-
-def corpus(data: Mapping[str, Any]) -> list[Replayed]:
-    out = []
-    for curve in data["curves"]:
-        model = data["models"][curve["model"]]
-        out.append(Replayed(curve, record_real.label_curve(curve, model), record_real.rows(curve, model),
-                            model["objective"][0], model["objective"][1], model["collapse"]))
-    return out
-
-
-def goal(item: Replayed) -> int:
-    """Epochs after onset within which a broken curve should be stopped."""
-    if item.label.kind == "flatline":
-        row = item.rows[item.label.onset - 1]
-        if row.get("train_batch_loss_std") == 0 and row.get("train_batches", 2) > 1:
-            return FLATLINE_SPREAD_GOAL
-    return {"nonfinite": 0, "diverged": 2, "flatline": 3,
-            "collapsed": HealthConfig().collapsed.patience}[item.label.kind]
-
 
 # --- the methods: each returns the 1-based epoch it stops a curve at (None: never) ---------------
 
@@ -194,68 +173,16 @@ def exploding_variants(items: Sequence[Replayed], default: Sequence[int | None])
     for name, rule in EXPLODING_VARIANTS.items():
         got = default if rule == ExplodingRule() else stops(items, HealthConfig(exploding=rule))
         false = sum(stop is not None for item, stop in zip(items, got) if item.label.status == "healthy")
-        later = count_later(items, default, got)
-        within = []
+        delayed = count_later(items, default, got)
+        columns = []
         for kind in record_real.KINDS:
             chosen = [(item, stop) for item, stop in zip(items, got) if item.label.kind == kind]
-            hit = sum(stop is not None and stop - item.label.onset <= goal(item) for item, stop in chosen)
-            within.append(f"{hit} / {len(chosen)}")
-        rows.append([name, f"{false} of {healthy}", *within, later])
+            hit = sum(within(item, stop) for item, stop in chosen)
+            columns.append(f"{hit} / {len(chosen)}")
+        rows.append([name, f"{false} of {healthy}", *columns, delayed])
     return table(["exploding setting", "healthy curves stopped"]
                  + [f"{kind} within goal" for kind in record_real.KINDS]
                  + ["broken curves stopped later than the default"], rows)
-
-
-# --- a floor for any rule --------------------------------------------------------------------------
-
-
-def relative(item: Replayed) -> list[float] | None:
-    """train_loss over its first value, epoch by epoch (None when a value is missing or the first
-    is not positive): all a scale-free rule can see of the loss."""
-    losses = [as_float(row.get("train_loss")) for row in item.rows]
-    if not losses or any(v is None for v in losses) or losses[0] <= 0:
-        return None
-    return [v / losses[0] for v in losses]
-
-
-def dominates(curve: Sequence[float], other: Sequence[float], epochs: int) -> bool:
-    """Is ``curve`` at or above ``other`` at each of the first ``epochs`` epochs (both that long)?"""
-    return len(curve) >= epochs and len(other) >= epochs and \
-        all(a >= b for a, b in zip(curve[:epochs], other[:epochs]))
-
-
-def forced(items: Sequence[Replayed], divergences: Sequence[Replayed]) -> list[Replayed]:
-    """The healthy curves any scale-free, monotone rule must stop if it stops each of
-    ``divergences`` within 2 epochs of onset. Monotone: a curve at or above another (relative to
-    its first loss) at every epoch so far is stopped no later. A healthy curve at or above a
-    divergence at every epoch up to that divergence's deadline is stopped by then."""
-    targets = [(relative(d), d.label.onset + goal(d)) for d in divergences]
-    out = []
-    for item in items:
-        mine = relative(item) if item.label.status == "healthy" else None
-        if mine is not None and any(r is not None and dominates(mine, r, min(deadline, len(r)))
-                                    for r, deadline in targets):
-            out.append(item)
-    return out
-
-
-def floor_text(items: Sequence[Replayed], stops: Sequence[int | None]) -> str:
-    """The floor ``forced`` puts under the healthy curves stopped, for every divergence and for
-    those the shipped rules catch within goal."""
-    every = [item for item in items if item.label.kind == "diverged"]
-    caught = [item for item, stop in zip(items, stops) if item.label.kind == "diverged"
-              and stop is not None and stop - item.label.onset <= goal(item)]
-    all_forced, caught_forced = forced(items, every), forced(items, caught)
-    stopped = {id(item) for item, stop in zip(items, stops) if stop is not None}
-    return (f"A floor for any rule that reads the loss relative to its first value (scale-free) and stops "
-            f"a curve no later than one below it at every epoch so far (monotone): catching all {len(every)} "
-            f"divergences within 2 epochs of onset forces it to stop {len(all_forced)} healthy curves (each "
-            f"at or above a divergence, relative to its first loss, at every epoch up to that divergence's "
-            f"deadline); catching the {len(caught)} the shipped rules catch in time forces "
-            f"{len(caught_forced)} ({sum(id(i) in stopped for i in caught_forced)} of them stopped by the "
-            f"shipped rules, the others spared by its growth and level tests, which are not monotone). So "
-            f"the two goals, 0 healthy curves stopped and every explosion within 2 epochs, cannot both be "
-            f"met on these curves by such a rule (benchmarks.corpus_detection.forced).")
 
 
 # --- the tables ---------------------------------------------------------------------------------
@@ -266,11 +193,11 @@ def caught(items: Sequence[Replayed], stops: Sequence[int | None], kind: str) ->
     chosen = [(item, stop) for item, stop in zip(items, stops) if item.label.kind == kind]
     if not chosen:
         return "-"
-    within = sum(stop is not None and stop - item.label.onset <= goal(item) for item, stop in chosen)
+    hits = sum(within(item, stop) for item, stop in chosen)
     after = [stop - item.label.onset for item, stop in chosen if stop is not None]
     missed = sum(stop is None for _, stop in chosen)
     latency = f"; after onset median {statistics.median(after):g}, max {max(after)}" if after else ""
-    return f"{within} / {len(chosen)}{latency}" + (f"; never stopped {missed}" if missed else "")
+    return f"{hits} / {len(chosen)}{latency}" + (f"; never stopped {missed}" if missed else "")
 
 
 def summary(items: Sequence[Replayed], results: Mapping[str, list[int | None]]) -> str:
@@ -311,7 +238,7 @@ def evidence(items: Sequence[Replayed], stops: Sequence[int | None], limit: int 
     for item, stop in zip(items, stops):
         lab = item.label
         bad = (lab.status == "healthy" and stop is not None) or \
-            (lab.status == "broken" and (stop is None or stop - lab.onset > goal(item)))
+            (lab.status == "broken" and not within(item, stop))
         if bad:
             _, status = health_stop(item)
             losses = ", ".join(f"{r.get('train_loss', math.nan):.4g}" for r in item.rows)
@@ -333,53 +260,24 @@ def targets(items: Sequence[Replayed], stops: Sequence[int | None]) -> str:
              "collapsed": "collapse <= patience (3) epochs"}
     for kind, text in goals.items():
         chosen = [(item, stop) for item, stop in zip(items, stops) if item.label.kind == kind]
-        within = sum(stop is not None and stop - item.label.onset <= goal(item) for item, stop in chosen)
-        rows.append([text, f"{within} of {len(chosen)}", "met" if within == len(chosen) else "missed"])
+        hits = sum(within(item, stop) for item, stop in chosen)
+        rows.append([text, f"{hits} of {len(chosen)}", "met" if hits == len(chosen) else "missed"])
     return table(["goal", "on the corpus", "status"], rows)
-
-
-def count_stopped(items: Sequence[Replayed], stops: Sequence[int | None]) -> int:
-    return sum(stop is not None for item, stop in zip(items, stops) if item.label.status == "healthy")
-
-
-def count_later(items: Sequence[Replayed], old: Sequence[int | None], new: Sequence[int | None]) -> int:
-    """Broken curves ``new`` stops later than ``old`` (or no longer stops)."""
-    return sum(item.label.status == "broken" and a is not None and (b is None or b > a)
-               for item, a, b in zip(items, old, new))
-
-
-def count_lost(items: Sequence[Replayed], old: Sequence[int | None], new: Sequence[int | None]) -> int:
-    """Broken curves ``old`` stops within their latency goal and ``new`` does not."""
-    def within(item: Replayed, stop: int | None) -> bool:
-        return stop is not None and stop - item.label.onset <= goal(item)
-    return sum(item.label.status == "broken" and within(item, a) and not within(item, b)
-               for item, a, b in zip(items, old, new))
-
-
-def later_by_kind(items: Sequence[Replayed], old: Sequence[int | None], new: Sequence[int | None]) -> str:
-    """``count_later``, split by label: "N (a diverged, b nonfinite, ...)"."""
-    kinds = [item.label.kind for item, a, b in zip(items, old, new)
-             if item.label.status == "broken" and a is not None and (b is None or b > a)]
-    split = ", ".join(f"{kinds.count(kind)} {kind}" for kind in record_real.KINDS if kind in kinds)
-    return f"{len(kinds)} ({split})" if kinds else "0"
-
-
-def late_later(items: Sequence[Replayed], old: Sequence[int | None], new: Sequence[int | None]) -> str:
-    """The broken curves ``old`` already stopped after their latency goal that ``new`` stops later
-    still, as a phrase."""
-    moved = [f"{item.curve['model']} on {item.curve['dataset']} ({a - item.label.onset} -> "
-             f"{'never' if b is None else b - item.label.onset} epochs after onset)"
-             for item, a, b in zip(items, old, new)
-             if item.label.status == "broken" and a is not None and a - item.label.onset > goal(item)
-             and (b is None or b > a)]
-    return ("of those already caught late, stopped later still: " + ", ".join(moved)) if moved else \
-        "none of those already caught late is stopped later"
 
 
 def shown(path: str) -> str:
     """A corpus path as the section shows it: relative to the repository when inside it."""
     resolved = Path(path).resolve()
     return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+
+
+def about_text(path: str, data: Mapping[str, Any], items: Sequence[Replayed]) -> str:
+    """What the corpus holds: curves per model and data set, how it was recorded, its labels."""
+    groups = Counter(f"{item.curve['model']} on {item.curve['dataset']}" for item in items)
+    labels = Counter(item.label.kind or item.label.status for item in items)
+    return (f"Corpus: `{shown(path)}`, {len(items)} curves ({', '.join(f'{k} {v}' for k, v in groups.items())}), "
+            f"{record_real.recorded_text(data)}. Labels (record_real.label, which reads the curve alone): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())) + "; ambiguous curves count in neither column.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,23 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     stamp = Stamp(command_line("benchmarks.corpus_detection", argv))
     data = record_real.load(args.corpus)
     items = corpus(data)
-    labels: dict[str, int] = {}
-    for item in items:
-        labels[item.label.kind or item.label.status] = labels.get(item.label.kind or item.label.status, 0) + 1
-    groups: dict[str, int] = {}
-    for item in items:
-        key = f"{item.curve['model']} on {item.curve['dataset']}"
-        groups[key] = groups.get(key, 0) + 1
     results = methods(items)
     health = results["hpsearch health (HealthConfig())"]
     before = results["hpsearch health, exploding spike 10, scale 0, hold 1 (the exploding rule before this corpus)"]
     patience2 = stops(items, HealthConfig(exploding=ExplodingRule(trained_patience=2, hold=1)))
     hold1 = stops(items, HealthConfig(exploding=ExplodingRule(hold=1)))
-    about = (f"Corpus: `{shown(args.corpus)}`, {len(items)} curves "
-             f"({', '.join(f'{k} {v}' for k, v in groups.items())}), {record_real.recorded_text(data)}. "
-             f"Labels (record_real.label, "
-             f"which reads the curve alone): " + ", ".join(f"{k} {v}" for k, v in sorted(labels.items()))
-             + "; ambiguous curves count in neither column.")
+    about = about_text(args.corpus, data, items)
     if Path(args.corpus).resolve() != Path(record_real.CORPUS).resolve():
         body = [about + " Configs drawn from other seeds than the shipped corpus's (`--first`): no rule "
                 "or setting was chosen on these curves.", "", targets(items, health), "",
@@ -449,14 +336,15 @@ def main(argv: list[str] | None = None) -> int:
         "health.py on the same labels); broken curves stopped later than with 2: "
         f"{count_later(items, patience2, hold1)}. Since 2026-12-07 22:30 UTC the spike and growth tests "
         "fire only once the loss has been above twice its first value for ExplodingRule.hold 2 epochs in "
-        "a row (a jump above it for one epoch that falls back is spared; the goal allows an explosion 2 "
-        "epochs after its onset, and the rule used one): "
+        "a row, or at the end of three epochs of growth (a jump above it for one epoch that falls back is "
+        "spared; the goal allows an explosion 2 epochs after its onset, and the rule used one): "
         f"{count_stopped(items, health)} healthy curves stopped, against {count_stopped(items, hold1)} with "
         f"hold 1; broken curves stopped later: {later_by_kind(items, hold1, health)}, of which beyond a "
-        f"latency goal they were within before: {count_lost(items, hold1, health)}; {late_later(items, hold1, health)}. "
+        f"latency goal they were within before: {count_lost(items, hold1, health)}; {late_moved_later(items, hold1, health)}. "
         "The healthy curves it still stops are loss spikes of 30x "
         "to 1000x, or two epochs of doubling, that stay above twice their first value for two epochs or "
-        "more and recover, mostly from warm-up into a large lr or Adam at lr >= 0.1; "
+        "more, reach it at the end of three epochs of growth, or climb back after a 40x fall, and "
+        "recover, mostly from warm-up into a large lr or Adam at lr >= 0.1; "
         "within the 2 epochs the goal allows they look like the divergences it catches, so the "
         "0-false-stop goal stays missed there, and tests/benchmarks/test_real_corpus.py holds the count. "
         "Other settings of the rule, measured the same way: a larger scale spares more healthy curves but "

@@ -7,8 +7,8 @@ says whether training is still worth running:
     nonfinite  a reported loss (train_loss, train_loss_*, val_loss, val_loss_*) or the objective
                is NaN or +-inf
     exploding  train_loss far above its best, or more than doubling epoch after epoch, and more
-               than twice where it started for two epochs; or, after a 40x fall, doubling three
-               epochs in a row back towards its start; a converged loss wiggling far below its
+               than twice where it started for two epochs (or after a three-epoch climb); or,
+               after a 40x fall, doubling three epochs in a row back towards its start; a converged loss wiggling far below its
                start is ok, and so are a bump around an untrained start, a one-epoch jump that
                falls back and a trained loss bouncing back for two epochs
     collapsed  a degeneracy metric the model declares (e.g. train_emb_std) at its floor for a while
@@ -107,38 +107,42 @@ class ExplodingRule:
       above ``spike`` x its best so far, or has grown by more than ``rate`` (relative)
       ``patience`` epochs in a row and is back within ``factor`` of its first value
       (loss >= first / ``factor``), or
-    - the loss had fallen to 1/``trained`` of its first value or below and has since grown by
-      more than ``rate`` ``trained_patience`` epochs in a row back to within ``factor`` of it (a
-      trained model climbing back towards where it started; once held above ``scale`` x its
-      first value, the tests above apply).
+    - it is above ``scale`` x its first value, not yet for ``hold`` epochs, at the end of
+      max(``patience``, ``trained_patience``) epochs of such growth (a long climb from below), or
+    - the loss had fallen to 1/``trained`` of its first value or below and, still at most
+      ``scale`` x it, has since grown by more than ``rate`` ``trained_patience`` epochs in a row
+      back to within ``factor`` of it (a trained model climbing back towards where it started).
 
-    Defaults: a loss growing x3 per epoch grows by 200% > ``rate`` 100%, so with ``patience`` 2 it
-    fires on the second epoch of growth; a spike is an explosion only when it is > 30x the best
-    and stays more than twice where training started for two epochs. An untrained loss bumping
-    around its start is left alone. Slower divergence (x1.5 a step) is left to the spike limit.
+    Defaults: a loss growing x3 per epoch from its start grows by 200% > ``rate`` 100%, so with
+    ``patience`` 2 it fires on the second epoch of growth; from below twice its start, on its
+    second epoch above it or its third epoch of growth. A spike is an explosion only on an epoch
+    > 30x the best that is the second in a row above twice where training started. An untrained
+    loss bumping around its start is left alone. Slower divergence (x1.5 a step) is left to the
+    spike limit.
 
     Measured on benchmarks/data/real_curves.json.gz (benchmarks/corpus_detection.py, where each
     setting has its row): ``spike`` 30 (not 10) spares spikes of 10x-30x that recover; ``scale`` 2
     and ``trained`` 40 spare losses that fell 5x-30x and came back to no more than twice their
     first value; ``trained_patience`` 3 spares high-lr losses that fell 40x-10^6x and bounced back
     for two epochs; ``hold`` 2 spares a loss that jumps above twice its start for one epoch and
-    falls back. None of them stops a broken curve of that corpus after its latency goal (an
-    explosion within 2 epochs of onset); ``hold`` 2 stops a one-epoch jump to 10^6x an epoch later.
-    The healthy curves still stopped rose above twice their first loss for two epochs or more:
-    within the 2 epochs after onset the goal allows, they look like the divergences caught.
+    falls back, and stops a jump that stays there an epoch later. None of them moves a broken curve
+    that was within its latency goal (an explosion within 2 epochs of onset) past it. The healthy
+    curves still stopped look, within the 2 epochs after onset the goal allows, like the
+    divergences caught (that section gives the floor any monotone rule meets).
 
     A converged loss thousands of times below its start wiggles by large ratios (2e-6 -> 6e-6 ->
     3e-5 is two epochs of >100% growth) that are noise, not divergence: no test fires while the
     loss stays below ``factor`` of its start. A divergence from such a point is caught once it is
-    back on that scale: on its third epoch of growth, or once above twice its start. Every bound
-    is a ratio of the trial's own losses (scale-free).
+    back on that scale: on its third epoch of growth, or on its second epoch above twice its
+    start. Every bound is a ratio of the trial's own losses (scale-free).
 
     NaN policy: non-finite values belong to the nonfinite rule; here they neither set the first
     value or the best nor extend a growth streak or a run above the start (both restart after
-    one). A missing train_loss likewise. Non-positive bests disable the spike test, and a
+    one). A missing train_loss restarts the growth streak (growth per epoch cannot be read across
+    it) and leaves the run as it was. Non-positive bests disable the spike test, and a
     non-positive first value the scale tests (a ratio to 0 or to a negative loss means nothing).
-    ``scale`` 0 turns the level test off (the rule before that corpus); ``hold`` 1 fires on the
-    first epoch above it (the rule before ``hold``).
+    ``scale`` 0 with ``hold`` 1 turns the level test off (the rule before that corpus); ``hold`` 1
+    fires on the first epoch above it (the rule before ``hold``).
     """
 
     enabled: bool = True
@@ -175,7 +179,7 @@ class ExplodingRule:
         for epoch, row in enumerate(history, 1):
             loss = as_float(row.get("train_loss"))
             if loss is None or not math.isfinite(loss):
-                streak, run = [], 0
+                streak, run = [], (run if loss is None else 0)
                 continue
             if first is None:
                 first = loss
@@ -191,11 +195,11 @@ class ExplodingRule:
             else:
                 streak = [loss]
             on_scale = first <= 0 or loss * self.factor >= first
-            grown = len(streak) - 1
-            need = self.patience if held else self.trained_patience
-            if on_scale and grown >= need and (held or self.was_trained(first, best)):
+            need = self.patience if held else max(self.patience, self.trained_patience) if above else \
+                self.trained_patience if self.was_trained(first, best) else None
+            if on_scale and need is not None and len(streak) - 1 >= need:
                 values = " -> ".join(fmt(v) for v in streak[-need - 1:])
-                back = "" if held else self.climb(first, best)
+                back = "" if above else self.climb(first, best)
                 return Verdict("exploding", f"train_loss grew by more than {self.rate:.0%} per epoch for "
                                f"{need} epochs in a row ({values}) at epoch {epoch}{back}", epoch)
             if best is None or loss < best:

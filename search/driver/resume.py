@@ -106,7 +106,7 @@ def check_resumable(run_dir: str | Path) -> Snapshot:
 def as_it_ran(config: RunConfig, raw: Any) -> RunConfig:
     """The run dir's config with the settings a search from before them ran without as it ran
     (``objective.warm_start_margin`` 0: hpsearch.core.warm_start.margin_as_run; the exploding rule's
-    ``spike`` at its ``factor`` and ``trained_patience`` at its ``patience``:
+    ``spike`` at its ``factor``, ``trained_patience`` at its ``patience`` and ``hold`` at 1:
     hpsearch.core.health.exploding_as_run)."""
     raw = raw if isinstance(raw, dict) else {}
     margin = margin_as_run(raw.get("objective"), config.objective.warm_start_margin)

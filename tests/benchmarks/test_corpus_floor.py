@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.corpus_detection import Replayed, forced
+from benchmarks.corpus_floor import forced
+from benchmarks.corpus_replay import Replayed
 from benchmarks.record_real import Label
 
 
@@ -33,6 +34,12 @@ CASES = [
 def test_a_healthy_curve_is_forced_when_it_dominates_a_divergence_to_its_deadline(losses, expected):
     healthy = replayed(losses, HEALTHY)
     assert (forced([healthy], [DIVERGENCE]) == [healthy]) is expected
+
+
+def test_a_divergence_shorter_than_its_deadline_is_read_to_its_end():
+    short = replayed([1.0, 3.0, 9.0], Label("broken", "diverged", 2))     # deadline 4, 3 epochs recorded
+    assert forced([replayed([1.0, 4.0, 10.0, 0.5], HEALTHY)], [short]) != []
+    assert forced([replayed([1.0, 4.0, 8.0, 0.5], HEALTHY)], [short]) == []
 
 
 def test_only_healthy_curves_count_and_no_divergence_forces_nothing():

@@ -120,6 +120,8 @@ CASES = [
     ("x3 growth from epoch 4: on its second epoch above twice the start",
      curve([1.0, 0.8, 0.6, 1.8, 5.4, 16.2]), None, None, "exploding", 6, "train_loss"),
     ("x3 growth from the start", curve([1.0, 3.0, 9.0, 27.0]), None, None, "exploding", 3, "train_loss"),
+    ("x3 growth from a fifth of the start: its third epoch of growth, its first above twice the start",
+     curve([1.0, 0.5, 0.2, 0.6, 1.8, 5.4, 16.2]), None, None, "exploding", 6, "train_loss"),
     ("x3 growth after a 40x fall: a trained loss's third epoch of growth",
      curve([2.3, 0.1, 0.05, 0.15, 0.45, 1.35]), None, None, "exploding", 6, "train_loss"),
     ("a trained loss bouncing back to half its start for two epochs (wine, Adam lr 0.096)",
@@ -263,6 +265,37 @@ def test_settings_change_the_verdict():
     collapse = curve(IMPROVING[:5], train_emb_std=[1e-4] * 5)
     assert assess(collapse, HealthConfig(collapsed=CollapsedRule(patience=1)), {"train_emb_std": 1e-3}).epoch == 1
     assert assess(collapse, HealthConfig(collapsed=CollapsedRule(enabled=False)), {"train_emb_std": 1e-3}).ok
+
+
+def test_a_run_above_the_start_restarts_after_nan_and_not_after_a_missing_loss():
+    no_nan_rule = dict(nonfinite=False)
+    assert assess(curve([1.0, 3.0, NAN, 100.0, 200.0]), HealthConfig(**no_nan_rule)).epoch == 5
+    assert assess(curve([1.0, 3.0, None, 100.0, 200.0]), HealthConfig(**no_nan_rule)).epoch == 4
+    assert assess(curve([1.0, 3.0, NAN, 100.0, 200.0]),
+                  HealthConfig(exploding=ExplodingRule(hold=1), **no_nan_rule)).epoch == 4
+
+
+def random_curve(rng: random.Random) -> list:
+    """A loss that moves by factors of 1/20 to 20 an epoch, now and then NaN or missing."""
+    losses, loss = [], rng.choice([1.0, 0.01, 100.0, -0.5])
+    for _ in range(rng.randint(3, 14)):
+        roll = rng.random()
+        losses.append(NAN if roll < 0.05 else None if roll < 0.1 else loss)
+        loss *= math.exp(rng.uniform(-3.0, 3.0))
+    return losses
+
+
+@pytest.mark.parametrize("settings", [{}, {"patience": 4, "trained_patience": 2, "spike": 400.0},
+                                      {"scale": 0.0}, {"patience": 1, "trained_patience": 5}, {"spike": 10.0}],
+                         ids=["defaults", "trained_patience below patience", "scale 0", "patience 1", "spike 10"])
+def test_hold_never_stops_a_curve_earlier_than_hold_1(settings):
+    rng = random.Random(7)
+    held, once = ExplodingRule(**settings), ExplodingRule(hold=1, **settings)
+    for _ in range(3000):
+        rows = curve(random_curve(rng))
+        later, first = held.check(rows), once.check(rows)
+        assert later is None or (first is not None and later.epoch >= first.epoch), rows
+    assert ExplodingRule(patience=4, trained_patience=2, spike=400.0).check(curve([1.0, 0.01, 0.05, 3.0, 0.01])) is None
 
 
 def test_same_defaults_at_any_scale():

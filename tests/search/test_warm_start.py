@@ -162,6 +162,7 @@ def test_a_resumed_search_keeps_the_spike_limit_it_ran_with(tmp_path):
     config = as_it_ran(load_config(tmp_path / "search.yaml"), raw)
     assert (config.health.exploding.spike, config.health.exploding.factor) == (8.0, 8.0)
     assert config.health.exploding.trained_patience == 2          # written before it: its patience
+    assert config.health.exploding.hold == 1                      # written before it: the rule of then
     assert config.health.flatline == load_config(tmp_path / "search.yaml").health.flatline
 
 
