@@ -116,19 +116,14 @@ class ExplodingRule:
     Defaults: a loss growing x3 per epoch from its start grows by 200% > ``rate`` 100%, so with
     ``patience`` 2 it fires on the second epoch of growth; from below twice its start, on its
     second epoch above it or its third epoch of growth. A spike is an explosion only on an epoch
-    > 30x the best that is the second in a row above twice where training started. An untrained
-    loss bumping around its start is left alone. Slower divergence (x1.5 a step) is left to the
-    spike limit.
+    > 30x the best that is the second in a row above twice the start; a bump around an untrained
+    start is left alone, and a slower divergence (x1.5 a step) to the spike limit.
 
-    Measured on benchmarks/data/real_curves.json.gz (benchmarks/corpus_detection.py, where each
-    setting has its row): ``spike`` 30 (not 10) spares spikes of 10x-30x that recover; ``scale`` 2
-    and ``trained`` 40 spare losses that fell 5x-30x and came back to no more than twice their
-    first value; ``trained_patience`` 3 spares high-lr losses that fell 40x-10^6x and bounced back
-    for two epochs; ``hold`` 2 spares a loss that jumps above twice its start for one epoch and
-    falls back, and stops a jump that stays there an epoch later. None of them moves a broken curve
-    that was within its latency goal (an explosion within 2 epochs of onset) past it. The healthy
-    curves still stopped look, within the 2 epochs after onset the goal allows, like the
-    divergences caught (that section gives the floor any monotone rule meets).
+    Each default is measured on benchmarks/data/real_curves.json.gz (benchmarks/corpus_detection.py,
+    a row per setting): ``spike`` 30 (not 10), ``scale`` 2, ``trained`` 40, ``trained_patience`` 3
+    and ``hold`` 2 each spare healthy curves whose loss spiked or bounced back and recovered, and
+    none moves a broken curve that was within its latency goal past it. The healthy curves still
+    stopped look like the divergences caught for the 2 epochs after onset the goal allows.
 
     A converged loss thousands of times below its start wiggles by large ratios (2e-6 -> 6e-6 ->
     3e-5 is two epochs of >100% growth) that are noise, not divergence: no test fires while the
@@ -172,6 +167,14 @@ class ExplodingRule:
         fall = f", 1/{fmt(first / best, 3)} of its first value" if best > 0 else ""
         return f", climbing back from its best {fmt(best)}{fall}"
 
+    def growth_needed(self, held: bool, above: bool, trained: bool) -> int | None:
+        """Epochs of growth in a row that fire the rule now (None: growth alone does not)."""
+        if held:
+            return self.patience
+        if above:       # not yet for ``hold`` epochs: only a climb as long as a trained loss's
+            return max(self.patience, self.trained_patience)
+        return self.trained_patience if trained else None
+
     def check(self, history: History) -> Verdict | None:
         first = best = None
         best_epoch = run = 0       # run: epochs in a row above scale x first
@@ -195,8 +198,7 @@ class ExplodingRule:
             else:
                 streak = [loss]
             on_scale = first <= 0 or loss * self.factor >= first
-            need = self.patience if held else max(self.patience, self.trained_patience) if above else \
-                self.trained_patience if self.was_trained(first, best) else None
+            need = self.growth_needed(held, above, self.was_trained(first, best))
             if on_scale and need is not None and len(streak) - 1 >= need:
                 values = " -> ".join(fmt(v) for v in streak[-need - 1:])
                 back = "" if above else self.climb(first, best)
