@@ -21,9 +21,9 @@ together took 0.60-0.63x the epochs on the triplet grid and reached its best in 
 181 of 200 against 167 / 172), and the symmetric grid's lone best in as many or more (153 / 156
 against 153 / 137). The largest-budget model alone with half at random reached more (168 / 161
 and 187 / 183) but took 1.4-1.5x the epochs on the triplet grid; the reach model alone reached
-fewer. Sobol points in place of
-independent random draws (the same shares): 153 / 156 against 142 / 139 on the symmetric grid, 182
-/ 181 against 173 / 170 on the triplet grid, in about as many epochs.
+fewer. Sobol points in place of independent random draws (the same shares): 153 / 156 against
+142 / 139 on the symmetric grid, 182 / 181 against 173 / 170 on the triplet grid, in about as
+many epochs.
 
 Each suggestion is computed from the study as it is stored (the intermediate values the searcher
 reports every epoch) and from ``(seed, trial number)`` alone, so a resumed search samples exactly as
@@ -75,7 +75,7 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         self._observed = Observed()
         # configs at random: the random share's from one Sobol sequence, those drawn while the model
         # waits for ``min_points`` from another, each in trial order (``draw_index``)
-        self._draws = (SobolDraws(self._space, [self._seed, 0]), SobolDraws(self._space, [self._seed, 1]))
+        self._draws = self._sobol_draws()
         self._random_before = [0]       # [n]: how many of trials 0..n-1 the random share drew (a cache)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -86,8 +86,13 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         OptunaSearch.restore sets the saved attributes on the searcher's sampler the same way."""
         self.__dict__.update(state)
         if "_draws" not in state:
-            self._draws = (SobolDraws(self._space, [self._seed, 0]), SobolDraws(self._space, [self._seed, 1]))
+            self._draws = self._sobol_draws()
         self._random_before = [0]
+
+    def _sobol_draws(self) -> tuple[SobolDraws, SobolDraws]:
+        """The two sequences of random configs: the random share's, and the one read while a model
+        waits for enough points (``draw_index``)."""
+        return SobolDraws(self._space, [self._seed, 0]), SobolDraws(self._space, [self._seed, 1])
 
     def view(self, number: int) -> str | None:
         """What trial ``number``'s config comes from: REACH, BUDGET, or None (at random)."""
