@@ -284,7 +284,8 @@ def search(plan: preflight.Plan, stop: GracefulStop, started_here: bool, *, inte
         keeper = SnapshotKeeper(run_dir)
         # In this order: an outcome is on disk before LeanDriver deletes an ended trial's checkpoints,
         # and a snapshot is published before LeanDriver keeps the checkpoints it names.
-        callbacks = [ResultLog(), OutcomeRecorder(outcomes), *trackers, live, keeper, LeanDriver(keeper)]
+        callbacks = [ResultLog(), OutcomeRecorder(outcomes), *trackers, live, keeper,
+                     LeanDriver(keeper, averages_of=(metric,))]
         tuner = make_tuner(plan, searcher, scheduler, callbacks, resume=resumption is not None)
         print(header(plan, "run" if resumption is None else "resume"), file=stream, flush=True)
         if resumption is not None:

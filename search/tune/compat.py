@@ -247,6 +247,42 @@ def drop_result_windows(trial: Any) -> bool:
     return True
 
 
+def drop_averages(trial: Any, keep: Container[str]) -> int:
+    """Frees Tune's running averages of a finished trial's metrics (``Trial.metric_analysis``: max,
+    min, avg, last and the last-5 / last-10 averages of every numeric metric it reported, about 0.5 KB
+    a metric in the driver and 150 bytes in every experiment snapshot) except those named in
+    ``keep``. Tune reads them only for ``ExperimentAnalysis`` queries by scope (``avg``, ``last-5-avg``,
+    ...), which hpsearch never makes (its report reads the run dir); a metric reported again gets
+    fresh averages from Tune's ``update_metric``. Private ``_TrainingRunMetadata.metric_analysis``,
+    checked against ray 2.60.0; returns how many metrics' averages went (0 where it is missing)."""
+    metadata = getattr(trial, "run_metadata", None)
+    averages = getattr(metadata, "metric_analysis", None)
+    if not isinstance(averages, dict):
+        return 0
+    gone = [metric for metric in averages if metric not in keep]
+    if gone:
+        metadata.metric_analysis = {m: v for m, v in averages.items() if m in keep}   # drops the cached JSON
+    return len(gone)
+
+
+def drop_default_result(trial: Any) -> bool:
+    """Lets go of the reference Tune keeps to a trial's first answer from its actor (private
+    ``Trial._default_result_or_future``, ray 2.60.0: an ``ObjectRef`` to Ray's auto-filled metrics,
+    asked for at every start and read only while the trial has reported nothing). Held, it keeps the
+    object and Ray's reference-counting entry in the driver for as long as the search runs. Only
+    for a trial that has reported (its last result then never falls back on it); True when one
+    went."""
+    import ray
+
+    future = getattr(trial, "_default_result_or_future", None)
+    metadata = getattr(trial, "run_metadata", None)
+    reported = getattr(metadata, "last_result", None)
+    if not isinstance(future, ray.ObjectRef) or not isinstance(reported, dict) or set(reported) <= {"trial_id"}:
+        return False
+    trial._default_result_or_future = None
+    return True
+
+
 def refill_result_windows(trial: Any) -> bool:
     """Gives every metric Tune has averages of but no windows for (``drop_result_windows``) empty
     windows again, of Tune's lengths (private ``_TrainingRunMetadata._n_steps``), so a trial that
@@ -343,6 +379,7 @@ def set_listed_constraints(study: "optuna.Study", trial: "optuna.Trial", values:
     study._storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, [float(v) for v in values])
 
 
-__all__ = ["GcsError", "adopt_trial", "build_tuner", "gcs_alive_node_addresses", "gcs_answers", "gcs_errors",
-           "latest_checkpoint_path", "pace_experiment_snapshots", "searcher_finished", "searcher_study",
-           "searcher_trials", "set_listed_constraints", "stored_trial", "trim_checkpoints"]
+__all__ = ["GcsError", "adopt_trial", "build_tuner", "drop_averages", "drop_default_result",
+           "gcs_alive_node_addresses", "gcs_answers", "gcs_errors", "latest_checkpoint_path",
+           "pace_experiment_snapshots", "searcher_finished", "searcher_study", "searcher_trials",
+           "set_listed_constraints", "stored_trial", "trim_checkpoints"]

@@ -4,11 +4,15 @@ Tune holds every trial object in the driver until the search ends, with everythi
 the trial's results, and writes all of it into every experiment snapshot. Part of that serves only a
 trial that still reports: per numeric metric, the last 5 and last 10 values behind Tune's running
 averages (about 1.6 KB a metric; 21 KB a trial for the 13 numbers even a one-number model reports,
-with Tune's own). ``LeanDriver`` frees them when a trial ends; what Tune reads of a finished
-trial (its last result, the averages in ``metric_analysis``, its checkpoints) stays. Measured with
-tracemalloc over trials 300 to 1,290 of a search of trivial trials (benchmarks/scaling.py's kind):
-the driver's Python allocations grow by 38 KB a trial instead of 68 (0.6 KB of that is a leaner
-sampler's), and each trial's share of an experiment snapshot falls from 15.4 to 9.8 KB.
+with Tune's own). ``LeanDriver`` frees them when a trial ends, with the averages themselves
+(``metric_analysis``) of every metric but the objective and Tune's reference to the actor's first
+answer; what Tune reads of a finished trial (its last result, the objective's averages, its
+checkpoints) stays. Measured over trials 1,000 to 5,000 of a search of trivial trials
+(benchmarks/scaling.py's kind, both on one host): the driver's USS grows by 36 KiB a trial where
+it grew by 49 without the averages and with the searcher holding every finished trial
+(hpsearch.tune.searcher), and Ray's experiment snapshot at trial 5,000 is 37.7 MB instead of
+50.6. Before the windows went (tracemalloc, trials 300 to 1,290) the driver's Python allocations
+grew by 68 KB a trial.
 
 Writing those windows into a snapshot leaves a second trace: Tune's JSON encoder pickles each one
 and records its text in a set of Ray's that is never emptied (``compat.forget_encoded_objects``),
@@ -28,11 +32,14 @@ from, so snapshots keep their own pace.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from ray.tune import Callback
 
 from hpsearch.tune.compat import (
+    drop_averages,
+    drop_default_result,
     drop_result_windows,
     forget_encoded_objects,
     latest_checkpoint_path,
@@ -44,9 +51,11 @@ KEEP_CHECKPOINTS = 2       # a trial's best two by the objective stay, and alway
 
 
 class LeanDriver(Callback):
-    """Drops a trial's running-average windows when Tune stops it (``on_trial_complete``, called once
-    its last result is processed, and ``on_trial_error``, for a failure Tune does not retry), and
-    gives any dropped ones back, empty, whenever Tune starts a trial (``on_trial_start``, before its
+    """When Tune stops a trial (``on_trial_complete``, called once its last result is processed, and
+    ``on_trial_error``, for a failure Tune does not retry), drops its running-average windows, its
+    averages of every metric but those in ``averages_of`` (None: keeps them all; a search keeps its
+    objective's) and Tune's reference to its actor's first answer (``compat.drop_default_result``);
+    gives any dropped windows back, empty, whenever Tune starts a trial (``on_trial_start``, before its
     first result; hpsearch itself never starts a stopped trial again, see
     ``compat.refill_result_windows``). After each experiment snapshot (Tune asks callbacks for their
     state right after writing it), forgets the texts Tune's encoder kept of the objects it pickled.
@@ -62,9 +71,10 @@ class LeanDriver(Callback):
     that has one again. So a running trial keeps at most its best ``keep``, its latest and the one
     a resume starts from; a finished one, its best ``keep`` and its latest."""
 
-    def __init__(self, keeper: Any = None, keep: int = KEEP_CHECKPOINTS):
+    def __init__(self, keeper: Any = None, keep: int = KEEP_CHECKPOINTS, averages_of: Collection[str] | None = None):
         self.keeper = keeper
         self.keep = keep
+        self.averages_of = averages_of
         self._running: dict[str, Any] = {}      # trial id -> trial, started and not ended
         self._resumable: dict[str, str] = {}    # trial id -> the checkpoint the last snapshot resumes it from
         self._published = getattr(keeper, "published", -1)   # keeper.published when those were noted
@@ -81,11 +91,9 @@ class LeanDriver(Callback):
         trim_checkpoints(trial, self.keep, () if kept is None else (kept,))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        drop_result_windows(trial)
         self._end(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        drop_result_windows(trial)
         self._end(trial)
 
     def get_state(self) -> None:
@@ -100,6 +108,10 @@ class LeanDriver(Callback):
         return None
 
     def _end(self, trial: Any) -> None:
+        drop_result_windows(trial)
+        if self.averages_of is not None:
+            drop_averages(trial, self.averages_of)
+        drop_default_result(trial)
         self._running.pop(trial.trial_id, None)
         self._resumable.pop(trial.trial_id, None)
         trim_checkpoints(trial, self.keep)

@@ -144,10 +144,11 @@ class HealthOptunaSearch(OptunaSearch):
         self.outcomes, self.convergence = outcomes, convergence     # this run's, as search.yaml says
         self.stopped_early = ""                 # found again from the study at the next suggestion
         if not hasattr(self, "_numbered"):      # saved before trials were numbered: one per trial asked
-            self._numbered = len(self.asked)
-        for trial_id, ot_trial in self.asked.items():
+            self._numbered = len(self.asked.keys() | self.told)
+        for trial_id, ot_trial in list(self.asked.items()):
             if stored_trial(self.study, ot_trial).state.is_finished():
                 self.told.add(trial_id)
+                del self.asked[trial_id]
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.told or trial_id not in self.asked:
@@ -218,7 +219,11 @@ class HealthOptunaSearch(OptunaSearch):
         return entry
 
     def _finish(self, trial_id: str, state: TrialState, value: float | None, outcome: str, reason: str) -> None:
-        ot_trial = self.asked[trial_id]
+        """Tells Optuna the trial's end, once; the searcher then lets go of the trial (``told`` keeps
+        its id), so neither the driver nor each of Tune's snapshots of the searcher holds every
+        trial a search asked for."""
+        ot_trial = self.asked.pop(trial_id)
+        self._reported_steps.pop(trial_id, None)
         self.told.add(trial_id)
         stored = stored_trial(self.study, ot_trial)
         if stored.state != TrialState.RUNNING:  # already told (e.g. closed, then completed late)

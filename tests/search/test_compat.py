@@ -193,6 +193,44 @@ def test_drop_result_windows_frees_the_windows_of_a_finished_trial_and_keeps_its
     assert compat.drop_result_windows(lengthless) is False and lengthless.run_metadata.metric_n_steps == {"m": {}}
 
 
+def test_drop_averages_keeps_the_named_metrics_averages_and_what_a_snapshot_reads_back():
+    from ray.tune.experiment import Trial
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    trial = Trial("trainable", config={"x": 0.5}, stub=True)
+    for epoch, (loss, acc) in enumerate(((0.9, 0.2), (0.7, 0.5), (0.4, 0.4)), start=1):
+        trial.update_last_result({"training_iteration": epoch, "train_loss": loss, "val_acc": acc})
+    averages = private(trial.run_metadata, "metric_analysis", "drop_averages")
+    kept = dict(averages["val_acc"])
+    before = trial.get_json_state()[1]
+
+    assert compat.drop_averages(trial, {"val_acc"}) == len(averages) - 1
+    assert trial.metric_analysis == {"val_acc": kept} and kept["max"] == 0.5 and kept["last"] == 0.4
+    after = trial.get_json_state()[1]
+    assert len(after) < len(before), "the snapshot still holds the dropped averages"
+    restored = _TrainingRunMetadata.from_json_state(after)
+    assert restored.metric_analysis == {"val_acc": kept} and restored.last_result["train_loss"] == 0.4
+    assert compat.drop_averages(trial, {"val_acc"}) == 0                  # nothing left to drop
+    trial.update_last_result({"training_iteration": 4, "train_loss": 0.3, "val_acc": 0.6})   # reported again
+    assert trial.metric_analysis["train_loss"]["min"] == 0.3 and trial.metric_analysis["val_acc"]["max"] == 0.6
+    assert compat.drop_averages(object(), {"val_acc"}) == 0
+
+
+def test_drop_default_result_lets_go_of_the_actors_first_answer_once_the_trial_has_reported():
+    from ray.tune.experiment import Trial
+
+    trial = Trial("trainable", config={"x": 0.5}, stub=True)
+    future = ray.ObjectRef(b"\x01" * 28)                    # what set_ray_actor stores; never fetched here
+    private(trial, "_default_result_or_future", "drop_default_result")
+    trial._default_result_or_future = future
+    assert compat.drop_default_result(trial) is False           # nothing reported: last_result reads it
+    assert trial._default_result_or_future is future
+    trial.update_last_result({"training_iteration": 1, "val_acc": 0.5})
+    assert compat.drop_default_result(trial) is True
+    assert trial._default_result_or_future is None and trial.last_result["val_acc"] == 0.5
+    assert compat.drop_default_result(trial) is False and compat.drop_default_result(object()) is False
+
+
 def test_refill_result_windows_gives_dropped_windows_back_at_tunes_lengths():
     from ray.tune.experiment import Trial
 

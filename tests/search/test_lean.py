@@ -1,5 +1,6 @@
 """hpsearch.tune.lean: a trial Tune stops for good gives up the windows behind Tune's running
-averages, and gets them back, empty, when it is started again; after a snapshot, the texts Tune's
+averages (and, in a search, the averages of every metric but its objective), and gets them back,
+empty, when it is started again; after a snapshot, the texts Tune's
 encoder kept of the windows it pickled are gone."""
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ def test_a_completed_trial_keeps_its_averages_and_last_result_only():
     LeanDriver().on_trial_complete(iteration=1, trials=[trial], trial=trial)
     assert trial.metric_n_steps == {}
     assert trial.metric_analysis == averages and trial.last_result == last
+
+
+@pytest.mark.parametrize("stop", ["on_trial_complete", "on_trial_error"])
+def test_an_ended_trial_keeps_the_averages_of_the_objective_only_and_no_reference_to_its_actors_answer(stop):
+    import ray
+
+    trial = reported(3)
+    objective = dict(trial.metric_analysis["val_score"])
+    trial._default_result_or_future = ray.ObjectRef(b"\x02" * 28)
+    getattr(LeanDriver(averages_of=("val_score",)), stop)(iteration=1, trials=[trial], trial=trial)
+    assert trial.metric_analysis == {"val_score": objective}
+    assert trial._default_result_or_future is None and trial.last_result["train_loss"] == 1.0 / 3
 
 
 @pytest.mark.parametrize("stop", ["on_trial_complete", "on_trial_error"])

@@ -196,6 +196,31 @@ def test_saved_and_restored_searcher_carries_on(tmp_path):
     assert trials["b"].state == TrialState.FAIL and len(trials) == 2
 
 
+def test_the_searcher_lets_go_of_each_trial_it_has_told_optuna_about(tmp_path):
+    """Ray pickles the searcher into every snapshot: it holds the trials still running, not every
+    trial the search asked for; a late result or a second end of a told trial changes nothing."""
+    outer = make_searcher(make_config(), tmp_path, OutcomeLog(tmp_path))
+    searcher = inner_searcher(outer)
+    for trial_id in "abc":
+        outer.suggest(trial_id)
+    outer.on_trial_result("a", {"training_iteration": 1, "val_acc": 0.3})
+    outer.on_trial_complete("a", result={"training_iteration": 2, "val_acc": 0.5})
+    outer.on_trial_complete("b", error=True)
+    assert set(searcher.asked) == {"c"} and {"a", "b"} <= searcher.told
+    outer.on_trial_result("a", {"training_iteration": 3, "val_acc": 0.9})
+    outer.on_trial_complete("a", result={"training_iteration": 3, "val_acc": 0.9})
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    outer.on_trial_complete("c", result={"training_iteration": 1, "val_acc": 0.4})   # after that snapshot
+    restored = make_searcher(make_config(), tmp_path, OutcomeLog(tmp_path))
+    inner_searcher(restored).restore(str(tmp_path / "searcher.pkl"))
+    assert inner_searcher(restored).asked == {} and "c" in inner_searcher(restored).told
+    assert restored.close_open_trials() == []
+    trials = by_ray_id(tmp_path)
+    assert (trials["a"].state, trials["a"].value, trials["a"].intermediate_values) == (
+        TrialState.COMPLETE, 0.5, {1: 0.3, 2: 0.5})
+    assert trials["b"].state == TrialState.FAIL and trials["c"].value == 0.4
+
+
 def drive_seeded(run_dir, seed, n=12):
     """Sequential trials with a deterministic objective; returns the suggested configs."""
     searcher = make_searcher(make_config(seed=seed), run_dir, OutcomeLog(run_dir))
