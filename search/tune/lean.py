@@ -9,8 +9,8 @@ with Tune's own). ``LeanDriver`` frees them when a trial ends, with the averages
 answer; what Tune reads of a finished trial (its last result, the objective's averages, its
 checkpoints) stays. Measured over trials 1,000 to 5,000 of a search of trivial trials
 (benchmarks/scaling.py's kind, both on one host): the driver's USS grows by 36 KiB a trial where
-it grew by 49 without the averages and with the searcher holding every finished trial
-(hpsearch.tune.searcher), and Ray's experiment snapshot at trial 5,000 is 37.7 MB instead of
+it grew by 49 before (every metric's averages kept, the searcher holding every finished trial:
+hpsearch.tune.searcher), and Ray's experiment snapshot at trial 5,000 is 37.7 MB instead of
 50.6. Before the windows went (tracemalloc, trials 300 to 1,290) the driver's Python allocations
 grew by 68 KB a trial.
 

@@ -103,7 +103,8 @@ class HealthOptunaSearch(OptunaSearch):
 
     @property
     def asked(self) -> dict[str, optuna.Trial]:
-        """Ray trial id -> the Optuna trial asked for it (the searcher's own record)."""
+        """Ray trial id -> the Optuna trial asked for it, for the trials not yet told (the searcher's
+        own record; ``told`` keeps the ids of the others)."""
         return searcher_trials(self)
 
     @property
@@ -136,8 +137,8 @@ class HealthOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         """Ray's restore (this searcher as at Ray's last snapshot), keeping this run's OutcomeLog;
-        a trial the study finished after that snapshot counts as completed, so it is neither told
-        twice nor closed as failed."""
+        a trial the study finished after that snapshot counts as completed (``_forget``), so it is
+        neither told twice nor closed as failed."""
         outcomes, convergence = self.outcomes, self.convergence
         del self._numbered                      # the saved state holds the count at Ray's snapshot
         super().restore(checkpoint_path)
@@ -147,8 +148,7 @@ class HealthOptunaSearch(OptunaSearch):
             self._numbered = len(self.asked.keys() | self.told)
         for trial_id, ot_trial in list(self.asked.items()):
             if stored_trial(self.study, ot_trial).state.is_finished():
-                self.told.add(trial_id)
-                del self.asked[trial_id]
+                self._forget(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.told or trial_id not in self.asked:
@@ -218,13 +218,17 @@ class HealthOptunaSearch(OptunaSearch):
             entry = self.outcomes.get(trial_id)
         return entry
 
-    def _finish(self, trial_id: str, state: TrialState, value: float | None, outcome: str, reason: str) -> None:
-        """Tells Optuna the trial's end, once; the searcher then lets go of the trial (``told`` keeps
-        its id), so neither the driver nor each of Tune's snapshots of the searcher holds every
-        trial a search asked for."""
-        ot_trial = self.asked.pop(trial_id)
+    def _forget(self, trial_id: str) -> optuna.Trial:
+        """Marks the trial told and lets go of it (its Optuna trial and reported steps; ``told`` keeps
+        the id), so the searcher, which Ray pickles into every snapshot, holds only the trials still
+        running. Returns its Optuna trial."""
         self._reported_steps.pop(trial_id, None)
         self.told.add(trial_id)
+        return self.asked.pop(trial_id)
+
+    def _finish(self, trial_id: str, state: TrialState, value: float | None, outcome: str, reason: str) -> None:
+        """Tells Optuna the trial's end, once."""
+        ot_trial = self._forget(trial_id)
         stored = stored_trial(self.study, ot_trial)
         if stored.state != TrialState.RUNNING:  # already told (e.g. closed, then completed late)
             logger.warning("Optuna trial %s for %s is already %s; not told %s", stored.number, trial_id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import ray
 from ray.tune.experiment import Trial
 
 from hpsearch.tune.lean import LeanDriver
@@ -31,8 +32,6 @@ def test_a_completed_trial_keeps_its_averages_and_last_result_only():
 
 @pytest.mark.parametrize("stop", ["on_trial_complete", "on_trial_error"])
 def test_an_ended_trial_keeps_the_averages_of_the_objective_only_and_no_reference_to_its_actors_answer(stop):
-    import ray
-
     trial = reported(3)
     objective = dict(trial.metric_analysis["val_score"])
     trial._default_result_or_future = ray.ObjectRef(b"\x02" * 28)
@@ -41,16 +40,18 @@ def test_an_ended_trial_keeps_the_averages_of_the_objective_only_and_no_referenc
     assert trial._default_result_or_future is None and trial.last_result["train_loss"] == 1.0 / 3
 
 
+@pytest.mark.parametrize("averages_of", [None, ("val_score",)])
 @pytest.mark.parametrize("stop", ["on_trial_complete", "on_trial_error"])
-def test_a_trial_started_again_after_its_windows_were_dropped_averages_its_new_results(stop):
+def test_a_trial_started_again_after_its_windows_were_dropped_averages_its_new_results(stop, averages_of):
     trial = reported(3)
-    lean = LeanDriver()
+    lean = LeanDriver(averages_of=averages_of)
     getattr(lean, stop)(iteration=1, trials=[trial], trial=trial)
     assert trial.metric_n_steps == {}
     lean.on_trial_start(iteration=2, trials=[trial], trial=trial)        # retried or resumed
     trial.update_last_result({"training_iteration": 4, "train_loss": 0.25, "val_score": 0.4})
     assert trial.metric_analysis["val_score"]["last-5-avg"] == 0.4 and trial.metric_analysis["val_score"]["max"] == 0.4
     assert len(trial.metric_n_steps["val_score"]["10"]) == 1
+    assert trial.metric_analysis["train_loss"]["min"] == 0.25 and len(trial.metric_n_steps["train_loss"]["5"]) >= 1
 
 
 def test_starting_a_trial_that_kept_its_windows_changes_nothing():

@@ -207,6 +207,7 @@ def test_the_searcher_lets_go_of_each_trial_it_has_told_optuna_about(tmp_path):
     outer.on_trial_complete("a", result={"training_iteration": 2, "val_acc": 0.5})
     outer.on_trial_complete("b", error=True)
     assert set(searcher.asked) == {"c"} and {"a", "b"} <= searcher.told
+    assert set(searcher._reported_steps) <= {"c"}
     outer.on_trial_result("a", {"training_iteration": 3, "val_acc": 0.9})
     outer.on_trial_complete("a", result={"training_iteration": 3, "val_acc": 0.9})
     searcher.save(str(tmp_path / "searcher.pkl"))
