@@ -8,9 +8,10 @@ says whether training is still worth running:
                is NaN or +-inf
     exploding  train_loss far above its best, or more than doubling epoch after epoch, and more
                than twice where it started for two epochs (or after a three-epoch climb); or,
-               after a 40x fall, doubling three epochs in a row back towards its start; a converged loss wiggling far below its
-               start is ok, and so are a bump around an untrained start, a one-epoch jump that
-               falls back and a trained loss bouncing back for two epochs
+               after a 40x fall, doubling three epochs in a row back towards its start; a
+               converged loss wiggling far below its start is ok, and so are a bump around an
+               untrained start, a one-epoch jump that falls back and a trained loss bouncing back
+               for two epochs
     collapsed  a degeneracy metric the model declares (e.g. train_emb_std) at its floor for a while
     flatline   train_loss that does not move, a whole epoch of identical batch losses, or no gradient
 

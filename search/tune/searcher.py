@@ -151,12 +151,12 @@ class HealthOptunaSearch(OptunaSearch):
                 self._forget(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.told or trial_id not in self.asked:
+        if trial_id not in self.asked:         # told already (or never asked)
             return
         self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self.told or trial_id not in self.asked:
+        if trial_id not in self.asked:         # told already (or never asked)
             return
         if result:
             self._report(trial_id, result)
@@ -187,11 +187,9 @@ class HealthOptunaSearch(OptunaSearch):
 
     def close_open_trials(self, reason: str = "the search ended before the trial finished") -> list[str]:
         """FAIL every trial this searcher asked for and never finished; returns their Ray ids."""
-        closed = []
-        for trial_id in list(self.asked):
-            if trial_id not in self.told:
-                self._finish(trial_id, TrialState.FAIL, None, "error", reason)
-                closed.append(trial_id)
+        closed = list(self.asked)               # told trials are no longer in it (``_forget``)
+        for trial_id in closed:
+            self._finish(trial_id, TrialState.FAIL, None, "error", reason)
         return closed
 
     # -- helpers --------------------------------------------------------------------------------
